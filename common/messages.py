@@ -1,0 +1,192 @@
+"""Pydantic models for every MQTT payload; each carries ``schema_version``.
+
+Decoding goes through :func:`decode`, which turns bad JSON, an unknown schema
+version or a field error into a :class:`ProtocolError` with a reason code, so
+neither side ever crashes on a malformed message.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.errors import ProtocolError, ReasonCode
+from common.manifest import Manifest
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 1 * 1024 * 1024
+"""Largest JSON control message accepted (chunks are binary and bounded separately)."""
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def utcnow() -> datetime:
+    """All timestamps are timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """Base of all payloads: strict about unknown fields so typos surface."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON for the wire."""
+        return self.model_dump_json().encode()
+
+
+class ModelRef(BaseModel):
+    """Which model build a slot holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_id: Id
+    version: Id
+    sha256: Sha256
+    format: str
+
+
+class DeviceState(Message):
+    """Retained presence + state; the last-will is the same message with online=False.
+
+    ``session_id`` changes on every connect: the controller ignores an offline will
+    whose session is older than the birth it already has (Sparkplug-style).
+    """
+
+    device_id: Id
+    session_id: str
+    seq: int = 0
+    online: bool
+    agent_version: str = ""
+    profile: str = ""
+    active: ModelRef | None = None
+    previous: ModelRef | None = None
+    update_state: str = "idle"
+    deployment_id: str | None = None
+    ts: datetime = Field(default_factory=utcnow)
+
+
+class DeviceCaps(Message):
+    """What the device can run, published retained once per connect."""
+
+    device_id: Id
+    profile: str
+    arch: str
+    isa_features: list[str] = []
+    cores: int
+    ram_mb: int
+    runtimes: list[str] = []
+    execution_providers: list[str] = []
+    formats: list[str] = []
+
+
+class Desired(Message):
+    """Retained desired model for a device; an agent that was offline reconciles to it on return."""
+
+    deployment_id: Id
+    manifest: Manifest
+    issued_at: datetime = Field(default_factory=utcnow)
+
+
+class ChunkRequest(Message):
+    """Agent asks for the chunks it is missing; an empty list means 'all'."""
+
+    deployment_id: Id
+    sha256: Sha256
+    missing: list[int] = []
+
+
+class JobReport(Message):
+    """One update state transition; idempotent on (deployment_id, seq)."""
+
+    device_id: Id
+    deployment_id: Id
+    seq: int
+    state: str
+    reason: ReasonCode = ReasonCode.OK
+    detail: str = ""
+    ts: datetime = Field(default_factory=utcnow)
+
+
+class BenchMetrics(BaseModel):
+    """On-device figures for one model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    latency_p50_ms: float
+    latency_p95_ms: float
+    load_ms: float
+    peak_rss_delta_mb: float
+    quality: float
+    quality_metric: str
+    runs: int
+    runtime: str = "onnxruntime"
+
+
+class BenchReport(Message):
+    """The benchmark of a candidate against the active model, with the decision taken."""
+
+    device_id: Id
+    deployment_id: Id
+    candidate: ModelRef
+    candidate_metrics: BenchMetrics
+    baseline: ModelRef | None = None
+    baseline_metrics: BenchMetrics | None = None
+    decision: Literal["commit", "rollback"]
+    reasons: list[str] = []
+    ts: datetime = Field(default_factory=utcnow)
+
+
+class Telemetry(Message):
+    """Periodic QoS0 telemetry for dashboards."""
+
+    device_id: Id
+    cpu_percent: float
+    mem_percent: float
+    rss_mb: float
+    temperature_c: float | None = None
+    inferences: int = 0
+    errors: int = 0
+    latency_ms_p50: float | None = None
+    ts: datetime = Field(default_factory=utcnow)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _load_json(payload: bytes | str) -> Any:
+    if isinstance(payload, bytes | bytearray) and len(payload) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(ReasonCode.SIZE_EXCEEDED, f"message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(ReasonCode.MALFORMED_PAYLOAD, f"not JSON: {exc}") from exc
+
+
+def decode(model: type[M], payload: bytes | str) -> M:
+    """Parse and validate one payload; every failure becomes a ProtocolError with a reason code.
+
+    Example:
+        >>> decode(ChunkRequest, b'{"schema_version":1,"deployment_id":"d1","sha256":"' + b"a" * 64 + b'"}').missing
+        []
+    """
+    data = _load_json(payload)
+    if not isinstance(data, dict):
+        raise ProtocolError(ReasonCode.MALFORMED_PAYLOAD, "payload is not a JSON object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProtocolError(
+            ReasonCode.UNSUPPORTED_SCHEMA,
+            f"{model.__name__} schema_version {version!r} not supported (this side speaks {SCHEMA_VERSION})",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProtocolError(
+            ReasonCode.MALFORMED_PAYLOAD, f"{model.__name__}.{where}: {first['msg']}"
+        ) from exc

@@ -1,0 +1,104 @@
+"""Device profiles: data files in ``profiles/`` validated by one pydantic model.
+
+A profile tells the controller which artifact to build (format, precision,
+recipe) and tells the agent its budgets (threads, memory, storage). Users add
+their own TOML file; a bad one fails with the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Arch = Literal["aarch64", "armv7", "x86_64", "riscv64"]
+Format = Literal["onnx", "tflite", "coreml", "tensorrt"]
+_REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+
+
+class ProfileError(ValueError):
+    """A profile file is missing or invalid; the message names the file and the field."""
+
+
+class Slo(BaseModel):
+    """Service-level budget on the device."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    latency_p95_ms: float = Field(gt=0)
+    memory_mb: float = Field(gt=0)
+
+
+class Recipe(BaseModel):
+    """Default compression + conversion for the profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    technique: str
+    format: Format
+    params: dict[str, str | int | float | bool] = {}
+
+
+class DeviceProfile(BaseModel):
+    """One device class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    name: str
+    arch: Arch
+    cpu: str
+    isa_features: list[str] = []
+    cores: int = Field(ge=1, le=256)
+    ram_mb: int = Field(ge=64)
+    storage_mb: int = Field(ge=16)
+    accelerator: str | None = None
+    runtimes: list[str] = Field(min_length=1)
+    formats: list[Format] = Field(min_length=1)
+    execution_providers: list[str] = ["CPUExecutionProvider"]
+    fast_dtypes: list[Literal["fp32", "fp16", "bf16", "int8", "int4"]] = ["fp32"]
+    slo: Slo
+    recipe: Recipe
+    max_artifact_mb: float = Field(default=256, gt=0)
+
+    @property
+    def has_int8_dot(self) -> bool:
+        """True where INT8 dot-product instructions exist; without them ORT needs reduce_range."""
+        return bool({"vnni", "avx512_vnni", "avx_vnni", "asimddp", "dotprod"} & set(self.isa_features))
+
+
+def profiles_dir() -> Path:
+    """Where profiles live: ``EDGEFLEET_PROFILES_DIR`` or the repository's ``profiles/``."""
+    return Path(os.environ.get("EDGEFLEET_PROFILES_DIR", _REPO_PROFILES))
+
+
+def load_profile_file(path: Path) -> DeviceProfile:
+    """Parse and validate one file; errors name the file and the failing field."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ProfileError(f"profile file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ProfileError(f"{path}: invalid profile: {msgs}") from exc
+
+
+def load_profile(name_or_path: str) -> DeviceProfile:
+    """A profile by id (file ``<id>.toml`` in :func:`profiles_dir`) or by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or os.sep in name_or_path:
+        return load_profile_file(path)
+    candidate = profiles_dir() / f"{name_or_path}.toml"
+    if not candidate.exists():
+        known = ", ".join(sorted(p.id for p in list_profiles()))
+        raise ProfileError(f"unknown profile {name_or_path!r}; known profiles: {known}")
+    return load_profile_file(candidate)
+
+
+def list_profiles() -> list[DeviceProfile]:
+    """Every valid profile in the profiles directory, sorted by id."""
+    return sorted((load_profile_file(p) for p in profiles_dir().glob("*.toml")), key=lambda p: p.id)
