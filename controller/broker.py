@@ -116,6 +116,14 @@ class BrokerHandle:
         self.stop()
 
 
+def mosquitto_binary() -> str | None:
+    """Path of mosquitto; Debian puts it in /usr/sbin, which a non-root PATH often lacks."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+
+
 def _write_password_file(path: Path, creds: Credentials) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(f"{u}:{p}\n" for u, p in creds.users.items()))
@@ -126,7 +134,7 @@ def _write_password_file(path: Path, creds: Credentials) -> None:
 
 def start_mosquitto(workdir: Path, credentials: Credentials, port: int | None = None) -> BrokerHandle:
     """Run mosquitto on loopback with a password file and per-device ACL."""
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    binary = mosquitto_binary()
     if binary is None:
         raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +212,6 @@ def start_amqtt(credentials: Credentials, port: int | None = None) -> BrokerHand
 
 def start_broker(workdir: Path, credentials: Credentials, prefer: str = "auto") -> BrokerHandle:
     """mosquitto if its binary exists (or is required), else embedded amqtt."""
-    if prefer == "mosquitto" or (prefer == "auto" and (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())):
+    if prefer == "mosquitto" or (prefer == "auto" and mosquitto_binary()):
         return start_mosquitto(workdir, credentials)
     return start_amqtt(credentials)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common.errors import ProtocolError, ReasonCode
+from common.messages import (
+    MAX_MESSAGE_BYTES,
+    BenchMetrics,
+    BenchReport,
+    ChunkRequest,
+    DeviceState,
+    JobReport,
+    ModelRef,
+    Telemetry,
+    decode,
+)
+
+SHA = "cd" * 32
+
+
+def metrics(**kw) -> BenchMetrics:
+    base = dict(latency_p50_ms=1.0, latency_p95_ms=2.0, load_ms=3.0, peak_rss_delta_mb=4.0,
+                quality=0.999, quality_metric="cosine", runs=10)
+    base.update(kw)
+    return BenchMetrics(**base)
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        DeviceState(device_id="pi-1", session_id="s1", online=True, profile="rpi4"),
+        ChunkRequest(deployment_id="d1", sha256=SHA, missing=[1, 2]),
+        JobReport(device_id="pi-1", deployment_id="d1", seq=3, state="download"),
+        Telemetry(device_id="pi-1", cpu_percent=1.0, mem_percent=2.0, rss_mb=30.0),
+        BenchReport(
+            device_id="pi-1",
+            deployment_id="d1",
+            candidate=ModelRef(model_id="m", version="v2", sha256=SHA, format="onnx"),
+            candidate_metrics=metrics(),
+            decision="commit",
+        ),
+    ],
+)
+def test_round_trip(msg):
+    assert decode(type(msg), msg.to_bytes()) == msg
+    assert json.loads(msg.to_bytes())["schema_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", ReasonCode.MALFORMED_PAYLOAD),
+        (b"\xff\xfe", ReasonCode.MALFORMED_PAYLOAD),
+        (b"[1,2]", ReasonCode.MALFORMED_PAYLOAD),
+        (b'{"schema_version": 99, "deployment_id": "d", "sha256": "' + SHA.encode() + b'"}',
+         ReasonCode.UNSUPPORTED_SCHEMA),
+        (b'{"deployment_id": "d", "sha256": "' + SHA.encode() + b'"}', ReasonCode.UNSUPPORTED_SCHEMA),
+        (b'{"schema_version": 1, "deployment_id": "../x", "sha256": "' + SHA.encode() + b'"}',
+         ReasonCode.MALFORMED_PAYLOAD),
+        (b'{"schema_version": 1, "deployment_id": "d", "sha256": "' + SHA.encode() + b'", "extra": 1}',
+         ReasonCode.MALFORMED_PAYLOAD),
+        (b"x" * (MAX_MESSAGE_BYTES + 1), ReasonCode.SIZE_EXCEEDED),
+    ],
+)
+def test_bad_payloads_become_protocol_errors(payload, reason):
+    with pytest.raises(ProtocolError) as err:
+        decode(ChunkRequest, payload)
+    assert err.value.reason is reason
+    assert str(err.value).startswith(reason.value)
