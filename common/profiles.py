@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 Arch = Literal["aarch64", "armv7", "x86_64", "riscv64"]
 Format = Literal["onnx", "tflite", "coreml", "tensorrt"]
@@ -40,6 +40,21 @@ class Recipe(BaseModel):
     params: dict[str, str | int | float | bool] = {}
 
 
+class Tolerance(BaseModel):
+    """How far an artifact's outputs may drift from the reference on the golden inputs.
+
+    Checked after every conversion (``controller.conversion.check``): an artifact
+    outside these bounds is never shipped. ``max_abs_error`` is off by default
+    because INT8 logits legitimately move by more than FP32 rounding; cosine and
+    top-1 agreement are the scale-free guards.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_cosine: float = Field(default=0.99, ge=0, le=1)
+    min_top1_agreement: float = Field(default=0.98, ge=0, le=1)
+    max_abs_error: float | None = Field(default=None, gt=0)
+
+
 class DeviceProfile(BaseModel):
     """One device class."""
 
@@ -60,11 +75,38 @@ class DeviceProfile(BaseModel):
     slo: Slo
     recipe: Recipe
     max_artifact_mb: float = Field(default=256, gt=0)
+    tolerance: Tolerance = Tolerance()
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_format_is_supported(cls, recipe: Recipe, info: ValidationInfo) -> Recipe:
+        # A recipe whose format the device cannot run would build an artifact nobody can load.
+        formats = info.data.get("formats")
+        if formats and recipe.format not in formats:
+            raise ValueError(f"recipe.format {recipe.format!r} is not one of the profile's formats {formats}")
+        return recipe
 
     @property
     def has_int8_dot(self) -> bool:
         """True where INT8 dot-product instructions exist; without them ORT needs reduce_range."""
         return bool({"vnni", "avx512_vnni", "avx_vnni", "asimddp", "dotprod"} & set(self.isa_features))
+
+
+def select_execution_providers(preferred: list[str], available: list[str]) -> list[str]:
+    """The profile's providers that this runtime build has, in the profile's order, CPU last.
+
+    Why: a Jetson profile prefers TensorRT, but a device without TensorRT (or an
+    ORT build without the TensorRT EP) must still run the same ONNX artifact on
+    the best provider it does have instead of failing. CPU is always appended as
+    the floor, since every ONNX Runtime build has it.
+
+    Example:
+        >>> select_execution_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+        ...                            ["CUDAExecutionProvider", "CPUExecutionProvider"])
+        ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    """
+    chosen = [ep for ep in preferred if ep in available and ep != "CPUExecutionProvider"]
+    return [*chosen, "CPUExecutionProvider"]
 
 
 def profiles_dir() -> Path:
