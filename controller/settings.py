@@ -1,0 +1,105 @@
+"""One settings object for the controller, read from the environment (pydantic-settings).
+
+The story names the compression variables without a prefix (``MAX_COMPRESSION_JOBS``,
+``COMPRESSION_WORKSPACE``, ...); everything edgefleet adds on top (broker, auth, HTTP)
+carries an ``EDGEFLEET_`` prefix so it cannot clash with another tool's environment.
+A value that does not validate stops the controller at start-up with the variable's
+name, instead of failing later inside a job.
+
+Example:
+    >>> import os
+    >>> os.environ["MAX_COMPRESSION_JOBS"] = "3"
+    >>> Settings().max_compression_jobs
+    3
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept exactly one environment variable name for a field (case-insensitive)."""
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Every controller setting. Construct with keyword arguments in tests, from the environment in production."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
+
+    # ---- the story's compression variables
+    model_compression_enabled: bool = Field(True, validation_alias=_env("MODEL_COMPRESSION_ENABLED"))
+    compression_workspace: Path = Field(
+        Path.home() / ".edgefleet" / "workspace", validation_alias=_env("COMPRESSION_WORKSPACE"))
+    max_compression_jobs: int = Field(2, ge=1, le=64, validation_alias=_env("MAX_COMPRESSION_JOBS"))
+    default_quantization_bits: Literal[4, 8, 16] = Field(8, validation_alias=_env("DEFAULT_QUANTIZATION_BITS"))
+    enable_dynamic_quantization: bool = Field(False, validation_alias=_env("ENABLE_DYNAMIC_QUANTIZATION"))
+    calibration_samples: int = Field(128, ge=1, le=100_000, validation_alias=_env("CALIBRATION_SAMPLES"))
+    target_hardware: str = Field("cpu", min_length=1, validation_alias=_env("TARGET_HARDWARE"))
+    enable_gpu_acceleration: bool = Field(False, validation_alias=_env("ENABLE_GPU_ACCELERATION"))
+    edge_device_profile: str = Field("x86-edge", min_length=1, validation_alias=_env("EDGE_DEVICE_PROFILE"))
+
+    # ---- broker / fleet (the fleet service is off when no broker host is set)
+    broker_host: str | None = Field(None, validation_alias=_env("EDGEFLEET_BROKER_HOST"))
+    broker_port: int = Field(1883, ge=1, le=65535, validation_alias=_env("EDGEFLEET_BROKER_PORT"))
+    broker_username: str = Field("controller", validation_alias=_env("EDGEFLEET_BROKER_USERNAME"))
+    broker_password: SecretStr | None = Field(None, validation_alias=_env("EDGEFLEET_BROKER_PASSWORD"))
+    fleet: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$", validation_alias=_env("EDGEFLEET_FLEET"))
+
+    # ---- HTTP + auth
+    api_host: str = Field("127.0.0.1", validation_alias=_env("EDGEFLEET_API_HOST"))
+    api_port: int = Field(8080, ge=0, le=65535, validation_alias=_env("EDGEFLEET_API_PORT"))
+    api_keys: str = Field(
+        "", validation_alias=_env("EDGEFLEET_API_KEYS"),
+        description="comma-separated hashed keys name:role:sha256hex (role rw|ro); see `edgefleet controller keygen`")
+    api_keys_file: Path | None = Field(None, validation_alias=_env("EDGEFLEET_API_KEYS_FILE"))
+    auth_reads: bool = Field(False, validation_alias=_env("EDGEFLEET_AUTH_READS"))
+    max_upload_mb: float = Field(512.0, gt=0, validation_alias=_env("EDGEFLEET_MAX_UPLOAD_MB"))
+
+    @field_validator("compression_workspace")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        """The registry's SQLite file (shared with the registry package)."""
+        return self.compression_workspace / "registry.sqlite"
+
+    @property
+    def jobs_db_path(self) -> Path:
+        """The job store's own SQLite file: progress writes never contend with registry writes."""
+        return self.compression_workspace / "jobs.sqlite"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Upload size limit in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def fleet_enabled(self) -> bool:
+        """True when a broker is configured, so the controller talks to devices."""
+        return bool(self.broker_host)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def get_settings() -> Settings:
+    """Settings from the current environment (read fresh each call; the app keeps its own instance)."""
+    return Settings()
