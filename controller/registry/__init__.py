@@ -1,0 +1,46 @@
+"""Model registry and fleet records: one SQLite file (WAL) plus content-addressed blobs.
+
+Import :class:`Registry` and the typed errors from here; the REST layer maps
+:class:`RegistryError` subclasses to HTTP statuses via their ``http_status``.
+"""
+
+from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
+from controller.registry.fleet_records import ReportResult, job_state_to_status
+from controller.registry.records import (
+    ArtifactRecord,
+    AuditEntry,
+    BlobRecord,
+    DeploymentDeviceRecord,
+    DeploymentRecord,
+    DeploymentState,
+    DeviceDeploymentState,
+    DeviceRecord,
+    ModelRecord,
+    ReportOutcome,
+    VersionRecord,
+)
+from controller.registry.store import CANDIDATE, PRODUCTION, Registry, validate_name
+
+__all__ = [
+    "CANDIDATE",
+    "PRODUCTION",
+    "ArtifactRecord",
+    "AuditEntry",
+    "BlobRecord",
+    "ConflictError",
+    "DeploymentDeviceRecord",
+    "DeploymentRecord",
+    "DeploymentState",
+    "DeviceDeploymentState",
+    "DeviceRecord",
+    "InvalidInputError",
+    "ModelRecord",
+    "NotFoundError",
+    "Registry",
+    "RegistryError",
+    "ReportOutcome",
+    "ReportResult",
+    "VersionRecord",
+    "job_state_to_status",
+    "validate_name",
+]

@@ -1,0 +1,633 @@
+"""The model registry: models, immutable versions, content-addressed blobs, tags, artifacts, audit.
+
+One SQLite file (WAL) in the workspace plus ``blobs/``. Every public method is
+keyword-only so the REST layer (issue 5) can pass request fields through by
+name, and every mutating call writes its audit entry in the same transaction
+as the change: there is never a change without its audit line, or the reverse.
+
+Thread safety: each thread gets its own SQLite connection (paho callbacks, the
+REST server's worker threads and the demo all share one ``Registry``); writers
+are serialised by one in-process lock and ``BEGIN IMMEDIATE`` so two processes
+on the same file also queue instead of failing.
+
+Example:
+    >>> reg = Registry(Path("/tmp/ws"))                                    # doctest: +SKIP
+    >>> m = reg.create_model(name="minilm", actor="alice")                 # doctest: +SKIP
+    >>> v = reg.add_version(model_id=m.id, path=Path("minilm.onnx"))       # doctest: +SKIP
+    >>> reg.set_tag(model_id=m.id, tag="production", version_id=v.id)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from common.manifest import Manifest
+from controller.registry.blobs import BlobStore
+from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError
+from controller.registry.fleet_records import FleetRecords
+from controller.registry.records import (
+    ArtifactRecord,
+    AuditEntry,
+    BlobRecord,
+    ModelRecord,
+    VersionRecord,
+)
+from controller.registry.schema import create_schema
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,63}$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_UNSET: Any = object()
+PRODUCTION = "production"
+CANDIDATE = "candidate"
+
+
+def utcnow() -> str:
+    """Current time as ISO 8601 with an explicit UTC offset: the only time format stored."""
+    return datetime.now(UTC).isoformat()
+
+
+def new_id() -> str:
+    """A fresh UUID4 string: every model, version, artifact, deployment and audit entry id."""
+    return str(uuid.uuid4())
+
+
+def validate_name(name: str, what: str = "model name") -> str:
+    """Reject names that could escape a directory or a URL segment (``/``, ``\\``, ``..``).
+
+    Example:
+        >>> validate_name("mobilenet_v2")
+        'mobilenet_v2'
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise InvalidInputError(
+            f"invalid {what} {name!r}: use 1-128 characters from [A-Za-z0-9_.-], starting with a letter "
+            "or digit, no path separators and no '..'"
+        )
+    return name
+
+
+def _token(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _TOKEN_RE.match(value):
+        raise InvalidInputError(f"invalid {what} {value!r}: use 1-64 lowercase characters from [a-z0-9_.+-]")
+    return value
+
+
+def dump_json(value: Any, what: str) -> str:
+    """Serialise a JSON object strictly (no NaN/inf, dict at the top) so stored data stays portable."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a JSON object, got {type(value).__name__}")
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{what} is not JSON-serialisable (finite numbers, strings, lists, dicts): {exc}"
+        ) from exc
+
+
+def _finite(x: Any) -> bool:
+    return not isinstance(x, float) or math.isfinite(x)
+
+
+class Registry(FleetRecords):
+    """SQLite-backed registry rooted at one workspace directory.
+
+    Args:
+        workspace: directory holding ``registry.db`` and ``blobs/`` (``COMPRESSION_WORKSPACE``).
+        actor: default actor name written to the audit log when a call passes none.
+    """
+
+    def __init__(self, workspace: Path, *, actor: str = "system") -> None:
+        self.workspace = Path(workspace)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.workspace / "registry.db"
+        self.blobs = BlobStore(self.workspace / "blobs")
+        self.default_actor = actor
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._closed = False
+        db = self._db()
+        db.enable_wal()
+        create_schema(db)
+
+    # ------------------------------------------------------------------ plumbing
+    def _db(self) -> sqlite_utils.Database:
+        if self._closed:
+            raise RuntimeError("registry is closed")
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+            with self._conns_lock:
+                self._conns.append(conn)
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (re-entrant within a thread)."""
+        conn = self._db().conn
+        with self._write_lock:
+            if conn.in_transaction:
+                yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _one(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:
+        for row in self._db().query(sql, params):
+            return row
+        return None
+
+    def _all(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+        return list(self._db().query(sql, params))
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def _actor(self, actor: str | None) -> str:
+        return actor or self.default_actor
+
+    def _audit(self, conn: sqlite3.Connection, actor: str | None, action: str, target: str, details: dict) -> None:
+        self._insert(
+            conn,
+            "audit_log",
+            {
+                "id": new_id(),
+                "ts": utcnow(),
+                "actor": self._actor(actor),
+                "action": action,
+                "target": target,
+                "details": json.dumps(details, sort_keys=True, default=str),
+            },
+        )
+
+    def close(self) -> None:
+        """Close every thread's connection; the registry cannot be used afterwards."""
+        self._closed = True
+        with self._conns_lock:
+            for conn in self._conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ audit
+    def audit(self, *, action: str, target: str, details: dict | None = None, actor: str | None = None) -> None:
+        """Append an audit entry for a mutating call made outside the registry (e.g. an upload rejected)."""
+        with self._tx() as conn:
+            self._audit(conn, actor, action, target, details or {})
+
+    def audit_log(self, *, target: str | None = None, action: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Audit entries, newest first, optionally for one target id or one action."""
+        where, params = [], []
+        if target is not None:
+            where.append("target = ?")
+            params.append(target)
+        if action is not None:
+            where.append("action = ?")
+            params.append(action)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._all(f"SELECT * FROM audit_log {clause} ORDER BY ts DESC, rowid DESC LIMIT ?", (*params, limit))
+        return [AuditEntry.from_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ models
+    def create_model(self, *, name: str, description: str = "", actor: str | None = None) -> ModelRecord:
+        """Register a model name; ConflictError if the name is taken (names are unique)."""
+        validate_name(name)
+        row = {
+            "id": new_id(),
+            "name": name,
+            "description": description,
+            "created_at": utcnow(),
+            "created_by": self._actor(actor),
+        }
+        try:
+            with self._tx() as conn:
+                self._insert(conn, "models", row)
+                self._audit(conn, actor, "model.create", row["id"], {"name": name})
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"a model named {name!r} already exists; pick another name or add a version") from exc
+        return ModelRecord.from_row(row)
+
+    def get_model(self, *, model_id: str | None = None, name: str | None = None) -> ModelRecord:
+        """A model by id or by name."""
+        if (model_id is None) == (name is None):
+            raise InvalidInputError("give exactly one of model_id= or name=")
+        key, value = ("id", model_id) if model_id is not None else ("name", name)
+        row = self._one(f"SELECT * FROM models WHERE {key} = ?", (value,))
+        if row is None:
+            raise NotFoundError(f"no model with {key} {value!r}")
+        return ModelRecord.from_row(row)
+
+    def ensure_model(self, *, name: str, description: str = "", actor: str | None = None) -> ModelRecord:
+        """The model with this name, created if missing (for scripts and the demo)."""
+        try:
+            return self.get_model(name=name)
+        except NotFoundError:
+            try:
+                return self.create_model(name=name, description=description, actor=actor)
+            except ConflictError:
+                return self.get_model(name=name)
+
+    def list_models(
+        self, *, name_contains: str | None = None, tag: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[ModelRecord]:
+        """Models sorted by name; filter by a name substring or by having a tag set."""
+        where, params = [], []
+        if name_contains:
+            where.append("name LIKE ?")
+            params.append(f"%{name_contains}%")
+        if tag:
+            where.append("id IN (SELECT model_id FROM tags WHERE tag = ?)")
+            params.append(tag)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._all(f"SELECT * FROM models {clause} ORDER BY name LIMIT ? OFFSET ?", (*params, limit, offset))
+        return [ModelRecord.from_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ blobs
+    def put_blob(self, *, path: Path | None = None, data: bytes | None = None, actor: str | None = None) -> BlobRecord:
+        """Store a file by content (idempotent: the same bytes give the same record)."""
+        staged = self.blobs.stage(path=path, data=data)
+        try:
+            with self._tx() as conn:
+                staged.commit()
+                conn.execute(
+                    "INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES (?, ?, ?)",
+                    (staged.sha256, staged.size, utcnow()),
+                )
+                if staged.created:
+                    self._audit(conn, actor, "blob.put", staged.sha256, {"size": staged.size})
+        except BaseException:
+            staged.undo()
+            raise
+        return self.get_blob(sha256=staged.sha256)
+
+    def get_blob(self, *, sha256: str) -> BlobRecord:
+        """A stored blob's record; NotFoundError if unknown or missing on disk."""
+        row = self._one("SELECT * FROM blobs WHERE sha256 = ?", (sha256,))
+        if row is None:
+            raise NotFoundError(f"no blob with sha256 {sha256}")
+        path = self.blobs.existing(sha256)
+        return BlobRecord(row["sha256"], row["size"], str(path), datetime.fromisoformat(row["created_at"]))
+
+    def blob_path(self, *, sha256: str) -> Path:
+        """Filesystem path of a stored blob (read-only file)."""
+        return Path(self.get_blob(sha256=sha256).path)
+
+    # ------------------------------------------------------------------ versions
+    def add_version(
+        self,
+        *,
+        model_id: str,
+        path: Path | None = None,
+        data: bytes | None = None,
+        technique: str = "fp32",
+        config: dict[str, Any] | None = None,
+        format: str = "onnx",  # noqa: A002 - the domain word
+        profile: str | None = None,
+        parent_id: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> VersionRecord:
+        """Add an immutable version: its blob is stored by content, its row points at its parent.
+
+        Everything is validated before anything is written, and the blob is removed
+        again if the row cannot be written, so a failed add leaves no blob and no row.
+        """
+        self.get_model(model_id=model_id)
+        _token(technique, "technique")
+        _token(format, "format")
+        if profile is not None:
+            _token(profile, "profile")
+        if parent_id is not None:
+            self.get_version(version_id=parent_id)
+        config_json = dump_json(config, "config")
+        metrics_json = dump_json(metrics, "metrics")
+        staged = self.blobs.stage(path=path, data=data)
+        row = {
+            "id": new_id(),
+            "model_id": model_id,
+            "parent_id": parent_id,
+            "technique": technique,
+            "config": config_json,
+            "format": format,
+            "profile": profile,
+            "sha256": staged.sha256,
+            "size": staged.size,
+            "metrics": metrics_json,
+            "created_at": utcnow(),
+            "created_by": self._actor(actor),
+        }
+        try:
+            with self._tx() as conn:
+                staged.commit()
+                conn.execute(
+                    "INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES (?, ?, ?)",
+                    (staged.sha256, staged.size, row["created_at"]),
+                )
+                self._insert(conn, "versions", row)
+                self._audit(
+                    conn,
+                    actor,
+                    "version.create",
+                    row["id"],
+                    {"model_id": model_id, "parent_id": parent_id, "technique": technique, "sha256": staged.sha256},
+                )
+        except BaseException:
+            staged.undo()
+            raise
+        return VersionRecord.from_row(row)
+
+    def get_version(self, *, version_id: str) -> VersionRecord:
+        """One version by id."""
+        row = self._one("SELECT * FROM versions WHERE id = ?", (version_id,))
+        if row is None:
+            raise NotFoundError(f"no model version with id {version_id!r}")
+        return VersionRecord.from_row(row)
+
+    def list_versions(
+        self,
+        *,
+        model_id: str,
+        format: str | None = None,  # noqa: A002
+        profile: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[VersionRecord]:
+        """A model's versions, oldest first, optionally filtered by format or profile."""
+        self.get_model(model_id=model_id)
+        where, params = ["model_id = ?"], [model_id]
+        if format:
+            where.append("format = ?")
+            params.append(format)
+        if profile:
+            where.append("profile = ?")
+            params.append(profile)
+        rows = self._all(
+            f"SELECT * FROM versions WHERE {' AND '.join(where)} ORDER BY created_at, rowid LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [VersionRecord.from_row(r) for r in rows]
+
+    def lineage(self, *, version_id: str) -> list[VersionRecord]:
+        """The parent chain from the root to this version (inclusive), oldest first."""
+        chain: list[VersionRecord] = []
+        seen: set[str] = set()
+        current: str | None = version_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            version = self.get_version(version_id=current)
+            chain.append(version)
+            current = version.parent_id
+        return list(reversed(chain))
+
+    def children(self, *, version_id: str) -> list[VersionRecord]:
+        """Versions derived directly from this one."""
+        rows = self._all("SELECT * FROM versions WHERE parent_id = ? ORDER BY created_at, rowid", (version_id,))
+        return [VersionRecord.from_row(r) for r in rows]
+
+    def add_metrics(self, *, version_id: str, metrics: dict[str, Any], source: str, actor: str | None = None) -> None:
+        """Attach metrics measured after creation (evaluation, device benchmarks); the version stays immutable."""
+        self.get_version(version_id=version_id)
+        text = dump_json(metrics, "metrics")
+        with self._tx() as conn:
+            self._insert(
+                conn,
+                "version_metrics",
+                {"version_id": version_id, "source": source, "metrics": text, "created_at": utcnow()},
+            )
+            self._audit(conn, actor, "version.metrics", version_id, {"source": source})
+
+    def version_metrics(self, *, version_id: str) -> dict[str, Any]:
+        """Creation metrics under ``"build"`` plus later ones under their source (latest per source wins)."""
+        version = self.get_version(version_id=version_id)
+        out: dict[str, Any] = {"build": version.metrics}
+        for row in self._all("SELECT * FROM version_metrics WHERE version_id = ? ORDER BY id", (version_id,)):
+            out[row["source"]] = json.loads(row["metrics"])
+        return out
+
+    # ------------------------------------------------------------------ tags
+    def set_tag(
+        self,
+        *,
+        model_id: str,
+        tag: str,
+        version_id: str,
+        expected_version_id: str | None = _UNSET,
+        actor: str | None = None,
+    ) -> VersionRecord:
+        """Point a tag (``production``, ``candidate``, custom) at a version of the model.
+
+        ``expected_version_id`` makes it a compare-and-set (None = the tag must not exist
+        yet): two operators promoting at once get a ConflictError instead of a silent
+        overwrite.
+        """
+        if not isinstance(tag, str) or not _TAG_RE.match(tag) or ".." in tag:
+            raise InvalidInputError(f"invalid tag {tag!r}: use 1-64 characters from [A-Za-z0-9_.-]")
+        version = self.get_version(version_id=version_id)
+        if version.model_id != model_id:
+            raise InvalidInputError(f"version {version_id} belongs to model {version.model_id}, not {model_id}")
+        with self._tx() as conn:
+            row = self._one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
+            current = row["version_id"] if row else None
+            if expected_version_id is not _UNSET and current != expected_version_id:
+                raise ConflictError(
+                    f"tag {tag!r} of model {model_id} points at {current}, not the expected {expected_version_id}; "
+                    "reload and retry"
+                )
+            self._write_tag(conn, model_id, tag, version_id, "set", actor)
+            self._audit(conn, actor, "tag.set", model_id, {"tag": tag, "version_id": version_id, "from": current})
+        return version
+
+    def _write_tag(
+        self, conn: sqlite3.Connection, model_id: str, tag: str, version_id: str, action: str, actor: str | None
+    ) -> None:
+        now = utcnow()
+        conn.execute(
+            "INSERT INTO tags(model_id, tag, version_id, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(model_id, tag) DO UPDATE SET version_id = excluded.version_id, "
+            "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            (model_id, tag, version_id, now, self._actor(actor)),
+        )
+        self._insert(
+            conn,
+            "tag_history",
+            {
+                "model_id": model_id,
+                "tag": tag,
+                "version_id": version_id,
+                "action": action,
+                "ts": now,
+                "actor": self._actor(actor),
+            },
+        )
+
+    def get_tag(self, *, model_id: str, tag: str) -> VersionRecord:
+        """The version a tag points at."""
+        row = self._one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
+        if row is None:
+            raise NotFoundError(f"model {model_id} has no tag {tag!r}")
+        return self.get_version(version_id=row["version_id"])
+
+    def list_tags(self, *, model_id: str) -> dict[str, str]:
+        """Tag name → version id for one model."""
+        rows = self._all("SELECT tag, version_id FROM tags WHERE model_id = ? ORDER BY tag", (model_id,))
+        return {r["tag"]: r["version_id"] for r in rows}
+
+    def delete_tag(self, *, model_id: str, tag: str, actor: str | None = None) -> None:
+        """Remove a tag (audited)."""
+        self.get_tag(model_id=model_id, tag=tag)
+        with self._tx() as conn:
+            conn.execute("DELETE FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
+            self._audit(conn, actor, "tag.delete", model_id, {"tag": tag})
+
+    def rollback_targets(self, *, model_id: str, tag: str = PRODUCTION) -> list[str]:
+        """Versions a tag may roll back to: ancestors of its current version and its earlier holders."""
+        current = self.get_tag(model_id=model_id, tag=tag)
+        history = self._all(
+            "SELECT version_id FROM tag_history WHERE model_id = ? AND tag = ? ORDER BY id DESC", (model_id, tag)
+        )
+        out: list[str] = []
+        for row in history:
+            if row["version_id"] != current.id and row["version_id"] not in out:
+                out.append(row["version_id"])
+        for version in reversed(self.lineage(version_id=current.id)[:-1]):
+            if version.id not in out:
+                out.append(version.id)
+        return out
+
+    def rollback_tag(
+        self,
+        *,
+        model_id: str,
+        tag: str = PRODUCTION,
+        to_version_id: str | None = None,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> VersionRecord:
+        """Move a tag back to an earlier version in its lineage (default: the previous holder).
+
+        "Earlier in the lineage" means an ancestor of the current version or a version
+        that held this tag before; anything else is refused, so a rollback can never
+        promote an untested sibling by mistake.
+        """
+        current = self.get_tag(model_id=model_id, tag=tag)
+        allowed = self.rollback_targets(model_id=model_id, tag=tag)
+        if not allowed:
+            raise ConflictError(f"tag {tag!r} of model {model_id} has no earlier version to roll back to")
+        target = to_version_id or allowed[0]
+        if target not in allowed:
+            raise InvalidInputError(
+                f"version {target} is not in the lineage of {tag!r} (currently {current.id}); "
+                f"allowed targets: {', '.join(allowed)}"
+            )
+        version = self.get_version(version_id=target)
+        with self._tx() as conn:
+            self._write_tag(conn, model_id, tag, target, "rollback", actor)
+            self._audit(
+                conn,
+                actor,
+                "tag.rollback",
+                model_id,
+                {"tag": tag, "from": current.id, "to": target, "reason": reason},
+            )
+        return version
+
+    # ------------------------------------------------------------------ artifacts
+    def add_artifact(self, *, manifest: Manifest, actor: str | None = None) -> ArtifactRecord:
+        """Record a signed manifest built from a version; all its files must already be stored blobs."""
+        if not manifest.signature:
+            raise InvalidInputError("refusing an unsigned manifest: sign it with common.manifest.sign_manifest")
+        version = self.get_version(version_id=manifest.version)
+        if version.model_id != manifest.model_id:
+            raise InvalidInputError(
+                f"manifest model_id {manifest.model_id} does not match version {version.id}'s model {version.model_id}"
+            )
+        for ref in manifest.files:
+            blob = self.get_blob(sha256=ref.sha256)
+            if blob.size != ref.size:
+                raise InvalidInputError(f"manifest says {ref.filename} is {ref.size} bytes, stored blob is {blob.size}")
+        row = {
+            "id": new_id(),
+            "version_id": version.id,
+            "profile": manifest.profile,
+            "manifest": manifest.model_dump_json(),
+            "created_at": utcnow(),
+        }
+        with self._tx() as conn:
+            self._insert(conn, "artifacts", row)
+            for ref in manifest.files:
+                conn.execute(
+                    "INSERT OR IGNORE INTO artifact_blobs(artifact_id, sha256, role) VALUES (?, ?, ?)",
+                    (row["id"], ref.sha256, ref.role),
+                )
+            self._audit(
+                conn, actor, "artifact.create", row["id"], {"version_id": version.id, "profile": manifest.profile}
+            )
+        return ArtifactRecord.from_row(row)
+
+    def get_artifact(self, *, artifact_id: str) -> ArtifactRecord:
+        """One artifact by id."""
+        row = self._one("SELECT * FROM artifacts WHERE id = ?", (artifact_id,))
+        if row is None:
+            raise NotFoundError(f"no artifact with id {artifact_id!r}")
+        return ArtifactRecord.from_row(row)
+
+    def list_artifacts(self, *, version_id: str | None = None, profile: str | None = None) -> list[ArtifactRecord]:
+        """Artifacts newest first, optionally for one version and/or profile."""
+        where, params = [], []
+        if version_id:
+            where.append("version_id = ?")
+            params.append(version_id)
+        if profile:
+            where.append("profile = ?")
+            params.append(profile)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._all(f"SELECT * FROM artifacts {clause} ORDER BY created_at DESC, rowid DESC", tuple(params))
+        return [ArtifactRecord.from_row(r) for r in rows]
+
+    def manifest(self, *, artifact_id: str) -> Manifest:
+        """The signed manifest of an artifact, as the protocol model."""
+        return Manifest.model_validate(self.get_artifact(artifact_id=artifact_id).manifest)
+
+    def find_artifact(self, *, manifest: Manifest) -> ArtifactRecord | None:
+        """The artifact recorded for exactly this signed manifest, if any."""
+        for art in self.list_artifacts(version_id=manifest.version, profile=manifest.profile):
+            if art.manifest.get("signature") == manifest.signature:
+                return art
+        return None
