@@ -1,0 +1,206 @@
+"""Build a deployable artifact: model blob + golden set + signed manifest, all stored in the registry.
+
+The golden set is what lets an agent judge quality on the device without labels:
+real inputs and the FP32 reference model's outputs on them, so every candidate
+(INT8, pruned, ...) is compared with the same reference, not with itself. It is
+written as an ``.npz`` without pickle (keys ``input:<graph input>`` and
+``output:<graph output>``, first axis = samples) because a device must never
+unpickle data that came over the network.
+
+Example:
+    >>> manifest, files = build_artifact(                                  # doctest: +SKIP
+    ...     reg, int8_version.id, profile="rpi4", golden_inputs=[{"input": x}],
+    ...     reference_onnx=fp32_path, quality_metric="cosine", signing_key=key)
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from common.manifest import DEFAULT_CHUNK_SIZE, Manifest, Thresholds, blob_ref, sign_manifest
+from controller.registry import InvalidInputError, Registry, VersionRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+MANIFEST_FORMATS = ("onnx", "tflite")
+
+
+class ArtifactBuildError(InvalidInputError):
+    """The inputs to an artifact build do not fit together (names, shapes, formats, profiles)."""
+
+
+def _batch_axis(dim: Any) -> bool:
+    """A graph dimension that is symbolic (or 1) is treated as the batch axis samples concatenate on."""
+    return not isinstance(dim, int) or dim == 1
+
+
+def _collect(per_sample: list[np.ndarray], shape: Sequence[Any] | None) -> np.ndarray:
+    import numpy as np
+
+    if shape and len(shape) == per_sample[0].ndim and _batch_axis(shape[0]):
+        try:
+            return np.concatenate(per_sample, axis=0)
+        except ValueError as exc:
+            raise ArtifactBuildError(
+                f"golden samples have different shapes {[a.shape for a in per_sample]}; pad them to one shape"
+            ) from exc
+    return np.stack(per_sample, axis=0)
+
+
+def golden_set_bytes(
+    reference_onnx: Path, golden_inputs: list[dict[str, np.ndarray]]
+) -> tuple[bytes, dict[str, tuple[int, ...]]]:
+    """Run the FP32 reference on every golden input and pack inputs + outputs as npz bytes.
+
+    Returns the bytes and the shape of every stored array (for logs and metrics).
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    if not golden_inputs:
+        raise ArtifactBuildError("golden_inputs is empty: give at least one real input sample")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(reference_onnx), opts, providers=["CPUExecutionProvider"])
+    graph_inputs = {i.name: i for i in session.get_inputs()}
+    graph_outputs = session.get_outputs()
+    inputs: dict[str, list[np.ndarray]] = {name: [] for name in graph_inputs}
+    outputs: dict[str, list[np.ndarray]] = {o.name: [] for o in graph_outputs}
+    for i, sample in enumerate(golden_inputs):
+        if set(sample) != set(graph_inputs):
+            raise ArtifactBuildError(
+                f"golden sample {i} has inputs {sorted(sample)}, the reference model expects {sorted(graph_inputs)}"
+            )
+        feeds = {name: np.ascontiguousarray(arr) for name, arr in sample.items()}
+        try:
+            result = session.run(None, feeds)
+        except Exception as exc:  # onnxruntime raises its own hierarchy
+            raise ArtifactBuildError(f"reference model failed on golden sample {i}: {exc}") from exc
+        for name, arr in feeds.items():
+            inputs[name].append(arr)
+        for meta, arr in zip(graph_outputs, result, strict=True):
+            outputs[meta.name].append(np.asarray(arr))
+    arrays: dict[str, np.ndarray] = {}
+    for name, samples in inputs.items():
+        arrays[f"input:{name}"] = _collect(samples, graph_inputs[name].shape)
+    for meta in graph_outputs:
+        arrays[f"output:{meta.name}"] = _collect(outputs[meta.name], meta.shape)
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    return buf.getvalue(), {k: tuple(v.shape) for k, v in arrays.items()}
+
+
+def _resolve_version(
+    registry: Registry,
+    source: str | Path,
+    *,
+    model_name: str | None,
+    technique: str,
+    parent_id: str | None,
+    fmt: str,
+    actor: str | None,
+) -> VersionRecord:
+    if isinstance(source, Path):
+        if not model_name:
+            raise ArtifactBuildError("building from a file needs model_name= to register it under")
+        model = registry.ensure_model(name=model_name, actor=actor)
+        return registry.add_version(
+            model_id=model.id, path=source, technique=technique, format=fmt, parent_id=parent_id, actor=actor
+        )
+    return registry.get_version(version_id=source)
+
+
+def build_artifact(
+    registry: Registry,
+    source: str | Path,
+    *,
+    profile: str,
+    golden_inputs: list[dict[str, np.ndarray]],
+    reference_onnx: Path,
+    quality_metric: Literal["cosine", "top1"],
+    signing_key: Ed25519PrivateKey,
+    thresholds: Thresholds | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    model_name: str | None = None,
+    technique: str = "fp32",
+    parent_id: str | None = None,
+    format: str = "onnx",  # noqa: A002 - the domain word
+    actor: str | None = None,
+) -> tuple[Manifest, dict[str, Path]]:
+    """Build, sign and store an artifact for one device profile.
+
+    Args:
+        registry: where the model version, golden blob and artifact are stored.
+        source: a version id already in the registry, or a model file to register first
+            (then ``model_name`` is required and ``technique``/``parent_id``/``format`` describe it).
+        profile: device profile id the artifact is built for; agents refuse other profiles.
+        golden_inputs: real input samples, one dict (graph input name -> array, with batch axis) each.
+        reference_onnx: FP32 reference model whose outputs become the golden outputs.
+        quality_metric: how agents score agreement: ``"cosine"`` or ``"top1"``.
+        signing_key: controller Ed25519 key (``common.keys.load_or_create_private_key``).
+        thresholds: regression gate the agent applies; defaults to ``Thresholds()``.
+        chunk_size: MQTT chunk size for both files (<= 256 KiB).
+
+    Returns:
+        The signed manifest and the stored files by role (``"model"``, ``"golden"``), read-only.
+    """
+    # The golden set first: a bad sample must fail before anything is registered.
+    golden, _shapes = golden_set_bytes(Path(reference_onnx), golden_inputs)
+    version = _resolve_version(
+        registry,
+        source,
+        model_name=model_name,
+        technique=technique,
+        parent_id=parent_id,
+        fmt=format,
+        actor=actor,
+    )
+    if version.format not in MANIFEST_FORMATS:
+        raise ArtifactBuildError(f"version {version.id} is {version.format!r}; deployable formats: {MANIFEST_FORMATS}")
+    if version.profile and version.profile != profile:
+        raise ArtifactBuildError(f"version {version.id} was built for profile {version.profile!r}, not {profile!r}")
+    model = registry.get_model(model_id=version.model_id)
+    golden_blob = registry.put_blob(data=golden, actor=actor)
+    model_path = registry.blob_path(sha256=version.sha256)
+    golden_path = Path(golden_blob.path)
+    files = [
+        blob_ref("model", model_path, chunk_size, filename=f"model.{version.format}"),
+        blob_ref("golden", golden_path, chunk_size, filename="golden.npz"),
+    ]
+    manifest = Manifest(
+        model_id=model.id,
+        model_name=model.name,
+        version=version.id,
+        parent_version=version.parent_id,
+        profile=profile,
+        format=version.format,  # type: ignore[arg-type]
+        technique=version.technique,
+        quality_metric=quality_metric,
+        files=files,
+        thresholds=thresholds or Thresholds(),
+    )
+    signed = sign_manifest(manifest, signing_key)
+    registry.add_artifact(manifest=signed, actor=actor)
+    return signed, {"model": model_path, "golden": golden_path}
+
+
+def export_artifact(registry: Registry, manifest: Manifest, dest: Path) -> dict[str, Path]:
+    """Copy an artifact's files (named as in the manifest) plus ``manifest.json`` into ``dest``.
+
+    For offline installs and debugging; the MQTT path never needs it.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    for ref in manifest.files:
+        out[ref.role] = registry.blobs.copy_out(ref.sha256, dest / ref.filename)
+    with tempfile.NamedTemporaryFile("w", dir=dest, delete=False, suffix=".tmp") as fh:
+        fh.write(manifest.model_dump_json(indent=2))
+    Path(fh.name).replace(dest / "manifest.json")
+    out["manifest"] = dest / "manifest.json"
+    return out

@@ -1,0 +1,106 @@
+"""Artifact builds: golden set computed by the FP32 reference, signed manifest, blobs in the registry."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from common.keys import load_or_create_private_key, load_public_key
+from common.manifest import Thresholds, read_chunk, verify_manifest
+from controller.artifacts import ArtifactBuildError, build_artifact, export_artifact
+from controller.registry import NotFoundError, Registry
+from tests.controller.onnx_fixtures import tiny_linear_onnx
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    reg = Registry(tmp_path / "ws")
+    key = load_or_create_private_key(tmp_path / "keys" / "controller.key")
+    fp32 = tiny_linear_onnx(tmp_path / "fp32.onnx")
+    yield reg, key, fp32, tmp_path
+    reg.close()
+
+
+def _inputs(n: int = 6) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(n)]
+
+
+def test_build_from_file_registers_version_and_golden(env):
+    reg, key, fp32, tmp = env
+    samples = _inputs()
+    manifest, files = build_artifact(
+        reg,
+        fp32,
+        model_name="tiny",
+        profile="rpi4",
+        golden_inputs=samples,
+        reference_onnx=fp32,
+        quality_metric="cosine",
+        signing_key=key,
+        thresholds=Thresholds(min_quality=0.9),
+        chunk_size=1024,
+    )
+    verify_manifest(manifest, load_public_key(tmp / "keys" / "controller.pub"))
+    assert [f.role for f in manifest.files] == ["model", "golden"]
+    model_ref, golden_ref = manifest.files
+    assert model_ref.sha256 == hashlib.sha256(fp32.read_bytes()).hexdigest()
+    assert files["model"].read_bytes() == fp32.read_bytes()
+    assert golden_ref.chunk_size == 1024 and golden_ref.chunk_count == -(-golden_ref.size // 1024)
+    assert hashlib.sha256(read_chunk(files["golden"], 0, 1024)).hexdigest() == golden_ref.chunk_sha256[0]
+    version = reg.get_version(version_id=manifest.version)
+    assert version.sha256 == model_ref.sha256 and manifest.model_id == version.model_id
+    assert manifest.thresholds.min_quality == 0.9 and manifest.profile == "rpi4"
+    with np.load(files["golden"], allow_pickle=False) as data:
+        assert sorted(data.files) == ["input:x", "output:y"]
+        x, y = data["input:x"], data["output:y"]
+    assert x.shape == (6, 8) and y.shape == (6, 4)
+    sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], y, rtol=1e-5)
+    art = reg.find_artifact(manifest=manifest)
+    assert art is not None and art.profile == "rpi4"
+    out = export_artifact(reg, manifest, tmp / "export")
+    assert (tmp / "export" / "golden.npz").read_bytes() == files["golden"].read_bytes()
+    assert out["manifest"].exists()
+
+
+def test_candidate_version_uses_fp32_reference(env):
+    reg, key, fp32, tmp = env
+    m = reg.create_model(name="tiny")
+    base = reg.add_version(model_id=m.id, path=fp32)
+    degraded = tiny_linear_onnx(tmp / "bad.onnx", scale=3.0)
+    cand = reg.add_version(model_id=m.id, path=degraded, technique="perturbed", parent_id=base.id)
+    manifest, files = build_artifact(
+        reg,
+        cand.id,
+        profile="x86-edge",
+        golden_inputs=_inputs(3),
+        reference_onnx=fp32,
+        quality_metric="top1",
+        signing_key=key,
+    )
+    assert manifest.version == cand.id and manifest.parent_version == base.id
+    assert manifest.technique == "perturbed" and manifest.quality_metric == "top1"
+    assert files["model"].read_bytes() == degraded.read_bytes()
+    with np.load(files["golden"], allow_pickle=False) as data:
+        ref = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"x": data["input:x"]})
+        np.testing.assert_allclose(ref[0], data["output:y"], rtol=1e-5)
+
+
+def test_bad_inputs_are_refused(env):
+    reg, key, fp32, _ = env
+    kw = dict(profile="rpi4", reference_onnx=fp32, quality_metric="cosine", signing_key=key)
+    with pytest.raises(ArtifactBuildError, match="expects"):
+        build_artifact(reg, fp32, model_name="t", golden_inputs=[{"wrong": np.zeros((1, 8), np.float32)}], **kw)
+    with pytest.raises(ArtifactBuildError, match="empty"):
+        build_artifact(reg, fp32, model_name="t", golden_inputs=[], **kw)
+    with pytest.raises(ArtifactBuildError, match="model_name"):
+        build_artifact(reg, fp32, golden_inputs=_inputs(1), **kw)
+    with pytest.raises(NotFoundError):
+        build_artifact(reg, "no-such-version", golden_inputs=_inputs(1), **kw)
+    assert reg.list_artifacts() == []
+    assert reg.list_models() == []
