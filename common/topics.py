@@ -173,3 +173,8 @@ def matches(pattern: str, topic: str) -> bool:
         if p != "+" and p != t_parts[i]:
             return False
     return len(p_parts) == len(t_parts)
+
+
+def device_chunk_filter(fleet: str, device: str) -> str:
+    """Subscription filter an agent uses for every artifact chunk sent to it (any blob, any index)."""
+    return f"{device_root(fleet, device)}/art/+/chunk/+"

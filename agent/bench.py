@@ -1,0 +1,192 @@
+"""On-device benchmark: load time, p50/p95 latency, peak RSS delta and golden-set quality.
+
+The measurement runs in a fresh child process (``python -m agent.bench_child``) because
+peak RSS is only honest there: the child records its high-water mark after importing the
+runtime and reading the golden set, loads and runs the model, and reports the growth of
+that high-water mark. A crash or out-of-memory kill of a bad model also takes down the
+child, not the agent. The parent side is :func:`run_benchmark`; :func:`measure` is the
+in-process measurement the child performs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agent.errors import BenchmarkError
+from common.errors import ReasonCode
+from common.messages import BenchMetrics
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What to benchmark and how hard.
+
+    Example:
+        >>> BenchSpec(Path("m.onnx"), Path("g.npz"), "onnx", "cosine", threads=1, runs=20).warmup
+        5
+    """
+
+    model_path: Path
+    golden_path: Path
+    format: str
+    quality_metric: str
+    threads: int = 1
+    runs: int = 50
+    warmup: int = 5
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+
+    def to_json(self) -> str:
+        """Serialised for the child's command line."""
+        data = asdict(self)
+        data["model_path"] = str(self.model_path)
+        data["golden_path"] = str(self.golden_path)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> BenchSpec:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        data["model_path"] = Path(data["model_path"])
+        data["golden_path"] = Path(data["golden_path"])
+        return cls(**data)
+
+
+class BenchCancelled(Exception):  # noqa: N818 - a control-flow signal, not an error condition
+    """The agent is shutting down; the benchmark will be redone on resume."""
+
+
+def peak_rss_mb() -> float:
+    """High-water mark of this process's resident memory in MiB."""
+    try:
+        import resource
+    except ImportError:  # Windows: fall back to current RSS
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def measure(spec: BenchSpec) -> BenchMetrics:
+    """Benchmark in this process (the child calls this). See the module docstring.
+
+    Raises:
+        BenchmarkError: the model does not load, run, or match its golden set.
+    """
+    from agent.golden import load_golden, score
+    from agent.runtimes import get_runtime
+
+    runtime = get_runtime(spec.format)
+    rss_before = peak_rss_mb()
+    start = time.perf_counter()
+    session = runtime.open(spec.model_path, spec.threads, spec.providers)
+    load_ms = (time.perf_counter() - start) * 1000
+    golden = load_golden(spec.golden_path, session)
+    try:
+        first = golden.feed(session, 0)
+        for _ in range(spec.warmup):
+            session.run(first)
+        timings = []
+        for k in range(spec.runs):
+            feeds = golden.feed(session, k % golden.samples)
+            t0 = time.perf_counter()
+            session.run(feeds)
+            timings.append((time.perf_counter() - t0) * 1000)
+        produced = [session.run(golden.feed(session, i)) for i in range(golden.samples)]
+    except BenchmarkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any runtime failure on the golden set is a failed benchmark
+        raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"running {spec.model_path.name} failed: {exc}") from exc
+    quality = score(golden, produced, spec.quality_metric)
+    return BenchMetrics(
+        latency_p50_ms=round(_percentile(timings, 0.50), 4),
+        latency_p95_ms=round(_percentile(timings, 0.95), 4),
+        load_ms=round(load_ms, 3),
+        peak_rss_delta_mb=round(max(0.0, peak_rss_mb() - rss_before), 3),
+        quality=round(quality, 6),
+        quality_metric=spec.quality_metric,
+        runs=spec.runs,
+        runtime=runtime.name,
+    )
+
+
+def _child_env() -> dict[str, str]:
+    """Make sure the child imports this same agent package, wherever it is installed."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env["EDGEFLEET_BENCH_PARENT"] = str(os.getpid())
+    return env
+
+
+def run_benchmark(spec: BenchSpec, *, timeout_s: float = 600.0, cancel: threading.Event | None = None) -> BenchMetrics:
+    """Benchmark in a fresh child process and return its figures.
+
+    Args:
+        spec: model, golden set, format, metric, threads, runs.
+        timeout_s: the child is killed after this long (a hung model is a failed benchmark).
+        cancel: set by the agent on shutdown; the child is killed and BenchCancelled raised.
+
+    Raises:
+        BenchmarkError: load/run failure, timeout, or a child that died (e.g. out of memory).
+        BenchCancelled: ``cancel`` was set.
+
+    Example:
+        >>> metrics = run_benchmark(spec)  # doctest: +SKIP
+        >>> metrics.latency_p95_ms
+        1.8
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.bench_child", spec.to_json()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_child_env(),
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    raise BenchCancelled("agent shutting down") from None
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(
+                        ReasonCode.BENCHMARK_FAILED, f"benchmark did not finish within {timeout_s:.0f}s"
+                    ) from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return _parse_child_output(proc.returncode, out, err)
+
+
+def _parse_child_output(returncode: int, out: bytes, err: bytes) -> BenchMetrics:
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        result = {}
+    if "error" in result:
+        raise BenchmarkError(ReasonCode(result.get("reason", "benchmark_failed")), result["error"])
+    if returncode != 0 or "metrics" not in result:
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        raise BenchmarkError(
+            ReasonCode.BENCHMARK_FAILED, f"benchmark process exited with {returncode}: {' | '.join(tail)}"
+        )
+    return BenchMetrics.model_validate(result["metrics"])

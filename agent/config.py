@@ -1,0 +1,97 @@
+"""Agent configuration: one frozen dataclass built from the CLI (or by tests and the demo directly).
+
+Budgets default from the device profile so a device is configured by naming its profile;
+the few knobs that matter on a shared test machine (threads, benchmark runs, timers) can
+be overridden.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import ConfigError
+from common.profiles import DeviceProfile, load_profile
+from common.topics import TopicError, validate_id
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything one agent process needs.
+
+    Example:
+        >>> cfg = AgentConfig(device_id="pi-1", fleet="demo", profile_id="rpi4",
+        ...                   data_dir=Path("/var/lib/edgefleet"), controller_key=Path("ctl.pub"))
+        >>> cfg.broker_port
+        1883
+    """
+
+    device_id: str
+    fleet: str
+    profile_id: str
+    data_dir: Path
+    controller_key: Path
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    threads: int | None = None
+    bench_runs: int = 50
+    bench_warmup: int = 5
+    bench_timeout_s: float = 600.0
+    telemetry_interval_s: float = 30.0
+    rerequest_interval_s: float = 3.0
+    download_timeout_s: float = 300.0
+    chunk_window: int = 64
+    keepalive_s: int = 30
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_artifact_bytes: int | None = None
+    profile: DeviceProfile | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_id(self.device_id, "device id")
+            validate_id(self.fleet, "fleet")
+        except TopicError as exc:
+            raise ConfigError(str(exc)) from exc
+        if self.bench_runs < 1 or self.bench_warmup < 0:
+            raise ConfigError("bench_runs must be >= 1 and bench_warmup >= 0")
+        if self.profile is None:
+            object.__setattr__(self, "profile", load_profile(self.profile_id))
+
+    @property
+    def device_profile(self) -> DeviceProfile:
+        """The loaded profile (never None after construction)."""
+        assert self.profile is not None
+        return self.profile
+
+    @property
+    def effective_threads(self) -> int:
+        """Inference threads: explicit setting, else the profile's cores capped by this machine's."""
+        if self.threads:
+            return self.threads
+        return max(1, min(self.device_profile.cores, os.cpu_count() or 1))
+
+    @property
+    def artifact_budget_bytes(self) -> int:
+        """Largest single file the agent accepts: explicit setting, else the profile's max_artifact_mb."""
+        if self.max_artifact_bytes is not None:
+            return self.max_artifact_bytes
+        return int(self.device_profile.max_artifact_mb * 1024 * 1024)
+
+    @property
+    def journal_path(self) -> Path:
+        """Where the update journal lives."""
+        return self.data_dir / "journal.json"
+
+    @property
+    def slots_dir(self) -> Path:
+        """Root of the A/B model slots."""
+        return self.data_dir / "slots"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Partial downloads (one folder of chunk files per blob sha256)."""
+        return self.data_dir / "downloads"

@@ -1,0 +1,269 @@
+"""The agent process: MQTT session, worker thread running the update machine, telemetry.
+
+Threads:
+    * network: owns the paho client (connect with a fresh Sparkplug-style session id and a
+      matching last-will, ``loop()``, jittered backoff on failure, telemetry timer);
+    * worker: the only thread touching the update machine; fed by a queue from ``on_message``
+      so a long benchmark never blocks MQTT keep-alives.
+
+paho's ``publish`` is thread-safe, so the worker publishes directly; QoS1 messages
+published while disconnected are queued by paho and sent after the next connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent import __version__
+from agent.backoff import Backoff
+from agent.bench import BenchCancelled
+from agent.config import AgentConfig
+from agent.device import build_caps, read_telemetry
+from agent.update.machine import UpdateMachine
+from common import topics
+from common.keys import load_public_key
+from common.messages import BenchReport, ChunkRequest, DeviceState, JobReport, Message
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+
+
+class Agent:
+    """One device's agent.
+
+    Example:
+        >>> agent = Agent(cfg)  # doctest: +SKIP
+        >>> agent.start(); ...; agent.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.cfg = config
+        self.stop_event = threading.Event()
+        self.connected = threading.Event()
+        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.session_id = ""
+        self._state_seq = 0
+        self._seq_lock = threading.Lock()
+        self._backoff = Backoff(config.backoff_min_s, config.backoff_max_s)
+        self._threads: list[threading.Thread] = []
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=config.device_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if config.username:
+            self.client.username_pw_set(config.username, config.password)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.machine = UpdateMachine(
+            config, reporter=self, public_key=load_public_key(config.controller_key), cancel=self.stop_event
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the network and worker threads and return."""
+        self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        for name, target in (("mqtt", self._network_loop), ("worker", self._worker_loop)):
+            thread = threading.Thread(target=target, name=f"agent-{self.cfg.device_id}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Publish offline state, disconnect, join threads (a running benchmark is killed and redone later)."""
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def run_forever(self) -> int:
+        """Block until :meth:`stop` or ``stop_event`` (set by the SIGTERM handler)."""
+        self.start()
+        while not self.stop_event.wait(0.5):
+            pass
+        self.stop()
+        return 0
+
+    # ------------------------------------------------------------------ network thread
+
+    def _network_loop(self) -> None:
+        next_telemetry = time.monotonic() + min(5.0, self.cfg.telemetry_interval_s)
+        socket_open = False
+        while not self.stop_event.is_set():
+            if not socket_open:
+                socket_open = self._connect()
+                if not socket_open:
+                    self.stop_event.wait(self._backoff.next())
+                    continue
+            rc = self.client.loop(timeout=0.2)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                socket_open = False
+                self.connected.clear()
+                delay = self._backoff.next()
+                log.warning("mqtt connection lost (%s); reconnecting in %.1fs", mqtt.error_string(rc), delay)
+                self.stop_event.wait(delay)
+                continue
+            if self.connected.is_set() and time.monotonic() >= next_telemetry:
+                next_telemetry = time.monotonic() + self.cfg.telemetry_interval_s
+                self._publish_telemetry()
+        self._goodbye(socket_open)
+
+    def _connect(self) -> bool:
+        """Open the socket with a new session id and the matching offline will."""
+        self.session_id = uuid.uuid4().hex[:16]
+        will = self._device_state(online=False)
+        self.client.will_set(topics.state(self.cfg.fleet, self.cfg.device_id), will.to_bytes(), qos=1, retain=True)
+        try:
+            self.client.connect(self.cfg.broker_host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot reach broker %s:%d: %s", self.cfg.broker_host, self.cfg.broker_port, exc)
+            return False
+        return True
+
+    def _goodbye(self, socket_open: bool) -> None:
+        if socket_open and self.connected.is_set():
+            info = self.client.publish(
+                topics.state(self.cfg.fleet, self.cfg.device_id),
+                self._device_state(online=False).to_bytes(),
+                qos=1,
+                retain=True,
+            )
+            deadline = time.monotonic() + 3
+            while not info.is_published() and time.monotonic() < deadline:
+                if self.client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            self.client.disconnect()
+            self.client.loop(timeout=0.1)
+        self.connected.clear()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused connection: %s", reason_code)
+            return
+        self._backoff.reset()
+        fleet, dev = self.cfg.fleet, self.cfg.device_id
+        client.subscribe([(topics.desired(fleet, dev), 1), (topics.device_chunk_filter(fleet, dev), 1)])
+        self._publish(topics.caps(fleet, dev), build_caps(self.cfg), retain=True)
+        self.connected.set()
+        self.state_changed()
+        log.info("connected to %s:%d as %s (session %s)", self.cfg.broker_host, self.cfg.broker_port, dev,
+                 self.session_id)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
+        self.connected.clear()
+        if not self.stop_event.is_set():
+            log.warning("disconnected from broker: %s", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            parsed = topics.parse(msg.topic)
+        except topics.TopicError as exc:
+            log.warning("ignoring message on unexpected topic %r: %s", msg.topic, exc)
+            return
+        if parsed.device != self.cfg.device_id or parsed.fleet != self.cfg.fleet:
+            log.warning("ignoring message for another device on %r", msg.topic)
+        elif parsed.kind is topics.TopicKind.DESIRED:
+            self.events.put(("desired", bytes(msg.payload)))
+        elif parsed.kind is topics.TopicKind.CHUNK:
+            self.events.put(("chunk", parsed.sha256, parsed.index, bytes(msg.payload)))
+        else:
+            log.warning("ignoring %s message on %r", parsed.kind.value, msg.topic)
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _worker_loop(self) -> None:
+        self.connected.wait(10)  # reports made while offline are queued anyway; this just orders them
+        try:
+            self.machine.resume()
+        except BenchCancelled:
+            return
+        except Exception:  # noqa: BLE001 - the agent must keep running its current model
+            log.exception("resume failed; will retry on the next tick")
+        last_tick = time.monotonic()
+        while not self.stop_event.is_set():
+            try:
+                event = self.events.get(timeout=TICK_S)
+            except queue.Empty:
+                event = None
+            try:
+                if event is not None:
+                    self._dispatch(event)
+                if event is None or time.monotonic() - last_tick >= TICK_S:
+                    last_tick = time.monotonic()
+                    self.machine.tick()
+            except BenchCancelled:
+                return
+            except Exception:  # noqa: BLE001 - one bad event must not stop the agent
+                log.exception("error handling %s", event[0] if event else "tick")
+
+    def _dispatch(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "desired":
+            self.machine.handle_desired(event[1])
+        elif kind == "chunk":
+            self.machine.handle_chunk(event[1], event[2], event[3])
+
+    # ------------------------------------------------------------------ Reporter (called on the worker)
+
+    def job(self, report: JobReport) -> None:
+        """Publish a JobReport (QoS1)."""
+        log.info("job %s seq=%d %s %s %s", report.deployment_id, report.seq, report.state, report.reason.value,
+                 report.detail)
+        self._publish(topics.job(self.cfg.fleet, self.cfg.device_id, report.deployment_id), report)
+
+    def bench(self, report: BenchReport) -> None:
+        """Publish a BenchReport (QoS1)."""
+        log.info("bench %s decision=%s %s", report.deployment_id, report.decision, report.reasons)
+        self._publish(topics.bench(self.cfg.fleet, self.cfg.device_id, report.deployment_id), report)
+
+    def request_chunks(self, deployment_id: str, sha256: str, missing: list[int]) -> None:
+        """Publish a ChunkRequest (QoS1)."""
+        request = ChunkRequest(deployment_id=deployment_id, sha256=sha256, missing=missing)
+        self._publish(topics.chunk_request(self.cfg.fleet, self.cfg.device_id, sha256), request)
+
+    def state_changed(self) -> None:
+        """Publish the retained DeviceState."""
+        self._publish(topics.state(self.cfg.fleet, self.cfg.device_id), self._device_state(online=True), retain=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _device_state(self, *, online: bool) -> DeviceState:
+        with self._seq_lock:
+            # Milliseconds since the epoch, forced monotonic: increases across restarts without persisting.
+            self._state_seq = max(self._state_seq + 1, int(time.time() * 1000))
+            seq = self._state_seq
+        machine = self.machine
+        return DeviceState(
+            device_id=self.cfg.device_id,
+            session_id=self.session_id,
+            seq=seq,
+            online=online,
+            agent_version=__version__,
+            profile=self.cfg.device_profile.id,
+            active=machine.active(),
+            previous=machine.previous(),
+            update_state=machine.data.state,
+            deployment_id=machine.data.deployment_id,
+        )
+
+    def _publish(self, topic: str, message: Message, *, retain: bool = False, qos: int = 1) -> None:
+        info = self.client.publish(topic, message.to_bytes(), qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+
+    def _publish_telemetry(self) -> None:
+        active = self.machine.slots.current()
+        baseline = active.baseline() if active else None
+        sample = read_telemetry(self.cfg.device_id, baseline.latency_p50_ms if baseline else None)
+        self._publish(topics.telemetry(self.cfg.fleet, self.cfg.device_id), sample, qos=0)

@@ -1,0 +1,112 @@
+"""Golden-set handling: feeding reference inputs to a model and scoring its outputs against references.
+
+The golden set travels with the artifact as an ``.npz`` (loaded with ``allow_pickle=False``:
+a device never unpickles data from the network). Keys are ``input:<graph input name>`` and
+``output:<graph output name>``, first axis = samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import BenchmarkError
+from agent.runtimes import Session
+from common.errors import ReasonCode
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    """Reference inputs and outputs, by graph tensor name."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+    @property
+    def samples(self) -> int:
+        """Number of samples (first axis)."""
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    def feed(self, session: Session, index: int) -> dict[str, np.ndarray]:
+        """Inputs of one sample shaped for the session (batch of 1, or unbatched when the graph has no batch axis)."""
+        feeds = {}
+        for name in session.input_names:
+            arr = self.inputs[name]
+            rank = len(session.input_shape(name))
+            feeds[name] = arr[index : index + 1] if rank == arr.ndim else arr[index]
+        return feeds
+
+
+def load_golden(path: Path, session: Session) -> GoldenSet:
+    """Read and check a golden set against the model's graph.
+
+    Raises:
+        BenchmarkError: missing keys, ragged sample counts, or a pickled/unreadable file.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"golden set {path.name} unreadable: {exc}") from exc
+    inputs = {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}
+    outputs = {k.removeprefix("output:"): v for k, v in arrays.items() if k.startswith("output:")}
+    missing = [n for n in session.input_names if n not in inputs]
+    if missing:
+        raise BenchmarkError(
+            ReasonCode.BENCHMARK_FAILED, f"golden set lacks inputs {missing}; it has {sorted(inputs)}"
+        )
+    unknown = [n for n in outputs if n not in session.output_names]
+    if not outputs or unknown:
+        raise BenchmarkError(
+            ReasonCode.BENCHMARK_FAILED,
+            f"golden outputs {sorted(outputs)} do not match model outputs {session.output_names}",
+        )
+    counts = {a.shape[0] for a in [*inputs.values(), *outputs.values()] if a.ndim}
+    if len(counts) != 1 or 0 in counts:
+        raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"golden arrays disagree on sample count: {counts}")
+    return GoldenSet(inputs={n: inputs[n] for n in session.input_names}, outputs=outputs)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0 or not np.isfinite(na * nb):
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _top1(a: np.ndarray, b: np.ndarray) -> float:
+    a2 = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+    b2 = b.reshape(-1, b.shape[-1]) if b.ndim else b.reshape(1, 1)
+    return float(np.mean(a2.argmax(-1) == b2.argmax(-1)))
+
+
+METRICS = {"cosine": _cosine, "top1": _top1}
+
+
+def score(golden: GoldenSet, produced: list[dict[str, Any]], metric: str) -> float:
+    """Mean agreement over samples and golden outputs (1.0 = identical to the reference).
+
+    Raises:
+        BenchmarkError: unknown metric or an output of the wrong size.
+    """
+    if metric not in METRICS:
+        raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"unknown quality metric {metric!r}; use {sorted(METRICS)}")
+    fn = METRICS[metric]
+    scores = []
+    for name, ref in golden.outputs.items():
+        for i, outs in enumerate(produced):
+            got = np.asarray(outs[name])
+            if got.size != ref[i].size:
+                raise BenchmarkError(
+                    ReasonCode.BENCHMARK_FAILED,
+                    f"output {name!r} has shape {list(got.shape)}, reference sample has {list(ref[i].shape)}",
+                )
+            scores.append(fn(got.reshape(ref[i].shape), ref[i]))
+    return float(np.mean(scores))

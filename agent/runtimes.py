@@ -1,0 +1,177 @@
+"""Inference runtimes keyed by artifact format: one small adapter per runtime, imported lazily.
+
+The manifest's ``format`` picks the runtime. Each adapter exposes the same tiny surface
+(input/output names and shapes, ``run(feeds)``) so the benchmark and golden-set checks are
+written once. Heavy imports happen inside ``open`` so ``python -m agent --help`` stays fast
+and a device without LiteRT still runs ONNX.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.errors import BenchmarkError, UnsupportedFormatError
+from common.errors import ReasonCode
+
+
+class Session(Protocol):
+    """A loaded model ready to run."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def input_shape(self, name: str) -> list[int | str | None]:
+        """Declared shape of one input (symbolic/unknown dims as str/None)."""
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Run once; returns every output by name."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A registered runtime: the format it serves, how to tell it is installed, how to open a model."""
+
+    format: str
+    name: str
+    available: Callable[[], bool]
+    open: Callable[[Path, int, list[str]], Session]
+
+
+_REGISTRY: dict[str, Runtime] = {}
+
+
+def register_runtime(runtime: Runtime) -> Runtime:
+    """Add a runtime to the registry (one per format)."""
+    _REGISTRY[runtime.format] = runtime
+    return runtime
+
+
+def _importable(*modules: str) -> bool:
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except (ImportError, ValueError):
+            continue
+    return False
+
+
+def available_formats() -> list[str]:
+    """Formats this machine can run right now."""
+    return sorted(fmt for fmt, rt in _REGISTRY.items() if rt.available())
+
+
+def get_runtime(fmt: str) -> Runtime:
+    """The runtime for a format, or UnsupportedFormatError naming what is supported."""
+    runtime = _REGISTRY.get(fmt)
+    if runtime is None or not runtime.available():
+        raise UnsupportedFormatError(fmt, available_formats())
+    return runtime
+
+
+# --- ONNX Runtime -----------------------------------------------------------------------------
+
+
+class OrtSession:
+    """onnxruntime InferenceSession behind the Session surface."""
+
+    def __init__(self, path: Path, threads: int, providers: list[str]) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        usable = [p for p in providers if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
+        try:
+            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=usable)
+        except Exception as exc:  # noqa: BLE001 - ORT raises several untyped errors for bad models
+            raise BenchmarkError(ReasonCode.LOAD_FAILED, f"onnxruntime could not load {path.name}: {exc}") from exc
+        self.input_names = [i.name for i in self._sess.get_inputs()]
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+        self._shapes = {i.name: list(i.shape) for i in self._sess.get_inputs()}
+
+    def input_shape(self, name: str) -> list[int | str | None]:
+        """Declared input shape."""
+        return self._shapes[name]
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """One inference."""
+        return dict(zip(self.output_names, self._sess.run(self.output_names, feeds), strict=True))
+
+
+def ort_providers() -> list[str]:
+    """Execution providers of the installed onnxruntime (empty when it is missing)."""
+    if not _importable("onnxruntime"):
+        return []
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+register_runtime(
+    Runtime(
+        format="onnx",
+        name="onnxruntime",
+        available=lambda: _importable("onnxruntime"),
+        open=lambda path, threads, providers: OrtSession(path, threads, providers),
+    )
+)
+
+
+# --- LiteRT / TFLite --------------------------------------------------------------------------
+
+
+def _tflite_interpreter_class() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+    return Interpreter
+
+
+class TfliteSession:
+    """LiteRT (ai-edge-litert, else tflite_runtime) interpreter behind the Session surface."""
+
+    def __init__(self, path: Path, threads: int, providers: list[str]) -> None:
+        interpreter_cls = _tflite_interpreter_class()
+        try:
+            self._interp = interpreter_cls(model_path=str(path), num_threads=threads)
+            self._interp.allocate_tensors()
+        except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError for bad models
+            raise BenchmarkError(ReasonCode.LOAD_FAILED, f"LiteRT could not load {path.name}: {exc}") from exc
+        self._inputs = {d["name"]: d for d in self._interp.get_input_details()}
+        self._outputs = {d["name"]: d for d in self._interp.get_output_details()}
+        self.input_names = list(self._inputs)
+        self.output_names = list(self._outputs)
+
+    def input_shape(self, name: str) -> list[int | str | None]:
+        """Declared input shape."""
+        return [int(d) for d in self._inputs[name]["shape"]]
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """One inference (inputs cast to the tensor dtype the model declares)."""
+        for name, value in feeds.items():
+            detail = self._inputs[name]
+            if list(value.shape) != list(detail["shape"]):
+                self._interp.resize_tensor_input(detail["index"], list(value.shape))
+                self._interp.allocate_tensors()
+            self._interp.set_tensor(detail["index"], value.astype(detail["dtype"], copy=False))
+        self._interp.invoke()
+        return {name: self._interp.get_tensor(d["index"]) for name, d in self._outputs.items()}
+
+
+register_runtime(
+    Runtime(
+        format="tflite",
+        name="litert",
+        available=lambda: _importable("ai_edge_litert", "tflite_runtime"),
+        open=lambda path, threads, providers: TfliteSession(path, threads, providers),
+    )
+)

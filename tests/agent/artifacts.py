@@ -1,0 +1,119 @@
+"""Build tiny real ONNX models, golden sets and signed manifests for agent tests (test-side only: uses onnx)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from common.manifest import Manifest, Thresholds, blob_ref, sign_manifest
+
+IN_DIM = 64
+OUT_DIM = 32
+SAMPLES = 16
+
+
+def linear_model(weight: np.ndarray, bias: np.ndarray) -> bytes:
+    """y = x @ W + b with a symbolic batch axis."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", weight.shape[0]])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", weight.shape[1]])
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [x],
+        [y],
+        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@dataclass
+class Reference:
+    """The 'true' model: weights and a golden set of its real outputs."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    inputs: np.ndarray
+
+    @classmethod
+    def make(cls, seed: int = 0) -> Reference:
+        rng = np.random.default_rng(seed)
+        return cls(
+            weight=rng.standard_normal((IN_DIM, OUT_DIM)).astype(np.float32),
+            bias=rng.standard_normal(OUT_DIM).astype(np.float32),
+            inputs=rng.standard_normal((SAMPLES, IN_DIM)).astype(np.float32),
+        )
+
+    def outputs(self) -> np.ndarray:
+        return self.inputs @ self.weight + self.bias
+
+    def write_golden(self, path: Path) -> Path:
+        np.savez(path, **{"input:x": self.inputs, "output:y": self.outputs()})
+        return path
+
+    def good_model(self) -> bytes:
+        return linear_model(self.weight, self.bias)
+
+    def degraded_model(self, noise: float = 3.0, seed: int = 99) -> bytes:
+        """Weights so perturbed that outputs disagree with the golden set (quality regression)."""
+        rng = np.random.default_rng(seed)
+        return linear_model(self.weight + noise * rng.standard_normal(self.weight.shape).astype(np.float32), self.bias)
+
+    def slightly_perturbed_model(self, noise: float = 1e-4) -> bytes:
+        """A different build (different sha256) with practically the same outputs, like a good INT8 model."""
+        rng = np.random.default_rng(7)
+        return linear_model(self.weight + noise * rng.standard_normal(self.weight.shape).astype(np.float32), self.bias)
+
+
+@dataclass
+class Artifact:
+    """A signed manifest plus the files it describes, by role."""
+
+    manifest: Manifest
+    paths: dict[str, Path]
+
+    @property
+    def model_sha(self) -> str:
+        return self.manifest.blob("model").sha256
+
+
+def make_artifact(
+    out_dir: Path,
+    model_bytes: bytes,
+    reference: Reference,
+    key,
+    *,
+    version: str,
+    profile: str = "x86-edge",
+    quality_metric: str = "cosine",
+    chunk_size: int = 1024,
+    thresholds: Thresholds | None = None,
+    model_id: str = "linear",
+) -> Artifact:
+    """Write model + golden into ``out_dir/<version>`` and sign a manifest for them."""
+    folder = out_dir / f"{model_id}-{version}-{profile}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = folder / "model.onnx"
+    model_path.write_bytes(model_bytes)
+    golden_path = reference.write_golden(folder / "golden.npz")
+    manifest = Manifest(
+        model_id=model_id,
+        version=version,
+        profile=profile,
+        format="onnx",
+        technique="fp32",
+        quality_metric=quality_metric,
+        files=[blob_ref("model", model_path, chunk_size), blob_ref("golden", golden_path, chunk_size)],
+        thresholds=thresholds or Thresholds(latency_slack_ms=5.0, memory_slack_mb=64.0),
+    )
+    return Artifact(sign_manifest(manifest, key), {"model": model_path, "golden": golden_path})

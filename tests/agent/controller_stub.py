@@ -1,0 +1,149 @@
+"""A minimal controller for agent tests: publishes Desired, serves chunks, records reports.
+
+Real MQTT (paho against the test mosquitto, logged in as the ``controller`` user); the
+knobs (corrupt, truncate, withhold, duplicate, reverse) produce the bad inputs the agent
+must survive.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from common import topics
+from common.manifest import read_chunk
+from common.messages import BenchReport, ChunkRequest, Desired, DeviceState, JobReport, decode
+
+from .artifacts import Artifact
+
+
+class ControllerStub:
+    def __init__(self, host: str, port: int, password: str, fleet: str) -> None:
+        self.fleet = fleet
+        self.blobs: dict[str, tuple[Path, int]] = {}
+        self.jobs: dict[str, list[JobReport]] = defaultdict(list)
+        self.benches: dict[str, list[BenchReport]] = defaultdict(list)
+        self.states: dict[str, DeviceState] = {}
+        self.requests: list[tuple[str, ChunkRequest]] = []
+        self.corrupt_once: set[tuple[str, int]] = set()
+        self.truncate_once: set[tuple[str, int]] = set()
+        self.withhold: Callable[[str, int], bool] = lambda sha, idx: False
+        self.duplicate = False
+        self.reverse = False
+        self.served = 0
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ctl-stub-{uuid.uuid4().hex[:8]}")
+        self.client.username_pw_set("controller", password)
+        self.client.on_message = self._on_message
+        connected = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: connected.set()
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert connected.wait(10), "controller stub could not connect"
+        subs = [topics.fleet_filter(fleet, k) for k in ("req", "job", "bench", "state")]
+        result, mid = self.client.subscribe([(s, 1) for s in subs])
+        assert result == mqtt.MQTT_ERR_SUCCESS
+        time.sleep(0.2)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    # -- controller actions
+
+    def offer(self, artifact: Artifact) -> None:
+        for ref in artifact.manifest.files:
+            self.blobs[ref.sha256] = (artifact.paths[ref.role], ref.chunk_size)
+
+    def publish_desired(self, device: str, desired: Desired | bytes) -> None:
+        payload = desired if isinstance(desired, bytes) else desired.to_bytes()
+        self.client.publish(topics.desired(self.fleet, device), payload, qos=1, retain=True).wait_for_publish(5)
+
+    def deploy(self, device: str, artifact: Artifact, deployment_id: str) -> None:
+        self.offer(artifact)
+        self.publish_desired(device, Desired(deployment_id=deployment_id, manifest=artifact.manifest))
+
+    def clear_desired(self, device: str) -> None:
+        self.client.publish(topics.desired(self.fleet, device), b"", qos=1, retain=True).wait_for_publish(5)
+
+    # -- waiting
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {what}; jobs={dict(self.jobs)}")
+                self._cond.wait(min(left, 0.2))
+
+    def job_reports(self, device: str, deployment: str) -> list[JobReport]:
+        return [r for r in self.jobs[device] if r.deployment_id == deployment]
+
+    def wait_outcome(self, device: str, deployment: str, timeout: float = 45.0) -> list[JobReport]:
+        """Reports of a deployment once it reached idle (commit path) or a failure/rejection."""
+
+        def done() -> list[JobReport] | None:
+            reps = self.job_reports(device, deployment)
+            states = [r.state for r in reps]
+            # back to idle (commit or rollback path), or a one-shot answer (rejected / already active)
+            return reps if "idle" in states or (states and "download" not in states) else None
+
+        return self.wait_for(done, timeout, f"{device}/{deployment} to finish")  # type: ignore[return-value]
+
+    # -- MQTT
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        parsed = topics.parse(msg.topic)
+        if parsed.kind is topics.TopicKind.CHUNK_REQUEST:
+            self._serve(parsed.device, decode(ChunkRequest, msg.payload))
+        elif parsed.kind is topics.TopicKind.JOB:
+            self._record(self.jobs[parsed.device], decode(JobReport, msg.payload))
+        elif parsed.kind is topics.TopicKind.BENCH:
+            self._record(self.benches[parsed.device], decode(BenchReport, msg.payload))
+        elif parsed.kind is topics.TopicKind.STATE and msg.payload:
+            with self._cond:
+                self.states[parsed.device] = decode(DeviceState, msg.payload)
+                self._cond.notify_all()
+
+    def _record(self, bucket: list, item: object) -> None:
+        with self._cond:
+            bucket.append(item)
+            self._cond.notify_all()
+
+    def _serve(self, device: str, request: ChunkRequest) -> None:
+        with self._cond:
+            self.requests.append((device, request))
+            self._cond.notify_all()
+        if request.sha256 not in self.blobs:
+            return
+        path, chunk_size = self.blobs[request.sha256]
+        count = -(-path.stat().st_size // chunk_size)
+        indices = request.missing or list(range(count))
+        if self.reverse:
+            indices = list(reversed(indices))
+        for idx in indices:
+            if self.withhold(request.sha256, idx):
+                continue
+            data = read_chunk(path, idx, chunk_size)
+            key = (request.sha256, idx)
+            if key in self.corrupt_once:
+                self.corrupt_once.discard(key)
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            elif key in self.truncate_once:
+                self.truncate_once.discard(key)
+                data = data[: len(data) // 2]
+            topic = topics.chunk(self.fleet, device, request.sha256, idx)
+            for _ in range(2 if self.duplicate else 1):
+                self.client.publish(topic, data, qos=1)
+                self.served += 1
