@@ -319,7 +319,13 @@ class FleetRecords:
             conn.execute(
                 "UPDATE deployments SET state = ? WHERE id = ?", (DeploymentState.ROLLED_BACK.value, deployment_id)
             )
-            self._audit(conn, actor, "deployment.rollback", deployment_id, {"reason": reason, "plan": plan})
+            self._audit(
+                conn,
+                actor,
+                "deployment.rollback",
+                deployment_id,
+                {"reason": reason, "plan": {k or "none": v for k, v in plan.items()}},
+            )
         return plan
 
     def clear_desired(self: Registry, *, device_id: str, actor: str | None = None) -> None:

@@ -1,0 +1,536 @@
+"""The controller's MQTT side: device presence, desired state, chunk server, report intake.
+
+One paho-mqtt (v2 callbacks) client logged in as ``controller``. Everything a
+device sends is decoded with :func:`common.messages.decode` and written to the
+registry; anything malformed, spoofed, duplicated or aimed at an unknown
+deployment is logged and counted in :attr:`FleetService.stats`, never raised into
+paho's network thread. The registry is the source of truth, so a restarted
+controller picks up where it left off (and re-publishes the retained desired
+state on every connect, in case the broker lost its retained messages).
+
+Threads: paho's network thread runs the callbacks (registry writes, short); a
+chunk-sender thread reads blobs and publishes chunks with a bounded in-flight
+window so a large artifact never blocks report intake or floods memory.
+
+Example:
+    >>> with FleetService(reg, host=b.host, port=b.port, password=pw, fleet="demo") as fleet:  # doctest: +SKIP
+    ...     dep = fleet.deploy(manifest, ["pi-1", "pi-2"])
+    ...     print(fleet.wait_for(dep, timeout=300).as_dict())
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from common import topics
+from common.errors import ProtocolError
+from common.manifest import BlobRef, Manifest, read_chunk
+from common.messages import BenchReport, ChunkRequest, Desired, DeviceCaps, DeviceState, JobReport, Telemetry, decode
+from common.topics import ParsedTopic, TopicError, TopicKind
+from controller.registry import (
+    DeploymentRecord,
+    InvalidInputError,
+    NotFoundError,
+    Registry,
+    ReportOutcome,
+)
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTIONS: tuple[tuple[TopicKind, int], ...] = (
+    (TopicKind.STATE, 1),
+    (TopicKind.CAPS, 1),
+    (TopicKind.JOB, 1),
+    (TopicKind.BENCH, 1),
+    (TopicKind.CHUNK_REQUEST, 1),
+    (TopicKind.TELEMETRY, 0),
+)
+
+
+class FleetError(RuntimeError):
+    """The fleet service cannot do what was asked (not connected, broker refused us, ...)."""
+
+
+@dataclass(frozen=True)
+class DeploymentSummary:
+    """What :meth:`FleetService.wait_for` returns: the deployment and whether waiting timed out."""
+
+    deployment: DeploymentRecord
+    timed_out: bool
+
+    @property
+    def done(self) -> bool:
+        """Every target device reached a terminal state."""
+        return self.deployment.done
+
+    def device_states(self) -> dict[str, str]:
+        """Device id → per-device state value (``committed``, ``rolled_back``, ...)."""
+        return {d.device_id: d.state.value for d in self.deployment.devices}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary for the demo's summary.json and the REST API."""
+        dep = self.deployment
+        return {
+            "deployment_id": dep.id,
+            "version_id": dep.version_id,
+            "kind": dep.kind,
+            "rollback_of": dep.rollback_of,
+            "state": dep.state.value,
+            "done": self.done,
+            "timed_out": self.timed_out,
+            "counts": dep.counts(),
+            "devices": {
+                d.device_id: {
+                    "state": d.state.value,
+                    "reason": d.reason,
+                    "detail": d.detail,
+                    "last_job_state": d.last_job_state,
+                    "bench": d.bench,
+                }
+                for d in dep.devices
+            },
+        }
+
+
+@dataclass(frozen=True)
+class _ChunkJob:
+    device_id: str
+    ref: BlobRef
+    indices: list[int]
+
+
+class FleetService:
+    """Controller-side MQTT client for one fleet.
+
+    Args:
+        registry: where devices, deployments and reports are stored.
+        host, port: the broker.
+        password: the ``controller`` user's password (``BrokerHandle.credentials.users["controller"]``).
+        fleet: fleet id, the ``<fleet>`` topic level.
+        username: broker login (default ``controller``).
+        chunk_window: QoS1 chunks in flight before the sender waits for acks.
+        republish_desired_on_connect: re-send every device's retained desired on (re)connect.
+        actor: audit-log name for deployments made through this service.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        host: str,
+        port: int,
+        password: str,
+        fleet: str = "default",
+        username: str = "controller",
+        client_id: str | None = None,
+        chunk_window: int = 32,
+        republish_desired_on_connect: bool = True,
+        publish_timeout: float = 10.0,
+        actor: str = "controller",
+    ) -> None:
+        self.registry = registry
+        self.fleet = topics.validate_id(fleet, "fleet")
+        self.host, self.port = host, port
+        self.actor = actor
+        self.chunk_window = max(1, chunk_window)
+        self.republish_desired_on_connect = republish_desired_on_connect
+        self.publish_timeout = publish_timeout
+        self._stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._subscribed = threading.Event()
+        self._pending_subs: set[int] = set()
+        self._chunks: queue.Queue[_ChunkJob | None] = queue.Queue()
+        self._sender: threading.Thread | None = None
+        self._stopping = False
+        self._handlers: dict[TopicKind, Callable[[ParsedTopic, bytes], None]] = {
+            TopicKind.STATE: self._on_state,
+            TopicKind.CAPS: self._on_caps,
+            TopicKind.JOB: self._on_job,
+            TopicKind.BENCH: self._on_bench,
+            TopicKind.TELEMETRY: self._on_telemetry,
+            TopicKind.CHUNK_REQUEST: self._on_chunk_request,
+        }
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"edgefleet-controller-{uuid.uuid4().hex[:8]}",
+        )
+        self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.max_inflight_messages_set(max(20, self.chunk_window))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout: float = 15.0) -> FleetService:
+        """Connect, subscribe, start the chunk sender; returns once subscriptions are acknowledged."""
+        self._stopping = False
+        self._sender = threading.Thread(target=self._send_chunks, name="fleet-chunks", daemon=True)
+        self._sender.start()
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.stop()
+            raise FleetError(
+                f"could not connect and subscribe to the broker at {self.host}:{self.port} within {timeout:.0f}s; "
+                "check that it runs and that the controller password is right"
+            )
+        return self
+
+    def stop(self) -> None:
+        """Disconnect and stop both threads (idempotent)."""
+        self._stopping = True
+        self._chunks.put(None)
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001 - best effort on shutdown
+            log.debug("disconnect raised", exc_info=True)
+        self.client.loop_stop()
+        if self._sender is not None:
+            self._sender.join(timeout=10)
+            self._sender = None
+
+    def __enter__(self) -> FleetService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def connected(self) -> bool:
+        """True while the MQTT session is up and subscribed."""
+        return self._subscribed.is_set() and self.client.is_connected()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: messages per kind, ``malformed``, ``duplicate``, ``unknown_deployment``, ``chunks_sent``, ..."""
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += n
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ paho callbacks
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the controller: %s", reason_code)
+            self._count("connect_refused")
+            return
+        self._count("connects")
+        result, mid = client.subscribe([(topics.fleet_filter(self.fleet, k), qos) for k, qos in SUBSCRIPTIONS])
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            log.error("subscribe failed: %s", mqtt.error_string(result))
+            return
+        self._pending_subs.add(mid)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        if mid not in self._pending_subs:
+            return
+        self._pending_subs.discard(mid)
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("broker refused %d subscriptions (ACL?): %s", len(refused), refused)
+            self._count("subscribe_refused")
+        if self.republish_desired_on_connect:
+            threading.Thread(target=self._republish_desired, name="fleet-republish", daemon=True).start()
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._subscribed.clear()
+        if not self._stopping:
+            self._count("disconnects")
+            log.warning("lost the broker (%s); paho reconnects with backoff", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            parsed = topics.parse(msg.topic)
+            handler = self._handlers.get(parsed.kind)
+            if handler is None or parsed.fleet != self.fleet:
+                self._count("ignored_topic")
+                return
+            self._count(f"rx_{parsed.kind.value}")
+            handler(parsed, msg.payload)
+        except (ProtocolError, TopicError) as exc:
+            self._count("malformed")
+            log.warning("malformed message on %s: %s", msg.topic, exc)
+        except Exception:  # noqa: BLE001 - a bad report must never kill the network thread
+            self._count("handler_errors")
+            log.exception("error handling message on %s", msg.topic)
+
+    # ------------------------------------------------------------------ handlers
+    def _check_sender(self, parsed: ParsedTopic, device_id: str) -> bool:
+        if device_id != parsed.device:
+            self._count("spoofed")
+            log.warning("payload claims device %r on %s's topic; ignored", device_id, parsed.device)
+            return False
+        return True
+
+    def _check_outcome(self, what: str, parsed: ParsedTopic, outcome: ReportOutcome) -> None:
+        if outcome is not ReportOutcome.APPLIED:
+            self._count(outcome.value)
+            if outcome in (ReportOutcome.UNKNOWN_DEPLOYMENT, ReportOutcome.NOT_TARGETED):
+                log.warning("%s report from %s for deployment %s: %s", what, parsed.device, parsed.deployment, outcome)
+        self._notify()
+
+    def _on_state(self, parsed: ParsedTopic, payload: bytes) -> None:
+        if not payload:
+            self._count("empty_state")
+            return
+        state = decode(DeviceState, payload)
+        if not self._check_sender(parsed, state.device_id):
+            return
+        if not self.registry.record_device_state(state=state):
+            self._count("stale_state")
+            log.info("ignored stale state of %s (session %s)", state.device_id, state.session_id)
+        self._notify()
+
+    def _on_caps(self, parsed: ParsedTopic, payload: bytes) -> None:
+        if not payload:
+            return
+        caps = decode(DeviceCaps, payload)
+        if self._check_sender(parsed, caps.device_id):
+            self.registry.record_device_caps(caps=caps)
+
+    def _on_job(self, parsed: ParsedTopic, payload: bytes) -> None:
+        report = decode(JobReport, payload)
+        if not self._check_sender(parsed, report.device_id):
+            return
+        if report.deployment_id != parsed.deployment:
+            raise _mismatch("job", report.deployment_id, parsed)
+        result = self.registry.record_job_report(report=report)
+        log.info(
+            "job %s %s seq=%d %s -> %s",
+            report.device_id,
+            report.deployment_id,
+            report.seq,
+            report.state,
+            result.device_state,
+        )
+        self._check_outcome("job", parsed, result.outcome)
+
+    def _on_bench(self, parsed: ParsedTopic, payload: bytes) -> None:
+        report = decode(BenchReport, payload)
+        if not self._check_sender(parsed, report.device_id):
+            return
+        if report.deployment_id != parsed.deployment:
+            raise _mismatch("bench", report.deployment_id, parsed)
+        result = self.registry.record_bench_report(report=report)
+        self._check_outcome("bench", parsed, result.outcome)
+
+    def _on_telemetry(self, parsed: ParsedTopic, payload: bytes) -> None:
+        tm = decode(Telemetry, payload)
+        if self._check_sender(parsed, tm.device_id):
+            self.registry.record_telemetry(telemetry=tm)
+
+    def _on_chunk_request(self, parsed: ParsedTopic, payload: bytes) -> None:
+        req = decode(ChunkRequest, payload)
+        if req.sha256 != parsed.sha256:
+            raise _mismatch("chunk request", req.sha256, parsed)
+        ref = self.registry.blob_for_device(device_id=parsed.device, sha256=req.sha256)
+        if ref is None:
+            self._count("chunk_refused")
+            log.warning("refused chunks of %s to %s: not part of any deployment to it", req.sha256[:12], parsed.device)
+            return
+        wanted = req.missing or list(range(ref.chunk_count))
+        indices = sorted({i for i in wanted if 0 <= i < ref.chunk_count})
+        if len(indices) != len(set(wanted)):
+            self._count("chunk_bad_index")
+        if indices:
+            self._chunks.put(_ChunkJob(parsed.device, ref, indices))
+
+    # ------------------------------------------------------------------ chunk sender
+    def _send_chunks(self) -> None:
+        while True:
+            job = self._chunks.get()
+            if job is None or self._stopping:
+                return
+            try:
+                self._send_job(job)
+            except Exception:  # noqa: BLE001 - the agent re-requests what it did not get
+                self._count("chunk_errors")
+                log.exception("sending chunks of %s to %s failed", job.ref.sha256[:12], job.device_id)
+
+    def _send_job(self, job: _ChunkJob) -> None:
+        path = self.registry.blob_path(sha256=job.ref.sha256)
+        window: deque[mqtt.MQTTMessageInfo] = deque()
+        for index in job.indices:
+            if self._stopping:
+                return
+            data = read_chunk(path, index, job.ref.chunk_size)
+            info = self.client.publish(topics.chunk(self.fleet, job.device_id, job.ref.sha256, index), data, qos=1)
+            window.append(info)
+            self._count("chunks_sent")
+            if len(window) >= self.chunk_window:
+                window.popleft().wait_for_publish(self.publish_timeout)
+        for info in window:
+            info.wait_for_publish(self.publish_timeout)
+
+    # ------------------------------------------------------------------ desired state
+    def _desired_payload(self, dep: DeploymentRecord) -> bytes:
+        manifest = Manifest.model_validate(dep.manifest)
+        return Desired(deployment_id=dep.id, manifest=manifest, issued_at=dep.created_at).to_bytes()
+
+    def _publish_desired(self, dep: DeploymentRecord, device_ids: list[str]) -> None:
+        payload = self._desired_payload(dep)
+        infos = [self.client.publish(topics.desired(self.fleet, d), payload, qos=1, retain=True) for d in device_ids]
+        self._await(infos, f"desired of deployment {dep.id}")
+
+    def _await(self, infos: list[mqtt.MQTTMessageInfo], what: str) -> None:
+        deadline = time.monotonic() + self.publish_timeout
+        for info in infos:
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:
+                log.warning("publishing %s not confirmed (%s); it is re-sent on reconnect", what, exc)
+                return
+            if not info.is_published():
+                log.warning(
+                    "publishing %s not confirmed within %.0fs; it is re-sent on reconnect", what, self.publish_timeout
+                )
+                return
+
+    def _republish_desired(self) -> None:
+        try:
+            by_dep: dict[str, list[str]] = {}
+            for device_id, dep_id in self.registry.desired_deployments().items():
+                by_dep.setdefault(dep_id, []).append(device_id)
+            for dep_id, devices in by_dep.items():
+                self._publish_desired(self.registry.get_deployment(deployment_id=dep_id), devices)
+            self._count("desired_republished", sum(len(v) for v in by_dep.values()))
+        except Exception:  # noqa: BLE001 - never let this kill a thread silently
+            log.exception("re-publishing desired state failed")
+
+    def _resolve_artifact(self, target: Manifest | str, actor: str) -> str:
+        if isinstance(target, Manifest):
+            art = self.registry.find_artifact(manifest=target) or self.registry.add_artifact(
+                manifest=target, actor=actor
+            )
+            return art.id
+        try:
+            return self.registry.get_artifact(artifact_id=target).id
+        except NotFoundError:
+            arts = self.registry.list_artifacts(version_id=target)
+            if not arts:
+                raise NotFoundError(
+                    f"{target!r} is neither an artifact id nor a version with a built artifact"
+                ) from None
+            if len({a.profile for a in arts}) > 1:
+                raise InvalidInputError(
+                    f"version {target} has artifacts for several profiles; deploy a manifest or an artifact id"
+                ) from None
+            return arts[0].id
+
+    def deploy(
+        self,
+        target: Manifest | str,
+        device_ids: list[str],
+        *,
+        actor: str | None = None,
+        allow_profile_mismatch: bool = False,
+    ) -> str:
+        """Roll an artifact out to devices: record it, then publish a retained QoS1 ``Desired`` per device.
+
+        Args:
+            target: a signed Manifest (recorded as an artifact if new), an artifact id, or a version id
+                with exactly one profile's artifact built.
+            device_ids: devices known to the registry (connected once, or ``register_device``).
+            allow_profile_mismatch: for tests that check agents refuse a wrong-profile artifact.
+
+        Returns:
+            The deployment id (UUID4); follow it with :meth:`wait_for`.
+        """
+        actor = actor or self.actor
+        artifact_id = self._resolve_artifact(target, actor)
+        dep = self.registry.create_deployment(
+            artifact_id=artifact_id,
+            device_ids=list(device_ids),
+            actor=actor,
+            allow_profile_mismatch=allow_profile_mismatch,
+        )
+        self._publish_desired(dep, list(device_ids))
+        log.info("deployment %s: version %s to %s", dep.id, dep.version_id, ", ".join(device_ids))
+        return dep.id
+
+    def rollback(self, deployment_id: str, *, actor: str | None = None, reason: str = "") -> list[str]:
+        """Fleet-level rollback: send every device of a deployment back to the deployment it had before.
+
+        Each group of devices with the same previous deployment gets a new deployment
+        (``kind="rollback"``, ``rollback_of=deployment_id``) re-publishing that previous
+        signed manifest; devices with nothing before get their retained desired cleared
+        and keep what they run. Returns the new deployment ids.
+        """
+        actor = actor or self.actor
+        plan = self.registry.mark_deployment_rolled_back(deployment_id=deployment_id, reason=reason, actor=actor)
+        new_ids: list[str] = []
+        for previous_id, devices in plan.items():
+            if previous_id is None:
+                for device in devices:
+                    self.registry.clear_desired(device_id=device, actor=actor)
+                    info = self.client.publish(topics.desired(self.fleet, device), b"", qos=1, retain=True)
+                    self._await([info], f"clearing desired of {device}")
+                continue
+            previous = self.registry.get_deployment(deployment_id=previous_id)
+            dep = self.registry.create_deployment(
+                artifact_id=previous.artifact_id,
+                device_ids=devices,
+                actor=actor,
+                kind="rollback",
+                rollback_of=deployment_id,
+                allow_profile_mismatch=True,
+            )
+            self._publish_desired(dep, devices)
+            new_ids.append(dep.id)
+        self._notify()
+        return new_ids
+
+    # ------------------------------------------------------------------ waiting
+    def wait_for(self, deployment_id: str, timeout: float) -> DeploymentSummary:
+        """Block until every device of the deployment is terminal, or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dep = self.registry.get_deployment(deployment_id=deployment_id)
+            remaining = deadline - time.monotonic()
+            if dep.done or remaining <= 0:
+                return DeploymentSummary(dep, timed_out=not dep.done)
+            with self._changed:
+                self._changed.wait(min(remaining, 1.0))
+
+    def wait_for_devices(self, device_ids: list[str], timeout: float, *, online: bool = True) -> bool:
+        """Block until all the devices are known with the given presence; False on timeout."""
+        deadline = time.monotonic() + timeout
+        wanted = set(device_ids)
+        while True:
+            have = {d.id for d in self.registry.list_devices(online=online)}
+            if wanted <= have:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._changed:
+                self._changed.wait(min(remaining, 1.0))
+
+
+def _mismatch(what: str, value: str, parsed: ParsedTopic) -> ProtocolError:
+    from common.errors import ReasonCode
+
+    return ProtocolError(
+        ReasonCode.MALFORMED_PAYLOAD, f"{what} payload says {value!r} but was published on topic for {parsed}"
+    )

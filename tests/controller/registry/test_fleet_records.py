@@ -1,0 +1,174 @@
+"""Device presence, deployments and report idempotency at the registry level (no MQTT)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from common.errors import ReasonCode
+from common.manifest import Manifest, blob_ref, sign_manifest
+from common.messages import BenchMetrics, BenchReport, DeviceCaps, DeviceState, JobReport, ModelRef, Telemetry
+from controller.registry import (
+    ConflictError,
+    DeploymentState,
+    DeviceDeploymentState,
+    InvalidInputError,
+    NotFoundError,
+    Registry,
+    ReportOutcome,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+S = DeviceDeploymentState
+
+
+@pytest.fixture
+def reg(tmp_path: Path):
+    r = Registry(tmp_path / "ws")
+    yield r
+    r.close()
+
+
+def _state(session: str, seq: int, online: bool, ts: datetime, dev: str = "pi-1", **kw) -> DeviceState:
+    return DeviceState(device_id=dev, session_id=session, seq=seq, online=online, ts=ts, profile="rpi4", **kw)
+
+
+def _artifact(reg: Registry, tmp_path: Path, content: bytes, profile: str = "rpi4", parent: str | None = None):
+    m = reg.ensure_model(name="m")
+    f = tmp_path / f"{content.hex()[:8]}.onnx"
+    f.write_bytes(content * 500)
+    v = reg.add_version(model_id=m.id, path=f, parent_id=parent)
+    man = Manifest(
+        model_id=m.id,
+        version=v.id,
+        profile=profile,
+        format="onnx",
+        quality_metric="cosine",
+        files=[blob_ref("model", f, 1024)],
+    )
+    return reg.add_artifact(manifest=sign_manifest(man, Ed25519PrivateKey.generate())), v
+
+
+def test_stale_will_never_overwrites_newer_birth(reg):
+    assert reg.record_device_state(state=_state("A", 1, True, T0))
+    assert reg.record_device_state(state=_state("B", 1, True, T0 + timedelta(seconds=10)))
+    # session A's will (stamped at A's connect) arrives late
+    assert not reg.record_device_state(state=_state("A", 0, False, T0))
+    dev = reg.get_device(device_id="pi-1")
+    assert dev.online and dev.session_id == "B"
+    # B's own will is honoured even though its seq is lower than B's last state
+    assert reg.record_device_state(state=_state("B", 3, True, T0 + timedelta(seconds=11)))
+    assert reg.record_device_state(state=_state("B", 0, False, T0 + timedelta(seconds=10)))
+    dev = reg.get_device(device_id="pi-1")
+    assert not dev.online and dev.session_id == "B"
+    # an out-of-order older state inside B does not resurrect it
+    assert not reg.record_device_state(state=_state("B", 2, True, T0 + timedelta(seconds=10)))
+    assert not reg.get_device(device_id="pi-1").online
+
+
+def test_state_keeps_active_model_and_caps(reg):
+    ref = ModelRef(model_id="m", version="v1", sha256="a" * 64, format="onnx")
+    reg.record_device_state(state=_state("A", 1, True, T0, active=ref))
+    reg.record_device_caps(caps=DeviceCaps(device_id="pi-1", profile="rpi4", arch="aarch64", cores=4, ram_mb=4096))
+    dev = reg.get_device(device_id="pi-1")
+    assert dev.active["version"] == "v1" and dev.caps["arch"] == "aarch64" and dev.profile == "rpi4"
+    # the will of the same session carries the active model of connect time: presence only
+    reg.record_device_state(state=_state("A", 0, False, T0))
+    assert reg.get_device(device_id="pi-1").active["version"] == "v1"
+
+
+def test_deployment_lifecycle_and_idempotent_reports(reg, tmp_path):
+    art, v = _artifact(reg, tmp_path, b"one")
+    reg.register_device(device_id="pi-1", profile="rpi4")
+    reg.register_device(device_id="pi-2", profile="rpi4")
+    dep = reg.create_deployment(artifact_id=art.id, device_ids=["pi-1", "pi-2"], actor="ops")
+    assert dep.state is DeploymentState.IN_PROGRESS and dep.counts() == {"pending": 2}
+
+    def job(dev, seq, state, reason=ReasonCode.OK):
+        return reg.record_job_report(
+            report=JobReport(device_id=dev, deployment_id=dep.id, seq=seq, state=state, reason=reason)
+        )
+
+    assert job("pi-1", 1, "download").device_state is S.IN_PROGRESS
+    assert job("pi-1", 1, "download").outcome is ReportOutcome.DUPLICATE
+    assert job("pi-1", 3, "commit").device_state is S.COMMITTED
+    assert job("pi-1", 2, "benchmark").outcome is ReportOutcome.STALE
+    assert reg.get_deployment(deployment_id=dep.id).devices[0].state is S.COMMITTED
+    metrics = BenchMetrics(
+        latency_p50_ms=1,
+        latency_p95_ms=2,
+        load_ms=3,
+        peak_rss_delta_mb=4,
+        quality=0.5,
+        quality_metric="cosine",
+        runs=10,
+    )
+    bench = BenchReport(
+        device_id="pi-2",
+        deployment_id=dep.id,
+        decision="rollback",
+        candidate=ModelRef(model_id="m", version=v.id, sha256="b" * 64, format="onnx"),
+        candidate_metrics=metrics,
+        reasons=["regression_quality: 0.5 < 0.98"],
+    )
+    r = reg.record_bench_report(report=bench)
+    assert r.outcome is ReportOutcome.APPLIED and r.device_state is S.ROLLED_BACK and r.deployment_done
+    assert reg.record_bench_report(report=bench).outcome is ReportOutcome.DUPLICATE
+    assert job("pi-2", 9, "commit").device_state is S.ROLLED_BACK  # terminal is final
+    final = reg.get_deployment(deployment_id=dep.id)
+    assert final.state is DeploymentState.PARTIAL and final.done
+    pi2 = final.devices[1]
+    assert pi2.reason == "regression_quality" and pi2.bench["decision"] == "rollback"
+    assert reg.get_device(device_id="pi-2").last_bench["candidate_metrics"]["quality"] == 0.5
+    assert len(reg.job_reports(deployment_id=dep.id)) == 4
+    unknown = JobReport(device_id="pi-1", deployment_id="nope", seq=1, state="download")
+    assert reg.record_job_report(report=unknown).outcome is ReportOutcome.UNKNOWN_DEPLOYMENT
+    reg.register_device(device_id="pi-3", profile="rpi4")
+    stranger = JobReport(device_id="pi-3", deployment_id=dep.id, seq=1, state="download")
+    assert reg.record_job_report(report=stranger).outcome is ReportOutcome.NOT_TARGETED
+
+
+def test_supersede_rollback_plan_and_chunk_authorisation(reg, tmp_path):
+    a1, _ = _artifact(reg, tmp_path, b"one")
+    a2, _ = _artifact(reg, tmp_path, b"two")
+    for d in ("pi-1", "pi-2"):
+        reg.register_device(device_id=d, profile="rpi4")
+    d1 = reg.create_deployment(artifact_id=a1.id, device_ids=["pi-1"])
+    d2 = reg.create_deployment(artifact_id=a2.id, device_ids=["pi-1", "pi-2"])
+    old = reg.get_deployment(deployment_id=d1.id)
+    assert old.devices[0].state is S.SUPERSEDED and old.state is DeploymentState.FAILED
+    assert reg.desired_deployments() == {"pi-1": d2.id, "pi-2": d2.id}
+    sha1 = a1.manifest["files"][0]["sha256"]
+    assert reg.blob_for_device(device_id="pi-1", sha256=sha1).sha256 == sha1
+    assert reg.blob_for_device(device_id="pi-2", sha256=sha1) is None
+    plan = reg.mark_deployment_rolled_back(deployment_id=d2.id, reason="canary regressed", actor="ops")
+    assert plan == {d1.id: ["pi-1"], None: ["pi-2"]}
+    with pytest.raises(ConflictError):
+        reg.mark_deployment_rolled_back(deployment_id=d2.id)
+    assert reg.audit_log(action="deployment.rollback")[0].actor == "ops"
+
+
+def test_deployment_input_errors(reg, tmp_path):
+    art, _ = _artifact(reg, tmp_path, b"one", profile="jetson-orin-nano")
+    reg.register_device(device_id="pi-1", profile="rpi4")
+    with pytest.raises(InvalidInputError, match="profile"):
+        reg.create_deployment(artifact_id=art.id, device_ids=["pi-1"])
+    with pytest.raises(NotFoundError, match="never connected"):
+        reg.create_deployment(artifact_id=art.id, device_ids=["ghost"])
+    with pytest.raises(InvalidInputError):
+        reg.create_deployment(artifact_id=art.id, device_ids=[])
+    with pytest.raises(InvalidInputError):
+        reg.register_device(device_id="../evil")
+    assert reg.create_deployment(artifact_id=art.id, device_ids=["pi-1"], allow_profile_mismatch=True)
+
+
+def test_telemetry_retention(reg):
+    for i in range(250):
+        reg.record_telemetry(
+            telemetry=Telemetry(device_id="pi-1", cpu_percent=i, mem_percent=1, rss_mb=1), keep_per_device=50
+        )
+    rows = reg.telemetry(device_id="pi-1", limit=1000)
+    assert rows[0]["cpu_percent"] == 249 and len(rows) <= 100
