@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from common.errors import ReasonCode
 from common.manifest import BlobRef, Manifest
 from common.messages import BenchReport, DeviceCaps, DeviceState, JobReport, Telemetry
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError
@@ -419,9 +420,8 @@ class FleetRecords:
             conn.execute("UPDATE devices SET last_bench = ? WHERE id = ?", (text, report.device_id))
             new_state, reason, detail = current, dd["reason"], dd["detail"]
             if report.decision == "rollback" and not current.terminal:
-                new_state = S.ROLLED_BACK
-                reason = report.reasons[0].split(":")[0] if report.reasons else "regression"
-                detail = "; ".join(report.reasons)
+                new_state, reason = S.ROLLED_BACK, _bench_reason(report.reasons)
+                detail = "; ".join(r for r in report.reasons if not r.startswith("ok:"))
             conn.execute(
                 "UPDATE deployment_devices SET bench = ?, state = ?, reason = ?, detail = ?, updated_at = ? "
                 "WHERE deployment_id = ? AND device_id = ?",
@@ -490,6 +490,16 @@ class FleetRecords:
             if ref.sha256 == sha256:
                 return ref
         return None
+
+
+def _bench_reason(reasons: list[str]) -> str:
+    """The first reason code in an agent's human-readable reasons (``"regression_latency: p95 ..."``)."""
+    codes = {c.value for c in ReasonCode} - {ReasonCode.OK.value}
+    for text in reasons:
+        code = text.split(":", 1)[0].strip()
+        if code in codes:
+            return code
+    return "regression"
 
 
 def _state_decision(row: dict[str, Any], state: DeviceState, ts: str) -> tuple[bool, bool]:

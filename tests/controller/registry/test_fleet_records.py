@@ -112,7 +112,7 @@ def test_deployment_lifecycle_and_idempotent_reports(reg, tmp_path):
         decision="rollback",
         candidate=ModelRef(model_id="m", version=v.id, sha256="b" * 64, format="onnx"),
         candidate_metrics=metrics,
-        reasons=["regression_quality: 0.5 < 0.98"],
+        reasons=["ok: latency fine", "regression_quality: 0.5 < 0.98"],
     )
     r = reg.record_bench_report(report=bench)
     assert r.outcome is ReportOutcome.APPLIED and r.device_state is S.ROLLED_BACK and r.deployment_done
