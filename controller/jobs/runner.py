@@ -67,11 +67,12 @@ class JobContext:
 
 @dataclass(frozen=True)
 class JobKind:
-    """A kind of job: ``validate`` normalises a request (raising :class:`InvalidJobSpecError`), ``run`` executes it."""
+    """A kind of job: ``validate(spec, services)`` normalises a request at submit time (raising
+    :class:`InvalidJobSpecError`), ``run(ctx)`` executes it in a worker thread."""
 
     name: str
     run: Callable[[JobContext], dict[str, Any]]
-    validate: Callable[[dict[str, Any]], dict[str, Any]] = field(default=lambda spec: spec)
+    validate: Callable[[dict[str, Any], Any], dict[str, Any]] = field(default=lambda spec, services: spec)
 
 
 class JobRunner(abc.ABC):
@@ -154,7 +155,7 @@ class LocalJobRunner(JobRunner):
         job_kind = self.kinds.get(kind)
         if job_kind is None:
             raise InvalidJobSpecError(f"unknown job kind {kind!r}; known: {', '.join(sorted(self.kinds))}")
-        normalised = job_kind.validate(dict(spec))
+        normalised = job_kind.validate(dict(spec), self.services)
         job = self.store.create(kind, normalised, actor=actor)
         with self._wake:
             self._wake.notify()

@@ -57,7 +57,7 @@ class Gate:
                 self.active -= 1
 
 
-def validate(spec: dict) -> dict:
+def validate(spec: dict, services) -> dict:
     if "bad" in spec:
         raise InvalidJobSpecError("parameter 'bad' is not allowed")
     return spec

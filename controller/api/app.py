@@ -1,0 +1,58 @@
+"""The FastAPI application factory: routes under ``/api/v1``, OpenAPI at ``/docs``, one error mapping.
+
+Example:
+    >>> from controller.settings import Settings
+    >>> app = create_app(Settings(compression_workspace="/tmp/ws"))  # doctest: +SKIP
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8080)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from controller.api.errors import install_error_handlers
+from controller.api.routes import conversions, deployments, devices, jobs, models, profiles, system
+from controller.api.services import Services, open_services
+from controller.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None,
+               kinds: dict[str, Any] | None = None) -> FastAPI:
+    """Build the app. Services (registry, job runner, fleet) open in the lifespan and close on shutdown.
+
+    Args:
+        settings: defaults to the environment.
+        services: pre-built services (tests, embedding); the app then does not close them.
+        kinds: extra job kinds merged into the defaults (used by tests and plug-ins).
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = services is None
+        app.state.services = services or open_services(settings, kinds=kinds)
+        try:
+            yield
+        finally:
+            if own:
+                app.state.services.close()
+
+    app = FastAPI(
+        title="edgefleet controller",
+        version="1.0.0",
+        description="Compress models per device profile, manage versions with lineage, deploy to an MQTT fleet. "
+                    "Every response is an envelope `{status, data, message}`; mutating calls need a bearer API key.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    for module in (jobs, models, conversions, profiles, devices, deployments, system):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,66 @@
+"""``Annotated`` dependency aliases the routes declare: services, the caller, and the two auth levels.
+
+Every mutating route declares ``Writer``; every read declares ``Reader``. With keys
+configured, a write needs a read-write bearer key (401 without a valid one, 403 with a
+read-only one); reads need a key only when ``EDGEFLEET_AUTH_READS`` is on. With no key
+configured at all the controller is in local development mode, which
+:func:`controller.api.server.check_bind` only allows on a loopback interface.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from controller.api.auth import LOCAL, Principal
+from controller.api.errors import ApiError
+from controller.api.services import Services
+
+_bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer efk_...`")
+
+
+def get_services(request: Request) -> Services:
+    """The app's :class:`Services` (built in the lifespan)."""
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _principal(services: Services, creds: HTTPAuthorizationCredentials | None) -> Principal | None:
+    if creds is None:
+        return None
+    principal = services.keys.lookup(creds.credentials)
+    if principal is None:
+        raise ApiError(401, "invalid API key", code="unauthorized")
+    return principal
+
+
+def require_reader(services: ServicesDep,
+                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    """Anyone may read unless EDGEFLEET_AUTH_READS is set; a presented key must still be valid."""
+    principal = _principal(services, creds)
+    if principal is not None:
+        return principal
+    if len(services.keys) and services.settings.auth_reads:
+        raise ApiError(401, "this controller requires an API key for reads: send Authorization: Bearer <key>")
+    return LOCAL if not len(services.keys) else Principal("anonymous", LOCAL.role.READ_ONLY)
+
+
+def require_writer(services: ServicesDep,
+                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    """A read-write key (or local development mode with no keys configured)."""
+    principal = _principal(services, creds)
+    if principal is None:
+        if not len(services.keys):
+            return LOCAL
+        raise ApiError(401, "this endpoint changes state and needs an API key: send Authorization: Bearer <key>")
+    if not principal.can_write:
+        raise ApiError(403, f"API key {principal.name!r} is read-only; use a read-write key for this call")
+    return principal
+
+
+Reader = Annotated[Principal, Depends(require_reader)]
+Writer = Annotated[Principal, Depends(require_writer)]

@@ -1,0 +1,19 @@
+"""Conversions: a model version to a target format for a device profile, run as a job."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from controller.api.deps import ServicesDep, Writer
+from controller.api.envelope import ERROR_RESPONSES, Envelope, ok
+from controller.api.schemas import ConversionRequest
+from controller.jobs import Job
+
+router = APIRouter(prefix="/conversions", tags=["conversions"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=202, response_model=Envelope[Job], summary="Convert a version (a job)")
+def convert(body: ConversionRequest, services: ServicesDep, who: Writer) -> dict:
+    """Queue a conversion; follow it at ``GET /compression/jobs/{id}``."""
+    job = services.runner.submit("conversion", body.model_dump(), actor=who.name)
+    return ok(job, f"conversion job {job.id} queued")

@@ -1,0 +1,317 @@
+"""What the routes call: the registry, the job runner, the fleet, plus thin adapters the registry lacks.
+
+Routes stay thin: they parse the request, call one function here or one registry method,
+and wrap the result in the envelope. The adapters below fill gaps in the registry's
+public API for the REST use cases (paginated model search across versions' format and
+profile, deletion of versions and models with the "refused while deployed" rule,
+validated ONNX uploads); each says why it lives here rather than in the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from controller.api.auth import KeyRing
+from controller.api.errors import ApiError
+from controller.jobs import JobRunner, JobStore, LocalJobRunner
+from controller.registry import (
+    ConflictError,
+    InvalidInputError,
+    ModelRecord,
+    NotFoundError,
+    Registry,
+    VersionRecord,
+    validate_name,
+)
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_COPY_BLOCK = 1 << 20
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use; one instance per app, built in the lifespan."""
+
+    settings: Settings
+    keys: KeyRing
+    registry: Registry
+    runner: JobRunner
+    fleet: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def require_fleet(self) -> Any:
+        """The fleet service, or a 503 saying how to enable it."""
+        if self.fleet is None:
+            raise ApiError(503, "no MQTT broker configured: set EDGEFLEET_BROKER_HOST (and credentials) to talk to "
+                                "devices", code="fleet_disabled")
+        return self.fleet
+
+    def close(self) -> None:
+        """Stop the runner and fleet, close the stores."""
+        self.runner.shutdown()
+        if self.fleet is not None and hasattr(self.fleet, "stop"):
+            try:
+                self.fleet.stop()
+            except Exception:  # noqa: BLE001 - shutting down: log and continue closing the rest
+                log.exception("fleet service did not stop cleanly")
+        store = getattr(self.runner, "store", None)
+        if isinstance(store, JobStore):
+            store.close()
+        self.registry.close()
+
+
+def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dict | None = None) -> Services:
+    """Open the registry and job store under the workspace, start the runner (and the fleet when configured)."""
+    from controller.jobs.kinds import default_kinds, plugin_kinds
+
+    settings.compression_workspace.mkdir(parents=True, exist_ok=True)
+    keys = keys if keys is not None else KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
+    registry = Registry(settings.compression_workspace, actor="controller")
+    store = JobStore(settings.jobs_db_path)
+    services = Services(settings=settings, keys=keys, registry=registry, runner=None)  # type: ignore[arg-type]
+    all_kinds = default_kinds() | plugin_kinds(settings.job_plugins) | (kinds or {})
+    runner = LocalJobRunner(store, all_kinds, max_workers=settings.max_compression_jobs,
+                            workspace=settings.compression_workspace, services=services)
+    services.runner = runner
+    services.fleet = start_fleet(settings, registry)
+    runner.start()
+    return services
+
+
+def start_fleet(settings: Settings, registry: Registry) -> Any:
+    """The fleet service when a broker is configured and the fleet package is installed, else None."""
+    if not settings.fleet_enabled:
+        return None
+    from controller.fleet.service import FleetService  # the fleet package owns the MQTT side
+
+    password = settings.broker_password.get_secret_value() if settings.broker_password else None
+    fleet = FleetService.from_settings(settings=settings, registry=registry, password=password)
+    fleet.start()
+    return fleet
+
+
+# ---------------------------------------------------------------- lookups
+def resolve_model(registry: Registry, ref: str) -> ModelRecord:
+    """A model by UUID or by name; names with path separators or '..' are refused with 422."""
+    if _UUID_RE.match(ref):
+        try:
+            return registry.get_model(model_id=ref)
+        except NotFoundError:
+            pass
+    validate_name(ref)
+    return registry.get_model(name=ref)
+
+
+def resolve_version(registry: Registry, model: ModelRecord, version_id: str) -> VersionRecord:
+    """A version that must belong to ``model`` (404 otherwise, so ids cannot be mixed across models)."""
+    version = registry.get_version(version_id=version_id)
+    if version.model_id != model.id:
+        raise NotFoundError(f"model {model.name!r} has no version {version_id!r}")
+    return version
+
+
+def version_view(registry: Registry, version: VersionRecord) -> dict[str, Any]:
+    """A version as served: record + tags pointing at it + later metrics."""
+    out = version.as_dict()
+    out["tags"] = sorted(t for t, v in registry.list_tags(model_id=version.model_id).items() if v == version.id)
+    out["metrics_by_source"] = registry.version_metrics(version_id=version.id)
+    return out
+
+
+def model_view(registry: Registry, model: ModelRecord) -> dict[str, Any]:
+    """A model as served: record + tags + version count + latest version id + formats/profiles present."""
+    versions = registry.list_versions(model_id=model.id, limit=100_000)
+    out = model.as_dict()
+    out["tags"] = registry.list_tags(model_id=model.id)
+    out["version_count"] = len(versions)
+    out["latest_version_id"] = versions[-1].id if versions else None
+    out["formats"] = sorted({v.format for v in versions})
+    out["profiles"] = sorted({v.profile for v in versions if v.profile})
+    return out
+
+
+def search_models(registry: Registry, *, name: str | None, tag: str | None, format: str | None,  # noqa: A002
+                  profile: str | None, page: int, page_size: int) -> tuple[list[dict[str, Any]], int]:
+    """Models matching every filter, one page of them, and the total.
+
+    The registry filters by name and tag; format and profile are properties of versions,
+    so they are applied here over each model's versions. Fine for thousands of models;
+    a server database would push this into one SQL query.
+    """
+    models = registry.list_models(name_contains=name, tag=tag, limit=1_000_000)
+    views = [model_view(registry, m) for m in models]
+    if format:
+        views = [v for v in views if format in v["formats"]]
+    if profile:
+        views = [v for v in views if profile in v["profiles"]]
+    start = (page - 1) * page_size
+    return views[start:start + page_size], len(views)
+
+
+# ---------------------------------------------------------------- deletion (registry has no delete yet)
+def deployed_versions(registry: Registry, version_ids: list[str]) -> list[str]:
+    """Which of these versions a device runs, was last asked to run, or an unfinished deployment ships."""
+    hits: set[str] = set()
+    for dep in registry.list_deployments(limit=1_000_000):
+        if dep.version_id in version_ids and (dep.state.value == "in_progress" or any(
+                not d.state.terminal or d.state.value == "committed" for d in dep.devices)):
+            hits.add(dep.version_id)
+    for device in registry.list_devices():
+        for slot in (device.active, device.previous):
+            vid = (slot or {}).get("version") or (slot or {}).get("version_id")
+            if vid in version_ids:
+                hits.add(vid)
+    return sorted(hits)
+
+
+def delete_versions(registry: Registry, model: ModelRecord, versions: list[VersionRecord], *,
+                    actor: str, delete_model: bool = False) -> None:
+    """Delete versions (and optionally the model) in one transaction; refuse while deployed or with children.
+
+    The registry keeps versions immutable and has no delete; this adapter uses its
+    transaction + audit helpers so the deletion and its audit line commit together.
+    Blobs no longer referenced by any version or artifact are removed after the commit.
+    """
+    ids = [v.id for v in versions]
+    busy = deployed_versions(registry, ids)
+    if busy:
+        raise ConflictError(f"version(s) {', '.join(busy)} are deployed to devices; roll the deployment back or "
+                            "deploy another version first")
+    children = [c.id for v in versions for c in registry.children(version_id=v.id) if c.id not in ids]
+    if children:
+        raise ConflictError(f"version(s) {', '.join(children)} were derived from what you are deleting; delete "
+                            "them first (lineage must stay complete)")
+    artifacts = [a.id for v in versions for a in registry.list_artifacts(version_id=v.id)]
+    used = {d.artifact_id for d in registry.list_deployments(limit=1_000_000)}
+    if set(artifacts) & used:
+        raise ConflictError("an artifact of this version was deployed (its history is kept); it cannot be deleted")
+    shas = {v.sha256 for v in versions}
+    with registry._tx() as conn:  # noqa: SLF001 - see docstring
+        for aid in artifacts:
+            conn.execute("DELETE FROM artifact_blobs WHERE artifact_id = ?", (aid,))
+            conn.execute("DELETE FROM artifacts WHERE id = ?", (aid,))
+        marks = ", ".join("?" for _ in ids)
+        if ids:
+            conn.execute(f"DELETE FROM tags WHERE version_id IN ({marks})", ids)
+            conn.execute(f"DELETE FROM version_metrics WHERE version_id IN ({marks})", ids)
+            conn.execute(f"DELETE FROM versions WHERE id IN ({marks})", ids)
+        for vid in ids:
+            registry._audit(conn, actor, "version.delete", vid, {"model_id": model.id})  # noqa: SLF001
+        if delete_model:
+            conn.execute("DELETE FROM tags WHERE model_id = ?", (model.id,))
+            conn.execute("DELETE FROM models WHERE id = ?", (model.id,))
+            registry._audit(conn, actor, "model.delete", model.id, {"name": model.name})  # noqa: SLF001
+    for sha in shas:
+        _gc_blob(registry, sha)
+
+
+def _gc_blob(registry: Registry, sha: str) -> None:
+    """Remove a blob that no version or artifact references any more."""
+    db = registry._db()  # noqa: SLF001
+    if db.execute("select 1 from versions where sha256 = ? union select 1 from artifact_blobs where sha256 = ?",
+                  [sha, sha]).fetchone():
+        return
+    with registry._tx() as conn:  # noqa: SLF001
+        conn.execute("DELETE FROM blobs WHERE sha256 = ?", (sha,))
+    registry.blobs.remove(sha)
+
+
+# ---------------------------------------------------------------- uploads
+def receive_upload(src: BinaryIO, workspace: Path, max_bytes: int) -> Path:
+    """Copy an upload to a temp file under the workspace, stopping at ``max_bytes`` (413)."""
+    tmp_dir = workspace / "uploads"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=f"upload-{uuid.uuid4().hex[:8]}-", suffix=".part")
+    path = Path(name)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(_COPY_BLOCK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ApiError(413, f"upload exceeds the limit of {max_bytes} bytes (EDGEFLEET_MAX_UPLOAD_MB)")
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise ApiError(422, "the uploaded file is empty; send an ONNX model", code="invalid_input")
+    return path
+
+
+def check_onnx(path: Path) -> dict[str, Any]:
+    """Parse and ``onnx.checker``-check a file; 422 naming the problem if it is not a valid ONNX model."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ApiError(422, f"the upload is not an ONNX model (it does not parse as an ONNX protobuf: {exc})",
+                       code="invalid_model") from exc
+    if not model.graph.node and not model.graph.output:
+        raise ApiError(422, "the upload is not an ONNX model (empty graph)", code="invalid_model")
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0][:500]
+        raise ApiError(422, f"the ONNX model fails onnx.checker: {first}", code="invalid_model") from exc
+    return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+            "inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output],
+            "nodes": len(model.graph.node)}
+
+
+def validate_profile(profile: str | None) -> str | None:
+    """None, or the id of a known device profile (422 naming the known ones)."""
+    if profile is None:
+        return None
+    from common.profiles import ProfileError, load_profile
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", profile):
+        raise InvalidInputError(f"invalid profile id {profile!r}: lowercase letters, digits, '_' and '-' only")
+    try:
+        return load_profile(profile).id
+    except ProfileError as exc:
+        raise InvalidInputError(str(exc)) from exc
+
+
+def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | None, description: str,
+                 actor: str) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
+    """Validate everything, then create the model (if new) and its version; a failure leaves nothing behind."""
+    validate_name(name)
+    profile = validate_profile(profile)
+    info = check_onnx(tmp)
+    created = False
+    try:
+        model = registry.get_model(name=name)
+    except NotFoundError:
+        model = registry.create_model(name=name, description=description, actor=actor)
+        created = True
+    try:
+        version = registry.add_version(model_id=model.id, path=tmp, technique="upload", config={"source": "upload"},
+                                       format="onnx", profile=profile, metrics={"size_bytes": tmp.stat().st_size},
+                                       actor=actor)
+    except BaseException:
+        if created:
+            delete_versions(registry, model, [], actor=actor, delete_model=True)
+        raise
+    return model, version, info
+
+
+def copy_blob_to(registry: Registry, sha256: str, dest: Path) -> Path:
+    """Copy a stored blob to ``dest`` (jobs work on copies, never on the read-only store)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(registry.blob_path(sha256=sha256), dest)
+    return dest

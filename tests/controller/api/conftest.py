@@ -1,0 +1,141 @@
+"""A real controller (``edgefleet controller`` in a subprocess, uvicorn on a free loopback port) + httpx."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from controller.api.auth import Role, generate_key
+from controller.broker import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def tiny_onnx(path: Path, features: int = 16, seed: int = 0) -> Path:
+    """A 2-layer MLP (MatMul+Add+Relu+MatMul) with a dynamic batch axis: compresses in well under a second."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((features, 32)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((32, 8)).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["h1"]),
+             helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("MatMul", ["h2", "w2"], ["output"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            ["batch", features])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 8])],
+                              [w1, b1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@dataclass
+class Controller:
+    """A controller process under test."""
+
+    url: str
+    workspace: Path
+    env: dict[str, str]
+    port: int
+    keys: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def client(self, key: str | None = "admin", timeout: float = 30.0) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
+        return httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
+
+    def start(self, timeout: float = 30.0) -> Controller:
+        self.log_path = self.workspace.parent / f"controller-{self.port}.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "controller", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"controller did not answer in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+
+def make_controller(tmp: Path, **env_extra: str) -> Controller:
+    admin, admin_entry = generate_key("admin", Role.READ_WRITE)
+    viewer, viewer_entry = generate_key("viewer", Role.READ_ONLY)
+    port = free_port()
+    workspace = tmp / "workspace"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEFLEET_", "COMPRESSION_", "MAX_COMPRESSION"))}
+    env.update({
+        "COMPRESSION_WORKSPACE": str(workspace), "MAX_COMPRESSION_JOBS": "2",
+        "EDGEFLEET_API_KEYS": f"{admin_entry},{viewer_entry}",
+        "EDGEFLEET_JOB_PLUGINS": "tests.controller.api.plugin_kinds",
+        "EDGEFLEET_MAX_UPLOAD_MB": "1", "EDGEFLEET_CACHE": str(tmp / "cache"),
+        "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+    })
+    env.update(env_extra)
+    return Controller(url=f"http://127.0.0.1:{port}", workspace=workspace, env=env, port=port,
+                      keys={"admin": admin, "viewer": viewer, "bogus": "efk_not-a-key"})
+
+
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    ctl = make_controller(tmp_path_factory.mktemp("ctl")).start()
+    try:
+        yield ctl
+    finally:
+        ctl.stop()
+
+
+@pytest.fixture(scope="module")
+def api(controller: Controller) -> Iterator[httpx.Client]:
+    with controller.client("admin") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 60.0, states=("succeeded", "failed", "cancelled")):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/compression/jobs/{job_id}").json()["data"]
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s")
