@@ -1,0 +1,101 @@
+"""SIGKILL the agent process mid-download and mid-benchmark; on restart it resumes to a working model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .artifacts import make_artifact
+
+pytestmark = pytest.mark.timeout(180)
+
+COMMITTED = ["download", "verify", "install", "benchmark", "commit", "idle"]
+
+
+def _journal_state(data_dir: Path) -> str | None:
+    try:
+        return json.loads((data_dir / "journal.json").read_text())["state"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 0.005):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _bench_children(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "agent.bench_child" in cmd and marker in cmd:
+            found.append(proc)
+    return found
+
+
+def test_sigkill_mid_download_resumes_missing_chunks_only(
+    controller, agent_process, reference, keypair, tmp_path
+):
+    dev = "crash-dl"
+    data_dir = tmp_path / dev
+    art = make_artifact(tmp_path, reference.good_model(), reference, keypair[0], version="v1")
+    model = art.manifest.blob("model")
+    half = model.chunk_count // 2
+    controller.withhold = lambda sha, idx: sha == model.sha256 and idx >= half
+    proc = agent_process(dev).start()
+    controller.deploy(dev, art, "d-crash-dl")
+    chunk_dir = data_dir / "downloads" / model.sha256
+    _wait(lambda: len(list(chunk_dir.glob("*.chunk"))) >= half, 30, "first half of the chunks on disk", 0.05)
+    assert _journal_state(data_dir) == "download"
+    proc.kill()
+
+    before = len(controller.requests)
+    controller.withhold = lambda sha, idx: False
+    proc.start()
+    reports = controller.wait_outcome(dev, "d-crash-dl", 60)
+    states = [r.state for r in reports]
+    assert states == ["download", "download", *COMMITTED[1:]], states
+    assert "resumed after restart" in reports[1].detail
+    seqs = [r.seq for r in reports]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    after = [req for d, req in controller.requests[before:] if d == dev and req.sha256 == model.sha256]
+    assert after and set(after[0].missing) == set(range(half, model.chunk_count)), after[0].missing
+    controller.wait_for(lambda: controller.states[dev].active and controller.states[dev].active.version == "v1",
+                        10, "v1 active")
+    assert proc.terminate() == 0
+    assert not controller.states[dev].online  # clean shutdown published offline state
+
+
+def test_sigkill_mid_benchmark_rebenchmarks_and_commits(controller, agent_process, reference, keypair, tmp_path):
+    dev = "crash-bench"
+    data_dir = tmp_path / dev
+    v1 = make_artifact(tmp_path, reference.good_model(), reference, keypair[0], version="v1")
+    v2 = make_artifact(tmp_path, reference.slightly_perturbed_model(), reference, keypair[0], version="v2")
+    proc = agent_process(dev, extra=["--bench-runs", "20000"]).start()
+    controller.deploy(dev, v1, "d-v1")
+    assert [r.state for r in controller.wait_outcome(dev, "d-v1", 60)] == COMMITTED
+
+    controller.deploy(dev, v2, "d-v2")
+    _wait(lambda: _journal_state(data_dir) == "benchmark", 30, "benchmark state")
+    _wait(lambda: _bench_children(str(data_dir)), 10, "benchmark child running")
+    proc.kill()
+    _wait(lambda: not _bench_children(str(data_dir)), 10, "benchmark child to die with the agent", 0.05)
+    assert _journal_state(data_dir) == "benchmark"
+
+    proc.args[proc.args.index("20000")] = "8"
+    proc.start()
+    reports = controller.wait_outcome(dev, "d-v2", 60)
+    states = [r.state for r in reports]
+    assert states == ["download", "verify", "install", "benchmark", "benchmark", "commit", "idle"], states
+    assert controller.benches[dev][-1].decision == "commit"
+    controller.wait_for(lambda: controller.states[dev].active and controller.states[dev].active.version == "v2",
+                        10, "v2 active")
+    assert controller.states[dev].previous.version == "v1"
