@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from common.manifest import DEFAULT_CHUNK_SIZE, Manifest, Thresholds, blob_ref, sign_manifest
-from controller.registry import InvalidInputError, Registry, VersionRecord
+from controller.registry import ArtifactRecord, InvalidInputError, ModelRecord, Registry, VersionRecord
 
 if TYPE_CHECKING:
     import numpy as np
@@ -121,10 +121,11 @@ def build_artifact(
     source: str | Path,
     *,
     profile: str,
-    golden_inputs: list[dict[str, np.ndarray]],
-    reference_onnx: Path,
+    golden_inputs: list[dict[str, np.ndarray]] | None = None,
+    reference_onnx: Path | None = None,
     quality_metric: Literal["cosine", "top1"],
     signing_key: Ed25519PrivateKey,
+    golden_sha256: str | None = None,
     thresholds: Thresholds | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     model_name: str | None = None,
@@ -144,6 +145,8 @@ def build_artifact(
         reference_onnx: FP32 reference model whose outputs become the golden outputs.
         quality_metric: how agents score agreement: ``"cosine"`` or ``"top1"``.
         signing_key: controller Ed25519 key (``common.keys.load_or_create_private_key``).
+        golden_sha256: reuse a stored golden set (e.g. the one built for another profile of the
+            same lineage) instead of ``golden_inputs`` + ``reference_onnx``.
         thresholds: regression gate the agent applies; defaults to ``Thresholds()``.
         chunk_size: MQTT chunk size for both files (<= 256 KiB).
 
@@ -151,7 +154,15 @@ def build_artifact(
         The signed manifest and the stored files by role (``"model"``, ``"golden"``), read-only.
     """
     # The golden set first: a bad sample must fail before anything is registered.
-    golden, _shapes = golden_set_bytes(Path(reference_onnx), golden_inputs)
+    if golden_sha256 is None:
+        if golden_inputs is None or reference_onnx is None:
+            raise ArtifactBuildError(
+                "give golden_inputs= and reference_onnx=, or golden_sha256= of a stored golden set"
+            )
+        golden: bytes | None = golden_set_bytes(Path(reference_onnx), golden_inputs)[0]
+    else:
+        registry.get_blob(sha256=golden_sha256)
+        golden = None
     version = _resolve_version(
         registry,
         source,
@@ -166,9 +177,11 @@ def build_artifact(
     if version.profile and version.profile != profile:
         raise ArtifactBuildError(f"version {version.id} was built for profile {version.profile!r}, not {profile!r}")
     model = registry.get_model(model_id=version.model_id)
-    golden_blob = registry.put_blob(data=golden, actor=actor)
+    if golden is not None:
+        golden_path = Path(registry.put_blob(data=golden, actor=actor).path)
+    else:
+        golden_path = registry.blob_path(sha256=golden_sha256)  # type: ignore[arg-type]
     model_path = registry.blob_path(sha256=version.sha256)
-    golden_path = Path(golden_blob.path)
     files = [
         blob_ref("model", model_path, chunk_size, filename=f"model.{version.format}"),
         blob_ref("golden", golden_path, chunk_size, filename="golden.npz"),
@@ -204,3 +217,103 @@ def export_artifact(registry: Registry, manifest: Manifest, dest: Path) -> dict[
     Path(fh.name).replace(dest / "manifest.json")
     out["manifest"] = dest / "manifest.json"
     return out
+
+
+GoldenSource = Callable[[ModelRecord, VersionRecord, VersionRecord], tuple[list[dict[str, Any]], Path, str]]
+"""(model, version, lineage root) -> (golden inputs, reference ONNX, quality metric)."""
+
+
+def zoo_golden_source(samples: int = 16) -> GoldenSource:
+    """Golden inputs from the model zoo: held-out real inputs, the lineage root as FP32 reference.
+
+    The zoo name is the root version's ``config["zoo"]``, else the version's, else the model name.
+    """
+
+    def source(model: ModelRecord, version: VersionRecord, root: VersionRecord) -> tuple[list, Path, str]:
+        from controller import zoo
+
+        name = root.config.get("zoo") or version.config.get("zoo") or model.name
+        if name not in zoo.ZOO_NAMES:
+            raise ArtifactBuildError(
+                f"no golden inputs known for model {model.name!r}: it is not a zoo model ({', '.join(zoo.ZOO_NAMES)}) "
+                "and no artifact of its lineage exists yet; build one with controller.artifacts.build_artifact"
+            )
+        entry = zoo.load(name)
+        return entry.eval_inputs(samples), entry.onnx_path, entry.quality_metric
+
+    return source
+
+
+class ArtifactBuilder:
+    """Finds or builds the artifact of a version for a profile: what deploying by version id needs.
+
+    The golden set belongs to the lineage, not to a version: every version derived from the
+    same FP32 root is judged against the same reference outputs. So a golden set already
+    stored for the lineage is reused, and only the first build asks ``golden_source``.
+
+    Args:
+        registry: where versions, blobs and artifacts live.
+        signing_key: the controller's Ed25519 key.
+        golden_source: where golden inputs come from the first time (default: the model zoo).
+        chunk_size: MQTT chunk size of the artifacts it builds.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        signing_key: Ed25519PrivateKey,
+        golden_source: GoldenSource | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        self.registry = registry
+        self.signing_key = signing_key
+        self.golden_source = golden_source or zoo_golden_source()
+        self.chunk_size = chunk_size
+
+    def _root(self, version_id: str) -> VersionRecord:
+        return self.registry.lineage(version_id=version_id)[0]
+
+    def _lineage_golden(self, version: VersionRecord, root: VersionRecord) -> tuple[str, str] | None:
+        """(golden sha256, quality metric) of any artifact built in the same lineage."""
+        for other in reversed(self.registry.list_versions(model_id=version.model_id, limit=10_000)):
+            arts = self.registry.list_artifacts(version_id=other.id)
+            if not arts or self._root(other.id).id != root.id:
+                continue
+            for art in arts:
+                for ref in art.manifest.get("files", []):
+                    if ref.get("role") == "golden":
+                        return ref["sha256"], art.manifest["quality_metric"]
+        return None
+
+    def artifact_for(
+        self, *, version_id: str, profile: str, thresholds: Thresholds | None = None, actor: str | None = None
+    ) -> ArtifactRecord:
+        """The newest artifact of the version for the profile with these thresholds, built if missing."""
+        wanted = (thresholds or Thresholds()).model_dump()
+        for art in self.registry.list_artifacts(version_id=version_id, profile=profile):
+            if thresholds is None or art.manifest.get("thresholds") == wanted:
+                return art
+        version = self.registry.get_version(version_id=version_id)
+        model = self.registry.get_model(model_id=version.model_id)
+        root = self._root(version_id)
+        reuse = self._lineage_golden(version, root)
+        kwargs: dict[str, Any]
+        if reuse is not None:
+            kwargs = {"golden_sha256": reuse[0], "quality_metric": reuse[1]}
+        else:
+            inputs, reference, metric = self.golden_source(model, version, root)
+            kwargs = {"golden_inputs": inputs, "reference_onnx": reference, "quality_metric": metric}
+        manifest, _ = build_artifact(
+            self.registry,
+            version_id,
+            profile=profile,
+            signing_key=self.signing_key,
+            thresholds=thresholds,
+            chunk_size=self.chunk_size,
+            actor=actor,
+            **kwargs,
+        )
+        art = self.registry.find_artifact(manifest=manifest)
+        assert art is not None  # build_artifact just recorded it
+        return art

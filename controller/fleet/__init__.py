@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from controller.fleet.errors import FleetError
+
 if TYPE_CHECKING:
-    from controller.fleet.service import DeploymentSummary, FleetError, FleetService
+    from controller.fleet.service import DeploymentSummary, FleetService
 
 __all__ = ["DeploymentSummary", "FleetError", "FleetService"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in ("DeploymentSummary", "FleetService"):
         from controller.fleet import service
 
         return getattr(service, name)

@@ -14,7 +14,7 @@ window so a large artifact never blocks report intake or floods memory.
 
 Example:
     >>> with FleetService(reg, host=b.host, port=b.port, password=pw, fleet="demo") as fleet:  # doctest: +SKIP
-    ...     dep = fleet.deploy(manifest, ["pi-1", "pi-2"])
+    ...     dep = fleet.deploy(version_id=v.id, device_ids=["pi-1", "pi-2"])  # or a signed Manifest
     ...     print(fleet.wait_for(dep, timeout=300).as_dict())
 """
 
@@ -28,16 +28,18 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common import topics
 from common.errors import ProtocolError
-from common.manifest import BlobRef, Manifest, read_chunk
+from common.manifest import BlobRef, Manifest, Thresholds, read_chunk
 from common.messages import BenchReport, ChunkRequest, Desired, DeviceCaps, DeviceState, JobReport, Telemetry, decode
 from common.topics import ParsedTopic, TopicError, TopicKind
+from controller.fleet.errors import FleetError
 from controller.registry import (
     DeploymentRecord,
     InvalidInputError,
@@ -45,6 +47,9 @@ from controller.registry import (
     Registry,
     ReportOutcome,
 )
+
+if TYPE_CHECKING:
+    from controller.artifacts import ArtifactBuilder
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +61,6 @@ SUBSCRIPTIONS: tuple[tuple[TopicKind, int], ...] = (
     (TopicKind.CHUNK_REQUEST, 1),
     (TopicKind.TELEMETRY, 0),
 )
-
-
-class FleetError(RuntimeError):
-    """The fleet service cannot do what was asked (not connected, broker refused us, ...)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class FleetService:
         chunk_window: QoS1 chunks in flight before the sender waits for acks.
         republish_desired_on_connect: re-send every device's retained desired on (re)connect.
         actor: audit-log name for deployments made through this service.
+        artifact_builder: finds/builds per-profile artifacts when deploying by version id
+            (:class:`controller.artifacts.ArtifactBuilder`); without it only ready artifacts deploy.
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class FleetService:
         republish_desired_on_connect: bool = True,
         publish_timeout: float = 10.0,
         actor: str = "controller",
+        artifact_builder: ArtifactBuilder | None = None,
     ) -> None:
         self.registry = registry
         self.fleet = topics.validate_id(fleet, "fleet")
@@ -146,6 +150,7 @@ class FleetService:
         self.chunk_window = max(1, chunk_window)
         self.republish_desired_on_connect = republish_desired_on_connect
         self.publish_timeout = publish_timeout
+        self.artifact_builder = artifact_builder
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self._changed = threading.Condition()
@@ -173,6 +178,37 @@ class FleetService:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        settings: Any,
+        registry: Registry,
+        password: str | None = None,
+        signing_key_path: Path | None = None,
+    ) -> FleetService:
+        """Build from :class:`controller.settings.Settings` (broker host/port/user, fleet, workspace).
+
+        The signing key defaults to ``<COMPRESSION_WORKSPACE>/keys/controller.key`` (created on
+        first use, public half beside it as ``controller.pub`` for agents to pin).
+        """
+        from common.keys import load_or_create_private_key
+        from controller.artifacts import ArtifactBuilder
+
+        if not settings.broker_host:
+            raise FleetError("no broker configured: set EDGEFLEET_BROKER_HOST (and _PORT, _PASSWORD)")
+        key_path = signing_key_path or Path(settings.compression_workspace) / "keys" / "controller.key"
+        builder = ArtifactBuilder(registry, signing_key=load_or_create_private_key(key_path))
+        return cls(
+            registry,
+            host=settings.broker_host,
+            port=settings.broker_port,
+            username=settings.broker_username,
+            password=password or "",
+            fleet=settings.fleet,
+            artifact_builder=builder,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 15.0) -> FleetService:
@@ -384,13 +420,20 @@ class FleetService:
             info.wait_for_publish(self.publish_timeout)
 
     # ------------------------------------------------------------------ desired state
-    def _desired_payload(self, dep: DeploymentRecord) -> bytes:
-        manifest = Manifest.model_validate(dep.manifest)
-        return Desired(deployment_id=dep.id, manifest=manifest, issued_at=dep.created_at).to_bytes()
-
     def _publish_desired(self, dep: DeploymentRecord, device_ids: list[str]) -> None:
-        payload = self._desired_payload(dep)
-        infos = [self.client.publish(topics.desired(self.fleet, d), payload, qos=1, retain=True) for d in device_ids]
+        """Publish each device's Desired (its own artifact's manifest), retained, and wait for the acks."""
+        wanted = set(device_ids)
+        manifests: dict[str, Manifest] = {}
+        infos = []
+        for d in dep.devices:
+            if d.device_id not in wanted:
+                continue
+            if d.artifact_id not in manifests:
+                manifests[d.artifact_id] = self.registry.manifest(artifact_id=d.artifact_id)
+            payload = Desired(
+                deployment_id=dep.id, manifest=manifests[d.artifact_id], issued_at=dep.created_at
+            ).to_bytes()
+            infos.append(self.client.publish(topics.desired(self.fleet, d.device_id), payload, qos=1, retain=True))
         self._await(infos, f"desired of deployment {dep.id}")
 
     def _await(self, infos: list[mqtt.MQTTMessageInfo], what: str) -> None:
@@ -418,92 +461,125 @@ class FleetService:
         except Exception:  # noqa: BLE001 - never let this kill a thread silently
             log.exception("re-publishing desired state failed")
 
-    def _resolve_artifact(self, target: Manifest | str, actor: str) -> str:
+    def _artifacts_for(
+        self,
+        target: Manifest | str,
+        device_ids: list[str],
+        thresholds: Thresholds | None,
+        actor: str,
+    ) -> dict[str, str]:
+        """Device id → artifact id: one given artifact for all, or the version's artifact per profile."""
         if isinstance(target, Manifest):
             art = self.registry.find_artifact(manifest=target) or self.registry.add_artifact(
                 manifest=target, actor=actor
             )
-            return art.id
+            return dict.fromkeys(device_ids, art.id)
         try:
-            return self.registry.get_artifact(artifact_id=target).id
+            return dict.fromkeys(device_ids, self.registry.get_artifact(artifact_id=target).id)
         except NotFoundError:
-            arts = self.registry.list_artifacts(version_id=target)
-            if not arts:
-                raise NotFoundError(
-                    f"{target!r} is neither an artifact id nor a version with a built artifact"
-                ) from None
-            if len({a.profile for a in arts}) > 1:
-                raise InvalidInputError(
-                    f"version {target} has artifacts for several profiles; deploy a manifest or an artifact id"
-                ) from None
-            return arts[0].id
+            version = self.registry.get_version(version_id=target)
+        mapping: dict[str, str] = {}
+        by_profile: dict[str, str] = {}
+        for device_id in device_ids:
+            profile = self.registry.get_device(device_id=device_id).profile
+            if not profile:
+                raise InvalidInputError(f"device {device_id} has not reported its profile yet; wait for it to connect")
+            if profile not in by_profile:
+                by_profile[profile] = self._artifact_for_profile(version.id, profile, thresholds, actor)
+            mapping[device_id] = by_profile[profile]
+        return mapping
+
+    def _artifact_for_profile(self, version_id: str, profile: str, thresholds: Thresholds | None, actor: str) -> str:
+        if self.artifact_builder is not None:
+            return self.artifact_builder.artifact_for(
+                version_id=version_id, profile=profile, thresholds=thresholds, actor=actor
+            ).id
+        for art in self.registry.list_artifacts(version_id=version_id, profile=profile):
+            if thresholds is None or art.manifest.get("thresholds") == thresholds.model_dump():
+                return art.id
+        raise InvalidInputError(
+            f"version {version_id} has no artifact for profile {profile!r}; build one with "
+            "controller.artifacts.build_artifact or give the fleet service an ArtifactBuilder"
+        )
 
     def deploy(
         self,
-        target: Manifest | str,
-        device_ids: list[str],
+        target: Manifest | str | None = None,
+        device_ids: list[str] | None = None,
         *,
+        version_id: str | None = None,
+        thresholds: Thresholds | dict[str, float] | None = None,
         actor: str | None = None,
         allow_profile_mismatch: bool = False,
-    ) -> str:
-        """Roll an artifact out to devices: record it, then publish a retained QoS1 ``Desired`` per device.
+    ) -> DeploymentRecord:
+        """Roll out to devices: record the deployment, then publish a retained QoS1 ``Desired`` per device.
 
         Args:
-            target: a signed Manifest (recorded as an artifact if new), an artifact id, or a version id
-                with exactly one profile's artifact built.
+            target: a signed Manifest (recorded as an artifact if new), an artifact id, or a
+                version id (same as ``version_id=``): each device then gets the version's
+                artifact for its profile, found or built by the ``artifact_builder``.
             device_ids: devices known to the registry (connected once, or ``register_device``).
+            thresholds: regression gate for artifacts built here (a dict of ``Thresholds`` fields).
             allow_profile_mismatch: for tests that check agents refuse a wrong-profile artifact.
 
         Returns:
-            The deployment id (UUID4); follow it with :meth:`wait_for`.
+            The deployment record (``.id`` is the UUID4 to follow with :meth:`wait_for`).
         """
         actor = actor or self.actor
-        artifact_id = self._resolve_artifact(target, actor)
+        target = target if target is not None else version_id
+        if target is None or not device_ids:
+            raise InvalidInputError("deploy needs a manifest, artifact id or version id, and at least one device id")
+        if isinstance(thresholds, dict):
+            try:
+                thresholds = Thresholds(**thresholds)
+            except ValueError as exc:  # pydantic.ValidationError is a ValueError
+                raise InvalidInputError(f"invalid thresholds: {exc}") from exc
+        mapping = self._artifacts_for(target, list(device_ids), thresholds, actor)
         dep = self.registry.create_deployment(
-            artifact_id=artifact_id,
             device_ids=list(device_ids),
+            device_artifacts=mapping,
             actor=actor,
             allow_profile_mismatch=allow_profile_mismatch,
         )
         self._publish_desired(dep, list(device_ids))
         log.info("deployment %s: version %s to %s", dep.id, dep.version_id, ", ".join(device_ids))
-        return dep.id
+        return dep
 
-    def rollback(self, deployment_id: str, *, actor: str | None = None, reason: str = "") -> list[str]:
-        """Fleet-level rollback: send every device of a deployment back to the deployment it had before.
+    def rollback(self, deployment_id: str, *, actor: str | None = None, reason: str = "") -> DeploymentRecord | None:
+        """Fleet-level rollback: send every device of a deployment back to the artifact it had before.
 
-        Each group of devices with the same previous deployment gets a new deployment
-        (``kind="rollback"``, ``rollback_of=deployment_id``) re-publishing that previous
-        signed manifest; devices with nothing before get their retained desired cleared
-        and keep what they run. Returns the new deployment ids.
+        One new deployment (``kind="rollback"``, ``rollback_of=deployment_id``) re-publishes each
+        device's previous signed manifest; devices with nothing before get their retained desired
+        cleared and keep what they run. Returns the new deployment, or None if no device had a
+        previous one. ConflictError if the deployment was already rolled back.
         """
         actor = actor or self.actor
         plan = self.registry.mark_deployment_rolled_back(deployment_id=deployment_id, reason=reason, actor=actor)
-        new_ids: list[str] = []
-        for previous_id, devices in plan.items():
-            if previous_id is None:
-                for device in devices:
-                    self.registry.clear_desired(device_id=device, actor=actor)
-                    info = self.client.publish(topics.desired(self.fleet, device), b"", qos=1, retain=True)
-                    self._await([info], f"clearing desired of {device}")
-                continue
-            previous = self.registry.get_deployment(deployment_id=previous_id)
-            dep = self.registry.create_deployment(
-                artifact_id=previous.artifact_id,
-                device_ids=devices,
-                actor=actor,
-                kind="rollback",
-                rollback_of=deployment_id,
-                allow_profile_mismatch=True,
-            )
-            self._publish_desired(dep, devices)
-            new_ids.append(dep.id)
+        for device, previous in plan.items():
+            if previous is None:
+                self.registry.clear_desired(device_id=device, actor=actor)
+                info = self.client.publish(topics.desired(self.fleet, device), b"", qos=1, retain=True)
+                self._await([info], f"clearing desired of {device}")
+        back = {d: a for d, a in plan.items() if a is not None}
         self._notify()
-        return new_ids
+        if not back:
+            return None
+        dep = self.registry.create_deployment(
+            device_ids=list(back),
+            device_artifacts=back,
+            actor=actor,
+            kind="rollback",
+            rollback_of=deployment_id,
+            allow_profile_mismatch=True,
+        )
+        self._publish_desired(dep, list(back))
+        return dep
 
     # ------------------------------------------------------------------ waiting
-    def wait_for(self, deployment_id: str, timeout: float) -> DeploymentSummary:
+    def wait_for(self, deployment_id: str | DeploymentRecord, timeout: float) -> DeploymentSummary:
         """Block until every device of the deployment is terminal, or ``timeout`` seconds pass."""
+        if isinstance(deployment_id, DeploymentRecord):
+            deployment_id = deployment_id.id
         deadline = time.monotonic() + timeout
         while True:
             dep = self.registry.get_deployment(deployment_id=deployment_id)

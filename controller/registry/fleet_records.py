@@ -177,28 +177,39 @@ class FleetRecords:
     def create_deployment(
         self: Registry,
         *,
-        artifact_id: str,
         device_ids: list[str],
+        artifact_id: str | None = None,
+        device_artifacts: dict[str, str] | None = None,
         actor: str | None = None,
         kind: str = "deploy",
         rollback_of: str | None = None,
         allow_profile_mismatch: bool = False,
     ) -> DeploymentRecord:
-        """Record a deployment of one artifact to devices, superseding their unfinished ones.
+        """Record a deployment to devices, superseding their unfinished ones.
 
-        Each device remembers the deployment it was asked to run before, which is what
-        a fleet-level rollback re-publishes.
+        Give one ``artifact_id`` for every device, or ``device_artifacts`` (device id →
+        artifact id) when devices of several profiles get the artifact built for theirs.
+        Each device remembers the deployment it was asked to run before, which is what a
+        fleet-level rollback sends it back to.
         """
-        artifact = self.get_artifact(artifact_id=artifact_id)
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise InvalidInputError("device_ids must be a non-empty list without duplicates")
+        if (artifact_id is None) == (device_artifacts is None):
+            raise InvalidInputError("give exactly one of artifact_id= or device_artifacts=")
+        mapping = device_artifacts or dict.fromkeys(device_ids, artifact_id)
+        if set(mapping) != set(device_ids):
+            raise InvalidInputError("device_artifacts must name an artifact for exactly the target devices")
+        artifacts = {a: self.get_artifact(artifact_id=a) for a in dict.fromkeys(mapping.values())}
         devices = [self.get_device(device_id=d) for d in device_ids]
-        wrong = [d.id for d in devices if d.profile and d.profile != artifact.profile]
+        wrong = [
+            f"{d.id} ({d.profile})" for d in devices if d.profile and d.profile != artifacts[mapping[d.id]].profile
+        ]
         if wrong and not allow_profile_mismatch:
             raise InvalidInputError(
-                f"artifact {artifact_id} is built for profile {artifact.profile!r} but devices {wrong} have another "
-                "profile; build an artifact per profile"
+                f"devices {', '.join(wrong)} have another profile than the artifact sent to them; "
+                "build an artifact per profile"
             )
+        primary = artifacts[mapping[device_ids[0]]]
         dep_id = _new_id()
         now = _now()
         with self._tx() as conn:
@@ -207,8 +218,8 @@ class FleetRecords:
                 "deployments",
                 {
                     "id": dep_id,
-                    "artifact_id": artifact_id,
-                    "version_id": artifact.version_id,
+                    "artifact_id": primary.id,
+                    "version_id": primary.version_id,
                     "kind": kind,
                     "rollback_of": rollback_of,
                     "state": DeploymentState.IN_PROGRESS.value,
@@ -231,6 +242,7 @@ class FleetRecords:
                     {
                         "deployment_id": dep_id,
                         "device_id": device.id,
+                        "artifact_id": mapping[device.id],
                         "state": S.PENDING.value,
                         "previous_deployment_id": prev,
                         "updated_at": now,
@@ -243,9 +255,8 @@ class FleetRecords:
                 f"deployment.{kind}",
                 dep_id,
                 {
-                    "artifact_id": artifact_id,
-                    "version_id": artifact.version_id,
-                    "devices": device_ids,
+                    "version_id": primary.version_id,
+                    "artifacts": mapping,
                     "rollback_of": rollback_of,
                 },
             )
@@ -293,9 +304,15 @@ class FleetRecords:
         )
         return [self.get_deployment(deployment_id=r["id"]) for r in rows]
 
-    def deployment_manifest(self: Registry, *, deployment_id: str) -> Manifest:
-        """The signed manifest a deployment ships."""
-        return Manifest.model_validate(self.get_deployment(deployment_id=deployment_id).manifest)
+    def deployment_manifest(self: Registry, *, deployment_id: str, device_id: str | None = None) -> Manifest:
+        """The signed manifest a deployment ships (to one device, or its first device)."""
+        dep = self.get_deployment(deployment_id=deployment_id)
+        if device_id is None:
+            return Manifest.model_validate(dep.manifest)
+        for d in dep.devices:
+            if d.device_id == device_id:
+                return self.manifest(artifact_id=d.artifact_id)
+        raise NotFoundError(f"device {device_id!r} is not a target of deployment {deployment_id}")
 
     def desired_deployments(self: Registry) -> dict[str, str]:
         """Device id → the deployment it should run now (what the retained ``desired`` topics say)."""
@@ -304,29 +321,31 @@ class FleetRecords:
 
     def mark_deployment_rolled_back(
         self: Registry, *, deployment_id: str, reason: str = "", actor: str | None = None
-    ) -> dict[str | None, list[str]]:
-        """Flag a deployment as rolled back; returns previous deployment id → devices to send back to it.
+    ) -> dict[str, str | None]:
+        """Flag a deployment as rolled back; returns device id → the artifact it ran before (or None).
 
-        Devices that had no earlier deployment map to ``None``: there is nothing to
-        re-publish for them, so the caller clears their desired state instead.
+        "Before" is the artifact of the deployment each device was asked to run previously.
+        Devices that had none map to ``None``: there is nothing to send them back to, so the
+        caller clears their desired state and they keep what they run.
         """
         dep = self.get_deployment(deployment_id=deployment_id)
         if dep.state is DeploymentState.ROLLED_BACK:
             raise ConflictError(f"deployment {deployment_id} is already rolled back")
-        plan: dict[str | None, list[str]] = {}
+        plan: dict[str, str | None] = {}
         for d in dep.devices:
-            plan.setdefault(d.previous_deployment_id, []).append(d.device_id)
+            prev = None
+            if d.previous_deployment_id:
+                row = self._one(
+                    "SELECT artifact_id FROM deployment_devices WHERE deployment_id = ? AND device_id = ?",
+                    (d.previous_deployment_id, d.device_id),
+                )
+                prev = row["artifact_id"] if row else None
+            plan[d.device_id] = prev
         with self._tx() as conn:
             conn.execute(
                 "UPDATE deployments SET state = ? WHERE id = ?", (DeploymentState.ROLLED_BACK.value, deployment_id)
             )
-            self._audit(
-                conn,
-                actor,
-                "deployment.rollback",
-                deployment_id,
-                {"reason": reason, "plan": {k or "none": v for k, v in plan.items()}},
-            )
+            self._audit(conn, actor, "deployment.rollback", deployment_id, {"reason": reason, "plan": plan})
         return plan
 
     def clear_desired(self: Registry, *, device_id: str, actor: str | None = None) -> None:
@@ -480,7 +499,7 @@ class FleetRecords:
         """
         rows = self._all(
             "SELECT a.manifest FROM deployment_devices dd JOIN deployments d ON d.id = dd.deployment_id "
-            "JOIN artifact_blobs ab ON ab.artifact_id = d.artifact_id JOIN artifacts a ON a.id = d.artifact_id "
+            "JOIN artifact_blobs ab ON ab.artifact_id = dd.artifact_id JOIN artifacts a ON a.id = dd.artifact_id "
             "WHERE dd.device_id = ? AND ab.sha256 = ? ORDER BY d.created_at DESC LIMIT 1",
             (device_id, sha256),
         )

@@ -185,6 +185,7 @@ class DeploymentDeviceRecord(_Record):
 
     deployment_id: str
     device_id: str
+    artifact_id: str
     state: DeviceDeploymentState
     reason: str
     detail: str
@@ -200,6 +201,7 @@ class DeploymentDeviceRecord(_Record):
         return cls(
             deployment_id=row["deployment_id"],
             device_id=row["device_id"],
+            artifact_id=row["artifact_id"],
             state=DeviceDeploymentState(row["state"]),
             reason=row["reason"],
             detail=row["detail"],
@@ -213,7 +215,12 @@ class DeploymentDeviceRecord(_Record):
 
 @dataclass(frozen=True)
 class DeploymentRecord(_Record):
-    """A rollout of one artifact to a set of devices, with each device's progress."""
+    """A rollout of a version to a set of devices, with each device's progress.
+
+    Each device gets the artifact built for its profile (``devices[i].artifact_id``);
+    ``artifact_id``/``manifest`` name the first one, for display. A rollback deployment
+    may send devices back to different earlier artifacts.
+    """
 
     id: str
     artifact_id: str

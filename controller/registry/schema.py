@@ -120,6 +120,7 @@ CREATE TABLE IF NOT EXISTS deployments (
 CREATE TABLE IF NOT EXISTS deployment_devices (
     deployment_id TEXT NOT NULL REFERENCES deployments(id),
     device_id TEXT NOT NULL REFERENCES devices(id),
+    artifact_id TEXT NOT NULL REFERENCES artifacts(id),
     state TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT 'ok',
     detail TEXT NOT NULL DEFAULT '',
@@ -131,6 +132,7 @@ CREATE TABLE IF NOT EXISTS deployment_devices (
     PRIMARY KEY (deployment_id, device_id)
 );
 CREATE INDEX IF NOT EXISTS deployment_devices_device ON deployment_devices(device_id);
+CREATE INDEX IF NOT EXISTS deployment_devices_artifact ON deployment_devices(artifact_id);
 
 CREATE TABLE IF NOT EXISTS job_reports (
     deployment_id TEXT NOT NULL,

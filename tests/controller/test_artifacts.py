@@ -11,7 +11,7 @@ import pytest
 
 from common.keys import load_or_create_private_key, load_public_key
 from common.manifest import Thresholds, read_chunk, verify_manifest
-from controller.artifacts import ArtifactBuildError, build_artifact, export_artifact
+from controller.artifacts import ArtifactBuilder, ArtifactBuildError, build_artifact, export_artifact
 from controller.registry import NotFoundError, Registry
 from tests.controller.onnx_fixtures import tiny_linear_onnx
 
@@ -104,3 +104,35 @@ def test_bad_inputs_are_refused(env):
         build_artifact(reg, "no-such-version", golden_inputs=_inputs(1), **kw)
     assert reg.list_artifacts() == []
     assert reg.list_models() == []
+
+
+def test_artifact_builder_reuses_artifacts_and_lineage_golden(env):
+    reg, key, fp32, tmp = env
+    calls = []
+
+    def source(model, version, root):
+        calls.append(version.id)
+        return _inputs(4), reg.blob_path(sha256=root.sha256), "top1"
+
+    builder = ArtifactBuilder(reg, signing_key=key, golden_source=source, chunk_size=2048)
+    m = reg.create_model(name="tiny")
+    base = reg.add_version(model_id=m.id, path=fp32)
+    child = reg.add_version(model_id=m.id, path=tiny_linear_onnx(tmp / "c.onnx", seed=3), parent_id=base.id)
+    a1 = builder.artifact_for(version_id=base.id, profile="rpi4")
+    assert builder.artifact_for(version_id=base.id, profile="rpi4").id == a1.id
+    a2 = builder.artifact_for(version_id=child.id, profile="x86-edge")
+    strict = builder.artifact_for(version_id=child.id, profile="x86-edge", thresholds=Thresholds(min_quality=0.5))
+    assert len({a1.id, a2.id, strict.id}) == 3
+    assert strict.manifest["thresholds"]["min_quality"] == 0.5
+    golden = {a["files"][1]["sha256"] for a in (a1.manifest, a2.manifest, strict.manifest)}
+    assert len(golden) == 1 and calls == [base.id]
+    assert a2.manifest["quality_metric"] == "top1" and a2.manifest["files"][0]["chunk_size"] == 2048
+
+
+def test_zoo_golden_source_refuses_unknown_models(env):
+    reg, key, fp32, _ = env
+    builder = ArtifactBuilder(reg, signing_key=key)
+    m = reg.create_model(name="not-in-zoo")
+    v = reg.add_version(model_id=m.id, path=fp32)
+    with pytest.raises(ArtifactBuildError, match="not a zoo model"):
+        builder.artifact_for(version_id=v.id, profile="rpi4")

@@ -99,7 +99,7 @@ def test_deploy_publishes_retained_desired_and_serves_chunks(fleet_env):
     assert svc.wait_for_devices([a.device_id, b.device_id], timeout=5)
     man_a = make_manifest(reg, 5000)
     man_b = make_manifest(reg, 3000, name="other")
-    dep = svc.deploy(man_a, [a.device_id])
+    dep = svc.deploy(man_a, [a.device_id]).id
     svc.deploy(man_b, [b.device_id])
     desired = a.next_desired()
     assert desired.deployment_id == dep and desired.manifest == man_a
@@ -141,7 +141,7 @@ def test_reports_drive_status_to_committed_and_rolled_back(fleet_env):
     a, b = device("a"), device("b")
     assert svc.wait_for_devices([a.device_id, b.device_id], timeout=5)
     man = make_manifest(reg, 2000)
-    dep = svc.deploy(man, [a.device_id, b.device_id])
+    dep = svc.deploy(man, [a.device_id, b.device_id]).id
     sha_m = man.blob("model").sha256
     for seq, state in enumerate(["download", "verify", "install", "benchmark"], start=1):
         a.job(dep, seq, state)
@@ -168,7 +168,7 @@ def test_wait_for_times_out_while_in_progress(fleet_env):
     svc, reg, device = fleet_env
     a = device("a")
     assert svc.wait_for_devices([a.device_id], timeout=5)
-    dep = svc.deploy(make_manifest(reg, 1500), [a.device_id])
+    dep = svc.deploy(make_manifest(reg, 1500), [a.device_id]).id
     a.job(dep, 1, "download")
     t0 = time.monotonic()
     summary = svc.wait_for(dep, timeout=0.5)
@@ -180,7 +180,7 @@ def test_malformed_payloads_are_counted_and_ignored(fleet_env):
     svc, reg, device = fleet_env
     a = device("a")
     assert svc.wait_for_devices([a.device_id], timeout=5)
-    dep = svc.deploy(make_manifest(reg, 1500), [a.device_id])
+    dep = svc.deploy(make_manifest(reg, 1500), [a.device_id]).id
     f, dev = a.fleet, a.device_id
     bad = [
         (topics.job(f, dev, dep), b"{not json"),
@@ -219,25 +219,23 @@ def test_fleet_rollback_republishes_previous_desired(fleet_env):
     a, b = device("a"), device("b")
     assert svc.wait_for_devices([a.device_id, b.device_id], timeout=5)
     v1 = make_manifest(reg, 1500)
-    first = svc.deploy(v1, [a.device_id])
+    first = svc.deploy(v1, [a.device_id]).id
     a.job(first, 1, "commit")
     assert a.next_desired().deployment_id == first
     v2 = make_manifest(reg, 1600)
-    second = svc.deploy(v2, [a.device_id, b.device_id])
+    second = svc.deploy(v2, [a.device_id, b.device_id]).id
     assert a.next_desired().deployment_id == second
     assert b.next_desired().deployment_id == second
-    new_ids = svc.rollback(second, reason="canary regressed", actor="ops")
-    assert len(new_ids) == 1
+    rb = svc.rollback(second, reason="canary regressed", actor="ops")
     back = a.next_desired()
-    assert back.deployment_id == new_ids[0] and back.manifest == v1
+    assert back.deployment_id == rb.id and back.manifest == v1
     assert b.desired.get(timeout=5) == b""  # b had nothing before: its retained desired is cleared
     assert reg.get_deployment(deployment_id=second).state is DeploymentState.ROLLED_BACK
-    rb = reg.get_deployment(deployment_id=new_ids[0])
-    assert rb.kind == "rollback" and rb.rollback_of == second
+    assert rb.kind == "rollback" and rb.rollback_of == second and [d.device_id for d in rb.devices] == [a.device_id]
     assert reg.get_device(device_id=b.device_id).desired_deployment_id is None
     # the rollback deployment is tracked like any other
-    a.job(new_ids[0], 1, "commit")
-    assert svc.wait_for(new_ids[0], timeout=5).device_states() == {a.device_id: S.COMMITTED.value}
+    a.job(rb.id, 1, "commit")
+    assert svc.wait_for(rb, timeout=5).device_states() == {a.device_id: S.COMMITTED.value}
 
 
 def test_reconnects_and_republishes_desired_after_broker_restart(tmp_path):
@@ -249,7 +247,7 @@ def test_reconnects_and_republishes_desired_after_broker_restart(tmp_path):
     try:
         dev = ScriptedDevice(broker, "rc", "pi-1").connect()
         assert svc.wait_for_devices(["pi-1"], timeout=5)
-        dep = svc.deploy(make_manifest(reg, 1200), ["pi-1"])
+        dep = svc.deploy(make_manifest(reg, 1200), ["pi-1"]).id
         assert dev.next_desired().deployment_id == dep
         dev.close()
         broker.stop()  # persistence is off: retained messages are gone

@@ -145,7 +145,7 @@ def test_supersede_rollback_plan_and_chunk_authorisation(reg, tmp_path):
     assert reg.blob_for_device(device_id="pi-1", sha256=sha1).sha256 == sha1
     assert reg.blob_for_device(device_id="pi-2", sha256=sha1) is None
     plan = reg.mark_deployment_rolled_back(deployment_id=d2.id, reason="canary regressed", actor="ops")
-    assert plan == {d1.id: ["pi-1"], None: ["pi-2"]}
+    assert plan == {"pi-1": a1.id, "pi-2": None}
     with pytest.raises(ConflictError):
         reg.mark_deployment_rolled_back(deployment_id=d2.id)
     assert reg.audit_log(action="deployment.rollback")[0].actor == "ops"
@@ -172,3 +172,53 @@ def test_telemetry_retention(reg):
         )
     rows = reg.telemetry(device_id="pi-1", limit=1000)
     assert rows[0]["cpu_percent"] == 249 and len(rows) <= 100
+
+
+def test_per_device_artifacts_and_deletion_rules(reg, tmp_path):
+    a_pi, v = _artifact(reg, tmp_path, b"pi")
+    m = reg.get_model(name="m")
+    f = tmp_path / "x.onnx"
+    f.write_bytes(b"x86" * 500)
+    man = Manifest(
+        model_id=m.id,
+        version=v.id,
+        profile="x86-edge",
+        format="onnx",
+        quality_metric="cosine",
+        files=[blob_ref("model", f, 1024)],
+    )
+    reg.put_blob(path=f)
+    a_x86 = reg.add_artifact(manifest=sign_manifest(man, Ed25519PrivateKey.generate()))
+    reg.register_device(device_id="pi-1", profile="rpi4")
+    reg.register_device(device_id="box-1", profile="x86-edge")
+    with pytest.raises(InvalidInputError, match="box-1"):
+        reg.create_deployment(artifact_id=a_pi.id, device_ids=["pi-1", "box-1"])
+    dep = reg.create_deployment(device_ids=["pi-1", "box-1"], device_artifacts={"pi-1": a_pi.id, "box-1": a_x86.id})
+    assert {d.device_id: d.artifact_id for d in dep.devices} == {"pi-1": a_pi.id, "box-1": a_x86.id}
+    x86_sha = a_x86.manifest["files"][0]["sha256"]
+    assert reg.blob_for_device(device_id="box-1", sha256=x86_sha) is not None
+    assert reg.blob_for_device(device_id="pi-1", sha256=x86_sha) is None
+    assert reg.deployment_manifest(deployment_id=dep.id, device_id="box-1").profile == "x86-edge"
+    # deployed versions are kept; undeployed leaves can go, with their blobs
+    with pytest.raises(ConflictError, match="deployed"):
+        reg.delete_versions(version_ids=[v.id])
+    leaf = reg.add_version(model_id=m.id, data=b"leaf-only", parent_id=v.id)
+    reg.set_tag(model_id=m.id, tag="candidate", version_id=leaf.id)
+    path = reg.blob_path(sha256=leaf.sha256)
+    reg.delete_versions(version_ids=[leaf.id], actor="ops")
+    assert not path.exists() and "candidate" not in reg.list_tags(model_id=m.id)
+    with pytest.raises(NotFoundError):
+        reg.get_version(version_id=leaf.id)
+    assert reg.audit_log(action="version.delete")[0].actor == "ops"
+
+
+def test_delete_model_with_its_versions(reg):
+    m = reg.create_model(name="gone")
+    root = reg.add_version(model_id=m.id, data=b"r")
+    child = reg.add_version(model_id=m.id, data=b"c", parent_id=root.id)
+    with pytest.raises(ConflictError, match="derive"):
+        reg.delete_versions(version_ids=[root.id])
+    reg.delete_versions(version_ids=[root.id, child.id], delete_model=True)
+    with pytest.raises(NotFoundError):
+        reg.get_model(model_id=m.id)
+    assert reg.gc_blobs() == []
