@@ -53,8 +53,8 @@ class ControllerStub:
         time.sleep(0.2)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
     # -- controller actions
 
