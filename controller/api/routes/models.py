@@ -25,9 +25,10 @@ from controller.jobs import Job
 from controller.registry import validate_name
 
 router = APIRouter(prefix="/compression/models", tags=["models"], responses=ERROR_RESPONSES)
-ModelRef = Annotated[str, Path(min_length=1, max_length=128, description="model name or id")]
+ModelRef = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                               description="model name or id (no path separators)")]
 VersionId = Annotated[str, Path(min_length=1, max_length=64)]
-TagName = Annotated[str, Path(min_length=1, max_length=64)]
+TagName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 Obj = dict[str, Any]
 
 

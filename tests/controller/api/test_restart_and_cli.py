@@ -1,0 +1,109 @@
+"""Controller restart mid-job, the unsafe-bind refusal, and the client CLI against a real controller."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.api.auth import KeyRing
+from controller.api.server import UnsafeBindError, check_bind
+from tests.controller.api.conftest import REPO, make_controller, tiny_onnx, wait_job
+
+
+def test_restart_mid_job_fails_interrupted_and_runs_queued(tmp_path: Path) -> None:
+    ctl = make_controller(tmp_path, MAX_COMPRESSION_JOBS="1").start()
+    try:
+        with ctl.client() as api:
+            path = tiny_onnx(tmp_path / "m.onnx")
+            vid = api.post("/compression/models", data={"name": "m"},
+                           files={"file": ("m.onnx", path.read_bytes())}).json()["data"]["version"]["id"]
+            body = {"version_id": vid, "technique": "quant-test-slow"}
+            running = api.post("/compression/quantize", json={**body, "config": {"seconds": 60}}).json()["data"]
+            queued = api.post("/compression/quantize", json={**body, "config": {"seconds": 0.2}}).json()["data"]
+            deadline = time.monotonic() + 20
+            while api.get(f"/compression/jobs/{running['id']}").json()["data"]["progress"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert api.get(f"/compression/jobs/{queued['id']}").json()["data"]["state"] == "queued"
+        ctl.stop(signal.SIGKILL)  # a crash: nothing gets to clean up
+
+        ctl.start()
+        with ctl.client() as api:
+            dead = api.get(f"/compression/jobs/{running['id']}").json()["data"]
+            assert dead["state"] == "failed" and dead["error"] == "interrupted by controller restart"
+            done = wait_job(api, queued["id"])
+            assert done["state"] == "succeeded" and done["result"]["parent_id"] == vid
+    finally:
+        ctl.stop()
+
+
+def test_graceful_shutdown_marks_running_job_failed(tmp_path: Path) -> None:
+    ctl = make_controller(tmp_path, MAX_COMPRESSION_JOBS="1").start()
+    try:
+        with ctl.client() as api:
+            path = tiny_onnx(tmp_path / "m.onnx")
+            vid = api.post("/compression/models", data={"name": "m"},
+                           files={"file": ("m.onnx", path.read_bytes())}).json()["data"]["version"]["id"]
+            job = api.post("/compression/quantize", json={"version_id": vid, "technique": "quant-test-slow",
+                                                          "config": {"seconds": 60}}).json()["data"]
+            wait_job(api, job["id"], states=("running",))
+        ctl.stop(signal.SIGTERM)
+        ctl.start()
+        with ctl.client() as api:
+            after = api.get(f"/compression/jobs/{job['id']}").json()["data"]
+            assert after["state"] == "failed" and "interrupted" in after["error"]
+    finally:
+        ctl.stop()
+
+
+def test_refuses_public_bind_without_key(tmp_path: Path) -> None:
+    with pytest.raises(UnsafeBindError, match="refusing to listen"):
+        check_bind("0.0.0.0", KeyRing([]))
+    check_bind("127.0.0.1", KeyRing([]))
+    check_bind("::1", KeyRing([]))
+    ctl = make_controller(tmp_path)
+    env = {**ctl.env, "EDGEFLEET_API_KEYS": ""}
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", "controller", "--host", "0.0.0.0", "--port",
+                           str(ctl.port)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "refusing to listen" in proc.stderr
+
+
+def test_client_cli_models_jobs_watch(tmp_path: Path) -> None:
+    ctl = make_controller(tmp_path).start()
+    env = {**ctl.env, "EDGEFLEET_URL": ctl.url, "EDGEFLEET_API_KEY": ctl.keys["admin"]}
+
+    def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "controller.cli", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert (proc.returncode == 0) == ok, proc.stderr + proc.stdout
+        return proc
+
+    try:
+        path = tiny_onnx(tmp_path / "m.onnx")
+        up = json.loads(cli("models", "upload", "cli-model", str(path)).stdout)
+        vid = up["version"]["id"]
+        job = json.loads(cli("models", "compress", "quantize", vid, "--technique", "quant-test-slow",
+                             "-p", "seconds=0.5").stdout)
+        watched = cli("jobs", "watch", job["id"])
+        assert json.loads(watched.stdout[watched.stdout.index("{"):])["state"] == "succeeded"
+        assert json.loads(cli("jobs", "list").stdout)["total"] == 1
+        assert len(json.loads(cli("models", "versions", "cli-model").stdout)["items"]) == 2
+        cli("models", "tag", "cli-model", "production", vid, "--expect", "none")
+        out = tmp_path / "dl.onnx"
+        cli("models", "download", "cli-model", vid, "-o", str(out))
+        assert out.read_bytes() == path.read_bytes()
+        bad = cli("models", "show", "ghost", ok=False)
+        assert "HTTP 404" in bad.stderr
+        cli("devices", "register", "dev-1", "--profile", "rpi4")
+        assert json.loads(cli("devices", "show", "dev-1").stdout)["profile"] == "rpi4"
+        assert "503" in cli("deploy", "create", vid, "dev-1", ok=False).stderr
+        key = cli("apikey", "ci", "--read-only").stdout
+        assert ":ro:" in key and "efk_" in key
+    finally:
+        ctl.stop()
