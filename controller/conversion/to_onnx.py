@@ -149,7 +149,10 @@ def prepare_onnx(source: SourceModel, workdir: Path, options: OnnxOptions, targe
         try:
             model = version_converter.convert_version(model, options.opset)
         except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError/ValueError variants
-            raise ConversionError(f"{target}: cannot convert opset {current} -> {options.opset}: {exc}") from exc
+            m = re.search(r"No Adapter (?:From|To) Version \$?(\d+) for (\w+)", str(exc))
+            why = f"no opset adapter for {m.group(2)} (version {m.group(1)})" if m else str(exc)[:300]
+            raise ConversionError(f"{target}: cannot convert opset {current} -> {options.opset}: {why}; "
+                                  "re-export the model from torch at that opset instead") from exc
     if options.slim:
         try:
             import onnxslim

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from common.profiles import load_profile_file
+from common.profiles import load_profile_file, profiles_dir
 from controller.cli import main
 from controller.hardware import normalise_features, profile_host, profile_to_toml, read_cpu_flags
 
@@ -29,7 +29,7 @@ def test_profiles_show_and_unknown(capsys):
 
 def test_profiles_validate_good_and_bad(tmp_path, capsys):
     good = tmp_path / "good.toml"
-    good.write_text((load_profile_file.__globals__["profiles_dir"]() / "rpi5.toml").read_text())
+    good.write_text((profiles_dir() / "rpi5.toml").read_text())
     bad = tmp_path / "bad.toml"
     bad.write_text(good.read_text().replace("cores = 4", "cores = -2"))
     assert main(["profiles", "validate", str(good)]) == 0
