@@ -23,7 +23,6 @@ from controller.api.auth import KeyRing
 from controller.api.errors import ApiError
 from controller.jobs import JobRunner, JobStore, LocalJobRunner
 from controller.registry import (
-    ConflictError,
     InvalidInputError,
     ModelRecord,
     NotFoundError,
@@ -159,72 +158,23 @@ def search_models(registry: Registry, *, name: str | None, tag: str | None, form
     return views[start:start + page_size], len(views)
 
 
-# ---------------------------------------------------------------- deletion (registry has no delete yet)
-def deployed_versions(registry: Registry, version_ids: list[str]) -> list[str]:
-    """Which of these versions a device runs, was last asked to run, or an unfinished deployment ships."""
-    hits: set[str] = set()
-    for dep in registry.list_deployments(limit=1_000_000):
-        if dep.version_id in version_ids and (dep.state.value == "in_progress" or any(
-                not d.state.terminal or d.state.value == "committed" for d in dep.devices)):
-            hits.add(dep.version_id)
-    for device in registry.list_devices():
-        for slot in (device.active, device.previous):
-            vid = (slot or {}).get("version") or (slot or {}).get("version_id")
-            if vid in version_ids:
-                hits.add(vid)
-    return sorted(hits)
-
-
+# ---------------------------------------------------------------- deletion
 def delete_versions(registry: Registry, model: ModelRecord, versions: list[VersionRecord], *,
                     actor: str, delete_model: bool = False) -> None:
-    """Delete versions (and optionally the model) in one transaction; refuse while deployed or with children.
+    """Delete versions (and optionally the model) through the registry (refused while deployed / with children).
 
-    The registry keeps versions immutable and has no delete; this adapter uses its
-    transaction + audit helpers so the deletion and its audit line commit together.
-    Blobs no longer referenced by any version or artifact are removed after the commit.
+    The registry refuses a model delete without versions; an empty model (only possible
+    after an interrupted upload) is dropped here with the registry's transaction + audit
+    helpers so the row never outlives the failed upload.
     """
-    ids = [v.id for v in versions]
-    busy = deployed_versions(registry, ids)
-    if busy:
-        raise ConflictError(f"version(s) {', '.join(busy)} are deployed to devices; roll the deployment back or "
-                            "deploy another version first")
-    children = [c.id for v in versions for c in registry.children(version_id=v.id) if c.id not in ids]
-    if children:
-        raise ConflictError(f"version(s) {', '.join(children)} were derived from what you are deleting; delete "
-                            "them first (lineage must stay complete)")
-    artifacts = [a.id for v in versions for a in registry.list_artifacts(version_id=v.id)]
-    used = {d.artifact_id for d in registry.list_deployments(limit=1_000_000)}
-    if set(artifacts) & used:
-        raise ConflictError("an artifact of this version was deployed (its history is kept); it cannot be deleted")
-    shas = {v.sha256 for v in versions}
-    with registry._tx() as conn:  # noqa: SLF001 - see docstring
-        for aid in artifacts:
-            conn.execute("DELETE FROM artifact_blobs WHERE artifact_id = ?", (aid,))
-            conn.execute("DELETE FROM artifacts WHERE id = ?", (aid,))
-        marks = ", ".join("?" for _ in ids)
-        if ids:
-            conn.execute(f"DELETE FROM tags WHERE version_id IN ({marks})", ids)
-            conn.execute(f"DELETE FROM version_metrics WHERE version_id IN ({marks})", ids)
-            conn.execute(f"DELETE FROM versions WHERE id IN ({marks})", ids)
-        for vid in ids:
-            registry._audit(conn, actor, "version.delete", vid, {"model_id": model.id})  # noqa: SLF001
-        if delete_model:
+    if versions:
+        registry.delete_versions(version_ids=[v.id for v in versions], actor=actor, delete_model=delete_model)
+        return
+    if delete_model:
+        with registry._tx() as conn:  # noqa: SLF001 - see docstring
             conn.execute("DELETE FROM tags WHERE model_id = ?", (model.id,))
             conn.execute("DELETE FROM models WHERE id = ?", (model.id,))
             registry._audit(conn, actor, "model.delete", model.id, {"name": model.name})  # noqa: SLF001
-    for sha in shas:
-        _gc_blob(registry, sha)
-
-
-def _gc_blob(registry: Registry, sha: str) -> None:
-    """Remove a blob that no version or artifact references any more."""
-    db = registry._db()  # noqa: SLF001
-    if db.execute("select 1 from versions where sha256 = ? union select 1 from artifact_blobs where sha256 = ?",
-                  [sha, sha]).fetchone():
-        return
-    with registry._tx() as conn:  # noqa: SLF001
-        conn.execute("DELETE FROM blobs WHERE sha256 = ?", (sha,))
-    registry.blobs.remove(sha)
 
 
 # ---------------------------------------------------------------- uploads

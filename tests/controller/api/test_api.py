@@ -208,7 +208,7 @@ def test_tags_concurrent_update_and_audited_rollback(api: httpx.Client, base: di
     assert api.delete("/compression/models/tiny/tags/candidate").status_code == 200
     # deletion: a version with children is refused; a leaf goes, and its unshared blob with it
     r = api.delete(f"/compression/models/tiny/versions/{v2}")
-    assert r.status_code == 409 and "derived" in r.json()["message"]
+    assert r.status_code == 409 and "derive from" in r.json()["message"]
     assert api.delete(f"/compression/models/tiny/versions/{v3}").status_code == 200
     assert api.get(f"/compression/models/tiny/versions/{v3}").status_code == 404
 
