@@ -104,6 +104,10 @@ class DeploymentSummary:
         }
 
 
+_REPUBLISH = object()
+"""Sender-queue marker: re-publish every device's retained desired state."""
+
+
 @dataclass(frozen=True)
 class _ChunkJob:
     device_id: str
@@ -156,7 +160,7 @@ class FleetService:
         self._changed = threading.Condition()
         self._subscribed = threading.Event()
         self._pending_subs: set[int] = set()
-        self._chunks: queue.Queue[_ChunkJob | None] = queue.Queue()
+        self._chunks: queue.Queue[_ChunkJob | object | None] = queue.Queue()
         self._sender: threading.Thread | None = None
         self._stopping = False
         self._handlers: dict[TopicKind, Callable[[ParsedTopic, bytes], None]] = {
@@ -286,7 +290,7 @@ class FleetService:
             log.error("broker refused %d subscriptions (ACL?): %s", len(refused), refused)
             self._count("subscribe_refused")
         if self.republish_desired_on_connect:
-            threading.Thread(target=self._republish_desired, name="fleet-republish", daemon=True).start()
+            self._chunks.put(_REPUBLISH)  # on the sender thread: never block paho's network thread
         self._subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -398,8 +402,11 @@ class FleetService:
             job = self._chunks.get()
             if job is None or self._stopping:
                 return
+            if job is _REPUBLISH:
+                self._republish_desired()
+                continue
             try:
-                self._send_job(job)
+                self._send_job(job)  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001 - the agent re-requests what it did not get
                 self._count("chunk_errors")
                 log.exception("sending chunks of %s to %s failed", job.ref.sha256[:12], job.device_id)
