@@ -1,0 +1,61 @@
+"""The compression engine's one door: ``compress(model, config, out=...)``.
+
+Usage (copy me)::
+
+    from pathlib import Path
+    from controller.compression import compress, Int8StaticConfig, config_from_json
+
+    result = compress("minilm", Int8StaticConfig(calibration_samples=128), out=Path("build/minilm-int8.onnx"))
+    result.output                      # Path of the INT8 QDQ ONNX (a JSON report is written beside it)
+    result.metrics["size_ratio"]       # candidate / FP32 file size
+    result.metrics["quality_score"]    # mean cosine (minilm) or top-1 agreement (classifiers) vs FP32
+    result.metrics["latency_ratio"]    # p50 candidate / FP32, ORT 1 thread batch 1 (interleaved runs)
+    result.metrics["memory_ratio"]     # peak-RSS increase, fresh process per model
+    same = config_from_json(result.config.to_json())   # configs round-trip through JSON
+
+    # any ONNX a user brings, calibrated from an .npz whose keys are the graph input names:
+    compress(Path("user.onnx"), Int8StaticConfig(), out=Path("user-int8.onnx"), calibration=Path("calib.npz"))
+
+``model`` is a zoo name (``minilm``, ``mobilenetv2``, ``mnist-cnn``), a ``controller.zoo.ZooModel``, a
+path to an ONNX file, or ``(nn.Module, example_inputs)``. ``calibration`` is a ``.npz`` path or a
+list of per-sample input dicts; without it zoo models use their own real calibration split.
+``progress(fraction, message)`` is called as the job advances. ``evaluate=False`` skips measuring;
+``threads`` / ``batches`` set the latency grid; ``memory=False`` skips the RSS subprocesses.
+
+Errors are typed (``controller.compression.errors``): ``UnsupportedTechniqueError`` and
+``InvalidConfigError`` list what is supported; ``InvalidModelError``, ``UnsupportedModelError`` and
+``CalibrationError`` name the problem. The input model file is never modified; an output that
+fails ``onnx.checker`` is never written.
+
+Each technique is a frozen dataclass config (``version`` field, ``to_json``) whose handler lives in
+its own module and registers itself with ``@register_handler``; heavy imports stay inside handlers.
+"""
+
+from __future__ import annotations
+
+from controller.compression.config import (
+    CompressionConfig,
+    config_class,
+    config_from_json,
+    make_config,
+    register_handler,
+    techniques,
+)
+from controller.compression.engine import CompressionResult, Context, compress
+from controller.compression.errors import (
+    CalibrationError,
+    CompressionError,
+    InvalidConfigError,
+    InvalidModelError,
+    UnsupportedModelError,
+    UnsupportedTechniqueError,
+)
+from controller.compression.int8_static import Int8StaticConfig
+from controller.compression.source import CalibrationSource, ModelSource
+
+__all__ = [
+    "CalibrationError", "CalibrationSource", "CompressionConfig", "CompressionError", "CompressionResult",
+    "Context", "Int8StaticConfig", "InvalidConfigError", "InvalidModelError", "ModelSource",
+    "UnsupportedModelError", "UnsupportedTechniqueError", "compress", "config_class", "config_from_json",
+    "make_config", "register_handler", "techniques",
+]
