@@ -89,15 +89,51 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
 
 
 def start_fleet(settings: Settings, registry: Registry) -> Any:
-    """The fleet service when a broker is configured and the fleet package is installed, else None."""
+    """The fleet service when a broker is configured, else None.
+
+    Built like ``FleetService.from_settings`` but with a golden source that also knows the
+    sample inputs uploaded with a model (see :func:`samples_golden_source`), so a user's
+    own ONNX can be deployed, not only zoo models.
+    """
     if not settings.fleet_enabled:
         return None
-    from controller.fleet.service import FleetService  # the fleet package owns the MQTT side
+    from common.keys import load_or_create_private_key
+    from controller.artifacts import ArtifactBuilder
+    from controller.fleet.service import FleetService
 
-    password = settings.broker_password.get_secret_value() if settings.broker_password else None
-    fleet = FleetService.from_settings(settings=settings, registry=registry, password=password)
+    password = settings.broker_password.get_secret_value() if settings.broker_password else ""
+    key = load_or_create_private_key(settings.compression_workspace / "keys" / "controller.key")
+    builder = ArtifactBuilder(registry, signing_key=key, golden_source=samples_golden_source(registry))
+    fleet = FleetService(registry, host=settings.broker_host or "", port=settings.broker_port,
+                         username=settings.broker_username, password=password, fleet=settings.fleet,
+                         artifact_builder=builder)
     fleet.start()
     return fleet
+
+
+def samples_golden_source(registry: Registry, limit: int = 16) -> Any:
+    """Golden inputs from the samples uploaded with the lineage root, falling back to the model zoo."""
+    from controller.artifacts import zoo_golden_source
+
+    zoo_source = zoo_golden_source()
+
+    def source(model: ModelRecord, version: VersionRecord, root: VersionRecord) -> tuple[list, Path, str]:
+        sha = root.config.get("samples_sha256")
+        if not sha:
+            return zoo_source(model, version, root)
+        return load_samples(registry.blob_path(sha256=sha))[:limit], registry.blob_path(sha256=root.sha256), "cosine"
+
+    return source
+
+
+def load_samples(path: Path) -> list[dict[str, Any]]:
+    """Per-sample input dicts (batch axis kept, size 1) from a samples ``.npz`` (no pickle)."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    n = min(len(a) for a in arrays.values())
+    return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(n)]
 
 
 # ---------------------------------------------------------------- lookups
@@ -218,9 +254,13 @@ def check_onnx(path: Path) -> dict[str, Any]:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0][:500]
         raise ApiError(422, f"the ONNX model fails onnx.checker: {first}", code="invalid_model") from exc
+    inits = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    shapes = {i.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim)
+              for i in graph_inputs}
     return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-            "inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output],
-            "nodes": len(model.graph.node)}
+            "inputs": [i.name for i in graph_inputs], "outputs": [o.name for o in model.graph.output],
+            "nodes": len(model.graph.node), "input_shapes": shapes}
 
 
 def validate_profile(profile: str | None) -> str | None:
@@ -237,12 +277,44 @@ def validate_profile(profile: str | None) -> str | None:
         raise InvalidInputError(str(exc)) from exc
 
 
+def check_samples(path: Path, inputs: dict[str, tuple[int, ...]]) -> int:
+    """Validate a samples ``.npz``: no pickle, keys = the graph's inputs, same sample count; returns it."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            shapes = {k: npz[k].shape for k in npz.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ApiError(422, f"samples must be an .npz without pickled objects ({exc})", code="invalid_input") from exc
+    if set(shapes) != set(inputs):
+        raise ApiError(422, f"samples .npz keys {sorted(shapes)} must be the model's input names {sorted(inputs)}",
+                       code="invalid_input")
+    counts = {s[0] if s else 0 for s in shapes.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise ApiError(422, f"samples arrays must hold the same number (>0) of samples on axis 0, got {shapes}",
+                       code="invalid_input")
+    for key, shape in shapes.items():
+        want = inputs[key]
+        if len(shape) != len(want) or any(w > 0 and g != w for g, w in zip(shape[1:], want[1:], strict=True)):
+            raise ApiError(422, f"samples[{key!r}] has shape {shape}, the model input is {want} (-1 = any)",
+                           code="invalid_input")
+    return counts.pop()
+
+
 def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | None, description: str,
-                 actor: str) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
-    """Validate everything, then create the model (if new) and its version; a failure leaves nothing behind."""
+                 actor: str, samples: Path | None = None) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
+    """Validate everything, then create the model (if new) and its version; a failure leaves nothing behind.
+
+    ``samples`` (optional ``.npz`` of real inputs) is stored beside the model and named in
+    the version's config: compression jobs calibrate on it and deployments build their
+    golden set from it.
+    """
     validate_name(name)
     profile = validate_profile(profile)
     info = check_onnx(tmp)
+    config: dict[str, Any] = {"source": "upload"}
+    if samples is not None:
+        config["samples"] = check_samples(samples, info["input_shapes"])
     created = False
     try:
         model = registry.get_model(name=name)
@@ -250,12 +322,15 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
         model = registry.create_model(name=name, description=description, actor=actor)
         created = True
     try:
-        version = registry.add_version(model_id=model.id, path=tmp, technique="upload", config={"source": "upload"},
+        if samples is not None:
+            config["samples_sha256"] = registry.put_blob(path=samples, actor=actor).sha256
+        version = registry.add_version(model_id=model.id, path=tmp, technique="upload", config=config,
                                        format="onnx", profile=profile, metrics={"size_bytes": tmp.stat().st_size},
                                        actor=actor)
     except BaseException:
         if created:
             delete_versions(registry, model, [], actor=actor, delete_model=True)
+        registry.gc_blobs()
         raise
     return model, version, info
 

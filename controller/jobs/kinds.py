@@ -179,10 +179,11 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
     src = step_dir / "input.onnx"
     src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
     model = model_argument(registry, version, src, getattr(config, "needs_torch", False))
+    calibration = None if not isinstance(model, Path) else _uploaded_samples(registry, version)
     report = ctx.scaled(lo, hi, label)
     report(0, f"{config.technique}: loading")
     result = run_compress(model, config, out=step_dir / "output.onnx", evaluate=evaluate, memory=memory,
-                          progress=lambda f, msg: report(100 * f, msg))
+                          calibration=calibration, progress=lambda f, msg: report(100 * f, msg))
     metrics = _finite_json(result.metrics)
     if result.warnings:
         metrics["warnings"] = list(result.warnings)
@@ -191,6 +192,13 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
                                parent_id=version.id, metrics=metrics, actor=ctx.job.actor)
     return {"version_id": new.id, "model_id": new.model_id, "parent_id": version.id, "technique": config.technique,
             "sha256": new.sha256, "size": new.size, "metrics": metrics}
+
+
+def _uploaded_samples(registry: Any, version: Any) -> Path | None:
+    """The ``.npz`` of real inputs uploaded with the lineage root (calibration for user ONNX), if any."""
+    root = registry.lineage(version_id=version.id)[0]
+    sha = root.config.get("samples_sha256")
+    return registry.blob_path(sha256=sha) if sha else None
 
 
 def _run_compression(ctx: JobContext) -> dict[str, Any]:

@@ -51,7 +51,10 @@ def upload_model(request: Request, services: ServicesDep, who: Writer,
                  file: Annotated[UploadFile, File(description="the .onnx file")],
                  name: Annotated[str, Form(min_length=1, max_length=128)],
                  profile: Annotated[str | None, Form(max_length=64)] = None,
-                 description: Annotated[str, Form(max_length=2000)] = "") -> dict:
+                 description: Annotated[str, Form(max_length=2000)] = "",
+                 samples: Annotated[UploadFile | None, File(description="optional .npz of real inputs (keys = "
+                                                                       "input names): calibration + golden set")]
+                 = None) -> dict:
     """Store the file as a new version (a new model if the name is new) after ``onnx.checker`` passes.
 
     Too large → 413; not ONNX or failing the checker → 422; in every failure nothing is stored.
@@ -61,12 +64,19 @@ def upload_model(request: Request, services: ServicesDep, who: Writer,
     if length and length.isdigit() and int(length) > limit + 64 * 1024:
         raise ApiError(413, f"upload of {length} bytes exceeds the limit of {limit} bytes (EDGEFLEET_MAX_UPLOAD_MB)")
     validate_name(name)
-    tmp = receive_upload(file.file, services.settings.compression_workspace, limit)
+    ws = services.settings.compression_workspace
+    tmp = receive_upload(file.file, ws, limit)
+    sample_tmp = None
     try:
+        if samples is not None and samples.filename:
+            sample_tmp = receive_upload(samples.file, ws, limit)
         model, version, info = store_upload(services.registry, name=name, tmp=tmp, profile=profile or None,
-                                            description=description, actor=who.name)
+                                            description=description, actor=who.name, samples=sample_tmp)
     finally:
         tmp.unlink(missing_ok=True)
+        if sample_tmp is not None:
+            sample_tmp.unlink(missing_ok=True)
+    info.pop("input_shapes", None)
     return ok({"model": model_view(services.registry, model), "version": version_view(services.registry, version),
                "onnx": info}, f"stored {name} version {version.id}")
 
