@@ -55,6 +55,7 @@ class Agent:
         self._seq_lock = threading.Lock()
         self._backoff = Backoff(config.backoff_min_s, config.backoff_max_s)
         self._threads: list[threading.Thread] = []
+        self._birth_due = False
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.device_id,
@@ -114,6 +115,10 @@ class Agent:
                 log.warning("mqtt connection lost (%s); reconnecting in %.1fs", mqtt.error_string(rc), delay)
                 self.stop_event.wait(delay)
                 continue
+            if self._birth_due:
+                self._birth_due = False
+                self._publish(topics.caps(self.cfg.fleet, self.cfg.device_id), build_caps(self.cfg), retain=True)
+                self.state_changed()
             if self.connected.is_set() and time.monotonic() >= next_telemetry:
                 next_telemetry = time.monotonic() + self.cfg.telemetry_interval_s
                 self._publish_telemetry()
@@ -154,9 +159,10 @@ class Agent:
         self._backoff.reset()
         fleet, dev = self.cfg.fleet, self.cfg.device_id
         client.subscribe([(topics.desired(fleet, dev), 1), (topics.device_chunk_filter(fleet, dev), 1)])
-        self._publish(topics.caps(fleet, dev), build_caps(self.cfg), retain=True)
+        # The birth is sent from the network loop *after* this callback: paho re-sends QoS1 messages left
+        # un-acked by the previous session after on_connect returns, and a stale state must not land last.
+        self._birth_due = True
         self.connected.set()
-        self.state_changed()
         log.info("connected to %s:%d as %s (session %s)", self.cfg.broker_host, self.cfg.broker_port, dev,
                  self.session_id)
 

@@ -162,6 +162,16 @@ class SlotStore:
         """Flip the pointer atomically: the commit point."""
         atomic_write_bytes(self.pointer, name.encode())
 
+    def local_files(self) -> dict[str, Path]:
+        """Files installed in either slot by sha256: a download can reuse them instead of fetching again
+        (the golden set shared by a model lineage, or a fleet rollback to the model in the other slot)."""
+        found: dict[str, Path] = {}
+        for slot in self.slots.values():
+            manifest = slot.manifest()
+            for ref in manifest.files if manifest else []:
+                found[ref.sha256] = slot.path / ref.filename
+        return found
+
     def describe(self) -> dict[str, object]:
         """Small JSON-able summary for logs."""
         return {name: (json.loads(s.model_ref().model_dump_json()) if s.model_ref() else None)

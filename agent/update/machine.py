@@ -362,26 +362,32 @@ class UpdateMachine:
             raise UpdateError(ReasonCode.INTERRUPTED, "journal lost the deployment's manifest")
         return desired.manifest
 
-    def _new_downloader(self) -> Downloader:
+    def _new_downloader(self, *, reuse_local: bool = False) -> Downloader:
         deployment = self.data.deployment_id or ""
         return Downloader(
             self.cfg.downloads_dir,
             self._manifest(),
             lambda sha, missing: self.reporter.request_chunks(deployment, sha, missing),
             window=self.cfg.chunk_window,
+            local=self.slots.local_files() if reuse_local else None,
         )
 
     def _download_ready(self) -> bool:
         """True when all chunks are on disk; otherwise make sure requests are out."""
         if self._downloader is None:
-            self._downloader = self._new_downloader()
+            self._downloader = self._new_downloader(reuse_local=True)
             if not self._downloader.complete():
                 self._downloader.start()
         return self._downloader.complete()
 
     def _corrupt_note(self) -> str:
-        n = self._downloader.corrupt if self._downloader else 0
-        return f"{n} corrupt chunk(s) re-requested; " if n else ""
+        dl = self._downloader
+        notes = []
+        if dl and dl.reused:
+            notes.append(f"{dl.reused} chunk(s) reused from files already on the device; ")
+        if dl and dl.corrupt:
+            notes.append(f"{dl.corrupt} corrupt chunk(s) re-requested; ")
+        return "".join(notes)
 
     def _verify(self) -> Event:
         verify_manifest(self._manifest(), self.public_key)  # the journal copy, checked again

@@ -55,7 +55,11 @@ def test_sigkill_mid_download_resumes_missing_chunks_only(
     chunk_dir = data_dir / "downloads" / model.sha256
     _wait(lambda: len(list(chunk_dir.glob("*.chunk"))) >= half, 30, "first half of the chunks on disk", 0.05)
     assert _journal_state(data_dir) == "download"
+    session = controller.states[dev].session_id
     proc.kill()
+    # the broker publishes the last-will: offline, same session id (so it cannot overwrite a newer birth)
+    controller.wait_for(lambda: not controller.states[dev].online, 10, "last-will")
+    assert controller.states[dev].session_id == session
 
     before = len(controller.requests)
     controller.withhold = lambda sha, idx: False

@@ -54,8 +54,27 @@ def test_upgrade_committed_then_regression_rolled_back(controller, start_agent, 
                 and st.active and st.active.version == ("v2" if s == "v3" else s),
                 10, f"{dev} state after {step}",
             )
+    # the golden set is shared by the lineage: after v1 it came from the slot, never over MQTT again
+    golden_sha = arts["edge-1"]["v1"].manifest.blob("golden").sha256
+    asked = {req.deployment_id for d, req in controller.requests if d == "edge-1" and req.sha256 == golden_sha}
+    assert asked == {"dep-v1"}
+    verify = [r for r in controller.job_reports("edge-1", "dep-v2") if r.state == "verify"][0]
+    assert "reused from files already on the device" in verify.detail
     for dev in devices:
         state = controller.states[dev]
         # v3 was staged in v1's slot and cleared on rollback: v2 runs, nothing older is kept
         assert state.online and state.active.version == "v2" and state.previous is None
         assert state.profile == devices[dev]
+
+
+def test_fleet_rollback_to_model_in_other_slot_needs_no_download(controller, start_agent, reference, keypair,
+                                                                 tmp_path):
+    start_agent("edge-rb", "x86-edge")
+    v1 = make_artifact(tmp_path, reference.good_model(), reference, keypair[0], version="v1")
+    v2 = make_artifact(tmp_path, reference.slightly_perturbed_model(), reference, keypair[0], version="v2")
+    for dep, art in (("rb-1", v1), ("rb-2", v2), ("rb-back", v1)):
+        controller.deploy("edge-rb", art, dep)
+        assert _states(controller.wait_outcome("edge-rb", dep))[-2:] == ["commit", "idle"]
+    assert not [req for d, req in controller.requests if req.deployment_id == "rb-back"]
+    controller.wait_for(lambda: controller.states["edge-rb"].active.version == "v1", 10, "v1 active again")
+    assert controller.states["edge-rb"].previous.version == "v2"
