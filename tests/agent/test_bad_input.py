@@ -46,7 +46,8 @@ def test_corrupt_truncated_duplicated_reordered_chunks_still_commit(
     v2 = make_artifact(tmp_path, reference.slightly_perturbed_model(), reference, keypair[0], version="v2")
     model, golden = v2.manifest.blob("model"), v2.manifest.blob("golden")
     assert model.chunk_count > 3
-    controller.corrupt_once |= {(model.sha256, 1), (golden.sha256, 0)}
+    assert golden.sha256 == device_with_v1.machine.slots.current().manifest().blob("golden").sha256  # reused
+    controller.corrupt_once |= {(model.sha256, 1), (model.sha256, 0)}
     controller.truncate_once |= {(model.sha256, model.chunk_count - 1)}
     controller.duplicate = True
     controller.reverse = True

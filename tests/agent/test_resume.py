@@ -145,9 +145,10 @@ def test_resume_from_each_persisted_state(state: State, env):
     journal = Journal(cfg.journal_path).load()
     if state is State.DOWNLOAD:
         assert machine.state is State.DOWNLOAD and journal.state == "download"
-        for ref in v2.manifest.files:  # only the missing half is asked for
-            asked = [m for sha, m in rec.requests if sha == ref.sha256]
-            assert asked == [list(range(int(ref.chunk_count * 0.5), ref.chunk_count))]
+        model, golden = v2.manifest.blob("model"), v2.manifest.blob("golden")
+        asked = [m for sha, m in rec.requests if sha == model.sha256]  # only the missing half is asked for
+        assert asked == [list(range(int(model.chunk_count * 0.5), model.chunk_count))]
+        assert not [m for sha, m in rec.requests if sha == golden.sha256]  # same golden as v1: taken from slot a
         return
     assert machine.state is State.IDLE and journal.state == "idle" and journal.deployment_id is None
     if state is State.IDLE:
