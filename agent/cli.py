@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench-warmup", type=int, default=5, help="warm-up runs per benchmark")
     parser.add_argument("--download-timeout", type=float, default=300.0, help="seconds without a chunk before failing")
     parser.add_argument("--rerequest-interval", type=float, default=3.0, help="seconds idle before re-requesting")
+    parser.add_argument("--fresh-baseline", action="store_true",
+                        help="re-benchmark the active model before each candidate (noisy shared hosts)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,9 +44,28 @@ def run(args: argparse.Namespace) -> int:
 
     from agent.config import AgentConfig
     from agent.daemon import Agent
+    from agent.errors import ConfigError
+    from common.profiles import ProfileError
 
+    log = logging.getLogger(__name__)
+    try:
+        agent = Agent(_config(args, AgentConfig))
+    except (ConfigError, ProfileError, OSError, ValueError) as exc:
+        log.error("cannot start the agent: %s", exc)
+        return 2
+
+    def _stop(signum: int, frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        agent.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return agent.run_forever()
+
+
+def _config(args: argparse.Namespace, config_cls: type) -> object:
     password = args.password_file.read_text().strip() if args.password_file else None
-    config = AgentConfig(
+    return config_cls(
         device_id=args.device_id,
         fleet=args.fleet,
         profile_id=args.profile,
@@ -60,16 +81,8 @@ def run(args: argparse.Namespace) -> int:
         telemetry_interval_s=args.telemetry_interval,
         download_timeout_s=args.download_timeout,
         rerequest_interval_s=args.rerequest_interval,
+        fresh_baseline=args.fresh_baseline,
     )
-    agent = Agent(config)
-
-    def _stop(signum: int, frame: object) -> None:
-        logging.getLogger(__name__).info("signal %d: shutting down", signum)
-        agent.stop_event.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    return agent.run_forever()
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -431,7 +431,7 @@ class UpdateMachine:
         manifest = active.manifest() if active else None
         if active is None or manifest is None:
             return None, None, ""
-        stored = active.baseline()
+        stored = None if self.cfg.fresh_baseline else active.baseline()
         if stored is not None and stored.quality_metric == candidate_manifest.quality_metric:
             return model_ref(manifest), stored, ""
         try:

@@ -37,6 +37,46 @@ def linear_model(weight: np.ndarray, bias: np.ndarray) -> bytes:
     return model.SerializeToString()
 
 
+def tflite_linear(weight: np.ndarray, bias: np.ndarray) -> bytes:
+    """The same y = x @ W + b as a .tflite flatbuffer (FULLY_CONNECTED), built with LiteRT's schema object API."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    def buf(arr: np.ndarray | None = None):
+        b = s.BufferT()
+        if arr is not None:
+            b.data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8).tolist()
+        return b
+
+    def tensor(name: str, shape, buffer: int):
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, list(shape), s.TensorType.FLOAT32, buffer
+        return t
+
+    model = s.ModelT()
+    model.version = 3
+    model.buffers = [buf(), buf(weight.T), buf(bias), buf(), buf()]
+    code = s.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = s.BuiltinOperator.FULLY_CONNECTED, 9, 1
+    model.operatorCodes = [code]
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2], [3]
+    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.FullyConnectedOptions, s.FullyConnectedOptionsT()
+    graph = s.SubGraphT()
+    graph.name = "main"
+    graph.tensors = [
+        tensor("x", [1, weight.shape[0]], 3),
+        tensor("W", weight.T.shape, 1),
+        tensor("b", bias.shape, 2),
+        tensor("y", [1, weight.shape[1]], 4),
+    ]
+    graph.inputs, graph.outputs, graph.operators = [0], [3], [op]
+    model.subgraphs = [graph]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 @dataclass
 class Reference:
     """The 'true' model: weights and a golden set of its real outputs."""
@@ -69,6 +109,13 @@ class Reference:
         rng = np.random.default_rng(seed)
         return linear_model(self.weight + noise * rng.standard_normal(self.weight.shape).astype(np.float32), self.bias)
 
+    def good_tflite(self) -> bytes:
+        return tflite_linear(self.weight, self.bias)
+
+    def degraded_tflite(self, noise: float = 3.0, seed: int = 99) -> bytes:
+        rng = np.random.default_rng(seed)
+        return tflite_linear(self.weight + noise * rng.standard_normal(self.weight.shape).astype(np.float32), self.bias)
+
     def slightly_perturbed_model(self, noise: float = 1e-4) -> bytes:
         """A different build (different sha256) with practically the same outputs, like a good INT8 model."""
         rng = np.random.default_rng(7)
@@ -99,18 +146,19 @@ def make_artifact(
     chunk_size: int = 1024,
     thresholds: Thresholds | None = None,
     model_id: str = "linear",
+    fmt: str = "onnx",
 ) -> Artifact:
     """Write model + golden into ``out_dir/<version>`` and sign a manifest for them."""
-    folder = out_dir / f"{model_id}-{version}-{profile}"
+    folder = out_dir / f"{model_id}-{version}-{profile}-{fmt}"
     folder.mkdir(parents=True, exist_ok=True)
-    model_path = folder / "model.onnx"
+    model_path = folder / f"model.{fmt}"
     model_path.write_bytes(model_bytes)
     golden_path = reference.write_golden(folder / "golden.npz")
     manifest = Manifest(
         model_id=model_id,
         version=version,
         profile=profile,
-        format="onnx",
+        format=fmt,
         technique="fp32",
         quality_metric=quality_metric,
         files=[blob_ref("model", model_path, chunk_size), blob_ref("golden", golden_path, chunk_size)],

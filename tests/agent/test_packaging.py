@@ -73,3 +73,13 @@ def test_agent_runs_with_heavy_packages_blocked(tmp_path, keypair, reference):
     out = subprocess.run([sys.executable, "-c", BLOCKED, str(model), str(golden)], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_cli_refuses_bad_config_with_exit_2(tmp_path):
+    args = ["--device-id", "d1", "--fleet", "f", "--profile", "no-such-profile", "--data-dir", str(tmp_path),
+            "--controller-key", str(tmp_path / "missing.pub")]
+    out = subprocess.run([sys.executable, "-m", "agent", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "unknown profile 'no-such-profile'" in out.stderr
+    bad_id = subprocess.run([sys.executable, "-m", "agent", *args[:1], "a/b", *args[2:]], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert bad_id.returncode == 2 and "invalid device id" in bad_id.stderr
