@@ -62,6 +62,9 @@ class Settings(BaseSettings):
         description="comma-separated hashed keys name:role:sha256hex (role rw|ro); see `edgefleet controller keygen`")
     api_keys_file: Path | None = Field(None, validation_alias=_env("EDGEFLEET_API_KEYS_FILE"))
     auth_reads: bool = Field(False, validation_alias=_env("EDGEFLEET_AUTH_READS"))
+    job_isolation: Literal["process", "thread"] = Field(
+        "process", validation_alias=_env("EDGEFLEET_JOB_ISOLATION"),
+        description="run each job in its own niced process (default) or in a worker thread")
     job_plugins: str = Field(
         "", validation_alias=_env("EDGEFLEET_JOB_PLUGINS"),
         description="comma-separated modules exposing JOB_KINDS (extra job kinds, e.g. a custom technique)")

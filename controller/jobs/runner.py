@@ -4,12 +4,21 @@
 ``get`` and ``list``, so a distributed worker pool (Celery, Ray, a Kubernetes Job
 controller) can replace :class:`LocalJobRunner` without touching a route.
 
-:class:`LocalJobRunner` runs at most ``max_workers`` jobs at once in plain threads, *outside*
-the event loop; the rest wait in the persisted queue. Threads rather than processes
-because the heavy work (ONNX Runtime, torch kernels) releases the GIL, progress and
-cancellation then need no IPC, and a tiny job does not pay a 2 s interpreter + torch
-import. Cancellation is cooperative: every progress report checks the job's cancel flag
-and raises :class:`Cancelled` inside the technique, which unwinds it cleanly.
+:class:`LocalJobRunner` runs at most ``max_workers`` jobs at once, *outside* the event loop;
+the rest wait in the persisted queue. Two isolations:
+
+- ``process`` (the controller's default): each job runs in a fresh ``spawn``-ed process at
+  lower CPU priority (nice 10). Measured: with 10 INT8 quantizations in *threads*, the
+  API's p95 for one job status was ~440 ms on 2 cores, because the techniques' Python code
+  holds the GIL the event loop needs; in processes the API keeps its own GIL and the
+  scheduler favours it. Costs ~1-2 s of interpreter start per job, and a crashed or
+  stuck technique cannot take the controller down (it is terminated after a cancel grace).
+- ``thread``: in-process worker threads; no start-up cost, used by unit tests and
+  embedding where jobs are tiny.
+
+Progress and results go through the SQLite store in both cases (the child process opens
+it itself), so the parent needs no IPC. Cancellation is cooperative: every progress report
+checks the job's cancel flag and raises :class:`Cancelled` inside the technique.
 
 On start-up the runner first marks jobs that a previous process left ``running`` as failed
 ("interrupted by controller restart": their partial output cannot be trusted and the
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -109,9 +119,18 @@ class LocalJobRunner(JobRunner):
 
     #: minimum seconds between two progress writes of one job when only the percentage moved
     PROGRESS_WRITE_INTERVAL = 0.25
+    #: seconds a process-isolated job gets to stop by itself after a cancel before it is terminated
+    CANCEL_GRACE_S = 10.0
 
     def __init__(self, store: JobStore, kinds: dict[str, JobKind], *, max_workers: int,
-                 workspace: Path, services: Any = None, poll_interval: float = 1.0) -> None:
+                 workspace: Path, services: Any = None, poll_interval: float = 1.0,
+                 isolation: str = "thread", child_config: dict[str, Any] | None = None) -> None:
+        if isolation not in ("thread", "process"):
+            raise ValueError(f"isolation must be 'thread' or 'process', not {isolation!r}")
+        if isolation == "process" and child_config is None:
+            raise ValueError("process isolation needs child_config (settings for the worker process)")
+        self.isolation = isolation
+        self.child_config = child_config or {}
         self.store = store
         self.kinds = dict(kinds)
         self.max_workers = max_workers
@@ -192,48 +211,118 @@ class LocalJobRunner(JobRunner):
                 with self._wake:
                     self._wake.wait(self.poll_interval)
                 continue
-            self._execute(job)
-
-    def _make_reporter(self, job: Job, cancel_event: threading.Event) -> ProgressCallback:
-        last = {"t": 0.0, "pct": -1.0, "stage": None}
-
-        def report(percent: float, stage: str | None = None) -> None:
-            if cancel_event.is_set():
-                raise Interrupted("controller shutting down") if self._stopping.is_set() else Cancelled("cancelled")
-            now = time.monotonic()
-            if stage == last["stage"] and now - last["t"] < self.PROGRESS_WRITE_INTERVAL and percent < 100:
-                return
-            last.update(t=now, pct=percent, stage=stage)
-            self.store.report(job.id, percent, stage)
-            if self.store.cancel_requested(job.id):  # set by another process / replica
-                cancel_event.set()
-                raise Cancelled("cancelled")
-
-        return report
-
-    def _execute(self, job: Job) -> None:
-        cancel_event = threading.Event()
-        with self._events_lock:
-            self._cancel_events[job.id] = cancel_event
-        if self.store.cancel_requested(job.id):
-            cancel_event.set()
-        workdir = self.workspace / "jobs" / job.id
-        workdir.mkdir(parents=True, exist_ok=True)
-        ctx = JobContext(job=job, workdir=workdir, services=self.services,
-                         _report=self._make_reporter(job, cancel_event))
-        try:
-            ctx.progress(0.0, "starting")
-            result = self.kinds[job.kind].run(ctx)
-        except Interrupted:
-            self.store.finish(job.id, JobState.FAILED, error="interrupted by controller shutdown")
-        except Cancelled:
-            self.store.finish(job.id, JobState.CANCELLED, error="cancelled by request")
-        except Exception as exc:  # noqa: BLE001 - any failure of a technique ends the job, never the worker
-            log.warning("job %s failed: %s", job.id, exc)
-            log.debug("%s", traceback.format_exc())
-            self.store.finish(job.id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
-        else:
-            self.store.finish(job.id, JobState.SUCCEEDED, result=result)
-        finally:
+            cancel_event = threading.Event()
             with self._events_lock:
-                self._cancel_events.pop(job.id, None)
+                self._cancel_events[job.id] = cancel_event
+            try:
+                if self.isolation == "process":
+                    self._execute_in_process(job, cancel_event)
+                else:
+                    self._execute_in_thread(job, cancel_event)
+            finally:
+                with self._events_lock:
+                    self._cancel_events.pop(job.id, None)
+
+    def _execute_in_thread(self, job: Job, cancel_event: threading.Event) -> None:
+        def should_stop() -> type[Cancelled] | None:
+            if cancel_event.is_set():
+                return Interrupted if self._stopping.is_set() else Cancelled
+            return None
+
+        execute(self.store, self.kinds[job.kind], job, self.workspace, self.services, should_stop,
+                self.PROGRESS_WRITE_INTERVAL)
+
+    def _execute_in_process(self, job: Job, cancel_event: threading.Event) -> None:
+        """Run the job in a fresh ``spawn``-ed, niced process and supervise it.
+
+        The child writes its own progress and result to the store. The parent only watches:
+        on shutdown it terminates the child and fails the job; on cancellation it gives the
+        child ``CANCEL_GRACE_S`` to stop cooperatively, then terminates it; a child that dies
+        without finishing (crash, OOM kill) fails the job with its exit code.
+        """
+        import multiprocessing
+
+        from controller.jobs.worker import child_main
+
+        proc = multiprocessing.get_context("spawn").Process(
+            target=child_main, args=(job.id, self.child_config), name=f"edgefleet-job-{job.id[:8]}")
+        proc.start()
+        cancel_seen: float | None = None
+        while proc.is_alive():
+            proc.join(0.2)
+            if not proc.is_alive():
+                break
+            if self._stopping.is_set():
+                _stop_process(proc)
+                self.store.finish(job.id, JobState.FAILED, error="interrupted by controller shutdown")
+                return
+            if cancel_event.is_set() or self.store.cancel_requested(job.id):
+                cancel_seen = cancel_seen or time.monotonic()
+                if time.monotonic() - cancel_seen > self.CANCEL_GRACE_S:
+                    _stop_process(proc)
+                    self.store.finish(job.id, JobState.CANCELLED,
+                                      error=f"cancelled by request (worker stopped after {self.CANCEL_GRACE_S:.0f}s)")
+                    return
+        if self.store.get(job.id).state is JobState.RUNNING:
+            self.store.finish(job.id, JobState.FAILED,
+                              error=f"job worker process exited with code {proc.exitcode} without a result")
+
+
+def _stop_process(proc: Any) -> None:
+    proc.terminate()
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
+
+
+def make_reporter(store: JobStore, job: Job, should_stop: Callable[[], type[Cancelled] | None],
+                  interval: float) -> ProgressCallback:
+    """The progress callback given to a technique: throttled store writes + the cooperative stop check.
+
+    Raises the exception class ``should_stop`` returns, :class:`Cancelled` once the store says
+    a cancel was requested (by any process or replica), and :class:`Interrupted` when the job
+    is no longer ``running`` in the store (a restarted controller failed it): a worker whose
+    job was taken away must not record a version for it.
+    """
+    last: dict[str, Any] = {"t": 0.0, "stage": None}
+
+    def report(percent: float, stage: str | None = None) -> None:
+        stop = should_stop()
+        if stop is not None:
+            raise stop(stop.__name__.lower())
+        now = time.monotonic()
+        if stage == last["stage"] and now - last["t"] < interval and percent < 100:
+            return
+        last.update(t=now, stage=stage)
+        if not store.report(job.id, percent, stage):
+            raise Interrupted("job is no longer running in the store")
+        if store.cancel_requested(job.id):
+            raise Cancelled("cancelled")
+
+    return report
+
+
+def execute(store: JobStore, kind: JobKind, job: Job, workspace: Path, services: Any,
+            should_stop: Callable[[], type[Cancelled] | None], interval: float) -> None:
+    """Run one claimed job to a terminal state in the store (used in a worker thread or a child process)."""
+    workdir = Path(workspace) / "jobs" / job.id
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = JobContext(job=job, workdir=workdir, services=services,
+                     _report=make_reporter(store, job, should_stop, interval))
+    try:
+        ctx.progress(0.0, "starting")
+        result = kind.run(ctx)
+        ctx.progress(100.0, "done")
+    except Interrupted as exc:
+        store.finish(job.id, JobState.FAILED, error=f"interrupted by controller shutdown ({exc})")
+    except Cancelled:
+        store.finish(job.id, JobState.CANCELLED, error="cancelled by request")
+    except Exception as exc:  # noqa: BLE001 - any failure of a technique ends the job, never the worker
+        log.warning("job %s failed: %s", job.id, exc)
+        log.debug("%s", traceback.format_exc())
+        store.finish(job.id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
+    else:
+        store.finish(job.id, JobState.SUCCEEDED, result=result)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -63,8 +63,12 @@ def list_jobs(services: ServicesDep, _: Reader, state: JobState | None = None,
 
 
 @router.get("/jobs/{job_id}", response_model=Envelope[Job], summary="One job: state, progress, timings, result")
-def get_job(job_id: JobId, services: ServicesDep, _: Reader) -> dict:
-    """State, progress %, current stage, timings, result metrics or error."""
+async def get_job(job_id: JobId, services: ServicesDep, _: Reader) -> dict:
+    """State, progress %, current stage, timings, result metrics or error.
+
+    ``async`` on purpose: one indexed SQLite read (~0.1 ms) is cheaper inline than a hop to
+    the thread pool, and this is the endpoint clients poll.
+    """
     return ok(services.runner.get(job_id))
 
 

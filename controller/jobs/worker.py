@@ -1,0 +1,60 @@
+"""Entry point of a process-isolated job: ``child_main(job_id, config)`` runs in a spawned process.
+
+The child rebuilds what a job needs from plain data (settings as a dict): its own job store
+and registry connections on the same SQLite files (WAL allows several processes), the job
+kinds (built-ins + ``EDGEFLEET_JOB_PLUGINS``), and runs the job with the same
+:func:`controller.jobs.runner.execute` as the thread runner. It lowers its own CPU priority
+so the API stays responsive, and it watches its parent: if the controller dies, the child
+stops at its next progress report without writing anything, and the restarted controller
+marks the job "interrupted by controller restart".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+from controller.jobs.models import Cancelled, Interrupted
+
+log = logging.getLogger(__name__)
+
+
+def child_main(job_id: str, config: dict[str, Any]) -> None:
+    """Run one claimed job to completion in this (child) process."""
+    from controller.jobs.kinds import default_kinds, plugin_kinds
+    from controller.jobs.runner import execute
+    from controller.jobs.store import JobStore
+    from controller.registry import Registry
+    from controller.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s job-worker: %(message)s")
+    try:
+        os.nice(int(config.get("nice", 10)))
+    except OSError:
+        pass
+    parent = os.getppid()
+    settings = Settings(**config["settings"])
+    store = JobStore(settings.jobs_db_path)
+    registry = Registry(settings.compression_workspace, actor="controller")
+    services = SimpleNamespace(settings=settings, registry=registry)
+    kinds = default_kinds() | plugin_kinds(settings.job_plugins)
+    job = store.get(job_id)
+
+    def should_stop() -> type[Cancelled] | None:
+        if os.getppid() != parent:
+            log.warning("controller %d is gone; abandoning job %s (it is failed on restart)", parent, job_id)
+            sys.stdout.flush()
+            os._exit(3)  # write nothing: the restarted controller owns the job's fate
+        return None
+
+    try:
+        execute(store, kinds[job.kind], job, settings.compression_workspace, services, should_stop,
+                float(config.get("progress_interval", 0.25)))
+    except Interrupted:  # pragma: no cover - execute() maps it; kept for safety
+        pass
+    finally:
+        store.close()
+        registry.close()
