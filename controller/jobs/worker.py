@@ -1,10 +1,11 @@
-"""Entry point of a process-isolated job: ``child_main(job_id, config)`` runs in a spawned process.
+"""Entry point of a process-isolated job: ``child_main(job_id, config)`` runs in a forked job process.
 
 The child rebuilds what a job needs from plain data (settings as a dict): its own job store
 and registry connections on the same SQLite files (WAL allows several processes), the job
 kinds (built-ins + ``EDGEFLEET_JOB_PLUGINS``), and runs the job with the same
 :func:`controller.jobs.runner.execute` as the thread runner. It lowers its own CPU priority
-so the API stays responsive, and it watches its parent: if the controller dies, the child
+so the API stays responsive, and it watches its parent (the fork server, which exits with the
+controller): if the controller dies, the child
 stops at its next progress report without writing anything, and the restarted controller
 marks the job "interrupted by controller restart".
 """

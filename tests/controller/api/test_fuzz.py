@@ -1,6 +1,6 @@
 """Schema-driven fuzzing (schemathesis) of the whole OpenAPI schema against a real controller: zero 5xx.
 
-Bounded to ~30 s of generation with a fixed seed so it fits the default suite. The controller
+Bounded to ~20 s of generation with a fixed seed so it fits the default suite. The controller
 talks to a real mosquitto so the deployment endpoints are fuzzed too (without a broker they
 answer 503 by design). Checked: no server error, status codes,
 content types and response bodies match the schema. Not checked on purpose:
@@ -40,7 +40,7 @@ def test_schemathesis_finds_no_server_errors(mosquitto: BrokerHandle, tmp_path: 
 
 def _fuzz(st: str, url: str, key: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [st, "run", url + "/openapi.json", "--checks", CHECKS, "--max-time", "30", "--seed", "1",
+        [st, "run", url + "/openapi.json", "--checks", CHECKS, "--max-time", "20", "--seed", "1",
          "--max-examples", "30", "--workers", "1", "--generation-database", "none", "--request-timeout", "10",
          "-H", f"Authorization: Bearer {key}", "--no-color"],
         capture_output=True, text=True, timeout=120, cwd=cwd)

@@ -74,36 +74,46 @@ def test_refuses_public_bind_without_key(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "refusing to listen" in proc.stderr
 
 
-def test_client_cli_models_jobs_watch(tmp_path: Path) -> None:
-    ctl = make_controller(tmp_path).start()
-    env = {**ctl.env, "EDGEFLEET_URL": ctl.url, "EDGEFLEET_API_KEY": ctl.keys["admin"]}
+def test_client_cli_models_jobs_watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli import main
 
-    def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "controller.cli", *args], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert (proc.returncode == 0) == ok, proc.stderr + proc.stdout
-        return proc
+    ctl = make_controller(tmp_path).start()
+    monkeypatch.setenv("EDGEFLEET_URL", ctl.url)
+    monkeypatch.setenv("EDGEFLEET_API_KEY", ctl.keys["admin"])
+
+    def cli(*args: str, ok: bool = True) -> tuple[str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert (code == 0) == ok, err + out
+        return out, err
 
     try:
         path = tiny_onnx(tmp_path / "m.onnx")
-        up = json.loads(cli("models", "upload", "cli-model", str(path)).stdout)
-        vid = up["version"]["id"]
+        vid = json.loads(cli("models", "upload", "cli-model", str(path))[0])["version"]["id"]
         job = json.loads(cli("models", "compress", "quantize", vid, "--technique", "quant-test-slow",
-                             "-p", "seconds=0.5").stdout)
-        watched = cli("jobs", "watch", job["id"])
-        assert json.loads(watched.stdout[watched.stdout.index("{"):])["state"] == "succeeded"
-        assert json.loads(cli("jobs", "list").stdout)["total"] == 1
-        assert len(json.loads(cli("models", "versions", "cli-model").stdout)["items"]) == 2
+                             "-p", "seconds=0.5")[0])
+        # the console script end to end, in its own process, with the live progress bar
+        env = {**ctl.env, "EDGEFLEET_URL": ctl.url, "EDGEFLEET_API_KEY": ctl.keys["admin"]}
+        proc = subprocess.run([sys.executable, "-m", "controller.cli", "jobs", "watch", job["id"]], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout[proc.stdout.index("{"):])["state"] == "succeeded"
+        assert "succeeded" in proc.stdout and "100.0%" in proc.stdout
+        assert json.loads(cli("jobs", "list")[0])["total"] == 1
+        assert json.loads(cli("jobs", "show", job["id"])[0])["progress"] == 100
+        assert len(json.loads(cli("models", "versions", "cli-model")[0])["items"]) == 2
+        assert json.loads(cli("models", "list", "--name", "cli")[0])["total"] == 1
         cli("models", "tag", "cli-model", "production", vid, "--expect", "none")
         out = tmp_path / "dl.onnx"
         cli("models", "download", "cli-model", vid, "-o", str(out))
         assert out.read_bytes() == path.read_bytes()
-        bad = cli("models", "show", "ghost", ok=False)
-        assert "HTTP 404" in bad.stderr
+        assert "HTTP 404" in cli("models", "show", "ghost", ok=False)[1]
+        assert "HTTP 409" in cli("jobs", "cancel", job["id"], ok=False)[1]
         cli("devices", "register", "dev-1", "--profile", "rpi4")
-        assert json.loads(cli("devices", "show", "dev-1").stdout)["profile"] == "rpi4"
-        assert "503" in cli("deploy", "create", vid, "dev-1", ok=False).stderr
-        key = cli("apikey", "ci", "--read-only").stdout
+        assert json.loads(cli("devices", "show", "dev-1")[0])["profile"] == "rpi4"
+        assert "503" in cli("deploy", "create", vid, "dev-1", ok=False)[1]
+        key = cli("apikey", "ci", "--read-only")[0]
         assert ":ro:" in key and "efk_" in key
     finally:
         ctl.stop()
