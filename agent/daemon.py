@@ -6,8 +6,11 @@ Threads:
     * worker: the only thread touching the update machine; fed by a queue from ``on_message``
       so a long benchmark never blocks MQTT keep-alives.
 
-paho's ``publish`` is thread-safe, so the worker publishes directly; QoS1 messages
-published while disconnected are queued by paho and sent after the next connect.
+Only the network thread touches the paho client: without paho's own ``loop_start`` thread,
+``publish`` from another thread would write to the socket concurrently with ``loop()``. The
+worker therefore hands messages to an outbox the network thread drains after every
+``loop()``. QoS1 messages published while disconnected are queued by paho and sent after the
+next connect.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from common.messages import BenchReport, ChunkRequest, DeviceState, JobReport, M
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+LOOP_S = 0.05
+"""Longest a message from the worker waits in the outbox before the network thread sends it."""
 
 
 class Agent:
@@ -56,6 +61,7 @@ class Agent:
         self._backoff = Backoff(config.backoff_min_s, config.backoff_max_s)
         self._threads: list[threading.Thread] = []
         self._birth_due = False
+        self._outbox: queue.SimpleQueue[tuple[str, bytes, int, bool]] = queue.SimpleQueue()
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.device_id,
@@ -84,6 +90,7 @@ class Agent:
     def stop(self, timeout: float = 10.0) -> None:
         """Publish offline state, disconnect, join threads (a running benchmark is killed and redone later)."""
         self.stop_event.set()
+        self.events.put(("stop",))  # wake the worker now rather than at its next tick
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
@@ -107,7 +114,8 @@ class Agent:
                 if not socket_open:
                     self.stop_event.wait(self._backoff.next())
                     continue
-            rc = self.client.loop(timeout=0.2)
+            rc = self.client.loop(timeout=LOOP_S)
+            self._drain_outbox()
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 socket_open = False
                 self.connected.clear()
@@ -136,7 +144,18 @@ class Agent:
             return False
         return True
 
+    def _drain_outbox(self) -> None:
+        while True:
+            try:
+                topic, payload, qos, retain = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+
     def _goodbye(self, socket_open: bool) -> None:
+        self._drain_outbox()
         if socket_open and self.connected.is_set():
             info = self.client.publish(
                 topics.state(self.cfg.fleet, self.cfg.device_id),
@@ -264,9 +283,8 @@ class Agent:
         )
 
     def _publish(self, topic: str, message: Message, *, retain: bool = False, qos: int = 1) -> None:
-        info = self.client.publish(topic, message.to_bytes(), qos=qos, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+        """Queue for the network thread (the only thread that may drive the paho client)."""
+        self._outbox.put((topic, message.to_bytes(), qos, retain))
 
     def _publish_telemetry(self) -> None:
         active = self.machine.slots.current()

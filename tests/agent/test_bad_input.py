@@ -7,6 +7,7 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.slots import SlotStore
 from common.errors import ReasonCode
 from common.manifest import sign_manifest
 from common.messages import Desired
@@ -20,11 +21,18 @@ COMMITTED = ["download", "verify", "install", "benchmark", "commit", "idle"]
 
 @pytest.fixture
 def device_with_v1(controller, start_agent, reference, keypair, tmp_path):
-    """An agent that has committed v1 (the model that must survive everything below)."""
-    agent = start_agent("dev-bad", "x86-edge")
+    """An agent whose slot a holds committed v1 (the model that must survive everything below).
+
+    v1 is put on disk as a previous run would have left it, which keeps these tests fast; the
+    commit path over MQTT is covered by test_e2e.
+    """
     v1 = make_artifact(tmp_path, reference.good_model(), reference, keypair[0], version="v1")
-    controller.deploy("dev-bad", v1, "d-v1")
-    assert [r.state for r in controller.wait_outcome("dev-bad", "d-v1")] == COMMITTED
+    slots = SlotStore(tmp_path / "dev-bad" / "slots")
+    slots.slots["a"].install(v1.manifest, v1.paths)
+    slots.activate("a")
+    agent = start_agent("dev-bad", "x86-edge")
+    controller.wait_for(lambda: "dev-bad" in controller.states, 10, "birth")
+    assert controller.states["dev-bad"].active.version == "v1"
     return agent
 
 
