@@ -246,15 +246,18 @@ class LocalJobRunner(JobRunner):
             target=child_main, args=(job.id, self.child_config), name=f"edgefleet-job-{job.id[:8]}")
         proc.start()
         cancel_seen: float | None = None
+        polls = 0
         while proc.is_alive():
-            proc.join(0.2)
+            proc.join(0.25)
+            polls += 1
             if not proc.is_alive():
                 break
             if self._stopping.is_set():
                 _stop_process(proc)
                 self.store.finish(job.id, JobState.FAILED, error="interrupted by controller shutdown")
                 return
-            if cancel_event.is_set() or self.store.cancel_requested(job.id):
+            # the local cancel event is free to check; the store (cancels from other replicas) once a second
+            if cancel_event.is_set() or (polls % 4 == 0 and self.store.cancel_requested(job.id)):
                 cancel_seen = cancel_seen or time.monotonic()
                 if time.monotonic() - cancel_seen > self.CANCEL_GRACE_S:
                     _stop_process(proc)
