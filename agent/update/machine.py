@@ -132,8 +132,11 @@ class UpdateMachine:
 
     def handle_desired(self, payload: bytes) -> None:
         """A (retained) Desired arrived: check it fully, then start, ignore or reject it."""
-        if not payload:
-            return  # the controller cleared its retained desired
+        if not payload:  # the controller cleared its retained desired: stop a download, keep everything else
+            if self.state is State.DOWNLOAD:
+                self._fail(ReasonCode.CANCELLED, "controller cleared the desired state")
+                self.run()
+            return
         try:
             desired = decode(Desired, payload)
         except ProtocolError as exc:
@@ -504,8 +507,8 @@ class UpdateMachine:
             return
         try:
             (self._downloader or self._new_downloader()).discard()
-        except UpdateError:
-            pass
+        except (UpdateError, ValueError, OSError):
+            log.warning("could not clean up downloads of %s", self.data.deployment_id, exc_info=True)
         self._downloader = None
 
 

@@ -214,3 +214,28 @@ def _private(cfg: AgentConfig):
     from cryptography.hazmat.primitives import serialization
 
     return serialization.load_pem_private_key(Path(cfg.controller_key).with_suffix(".key").read_bytes(), None)
+
+
+def test_cleared_desired_cancels_a_download(env):
+    cfg, v1, v2 = env
+    rec = Recorder()
+    machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
+    machine.handle_desired(Desired(deployment_id="d-cancel", manifest=v2.manifest).to_bytes())
+    assert machine.state is State.DOWNLOAD
+    machine.handle_desired(b"")
+    assert [(r.state, r.reason) for r in rec.jobs][-3:] == [
+        ("rollback", ReasonCode.CANCELLED), ("failure", ReasonCode.CANCELLED), ("idle", ReasonCode.OK)
+    ]
+    assert machine.active().version == "v1" and not any(cfg.downloads_dir.glob("*/*.chunk"))
+    machine.handle_desired(b"")  # idle: nothing to cancel
+    assert machine.state is State.IDLE
+
+
+def test_damaged_journal_manifest_still_rolls_back(env):
+    cfg, v1, v2 = env
+    Journal(cfg.journal_path).save(JournalData(state="verify", deployment_id="d-damaged", desired={"garbage": True}))
+    rec = Recorder()
+    machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
+    machine.resume()
+    assert [r.state for r in rec.jobs] == ["verify", "rollback", "failure", "idle"]
+    assert machine.state is State.IDLE and machine.active().version == "v1"
