@@ -217,7 +217,12 @@ def _validate_pipeline(spec: dict[str, Any], services: Any) -> dict[str, Any]:
     for i, step in enumerate(spec.get("steps") or []):
         if step["technique"] == "convert":
             _check_convert_available()
-            steps.append({"technique": "convert", "config": dict(step.get("config") or {})})
+            cfg = dict(step.get("config") or {})
+            if not (cfg.get("format") or spec.get("profile")):
+                raise InvalidJobSpecError(f"step {i + 1}: convert needs config.format or the pipeline's profile")
+            if cfg.get("format"):
+                conversion_options(cfg["format"], cfg)
+            steps.append({"technique": "convert", "config": cfg})
             continue
         try:
             config = build_config(None, step["technique"], step.get("config") or {})
@@ -256,30 +261,71 @@ def _run_pipeline(ctx: JobContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- conversion
+_EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage", "tensorrt": ".onnx"}
+
+
 def _check_convert_available() -> Any:
     try:
         module = importlib.import_module("controller.conversion")
     except ImportError as exc:
         raise InvalidJobSpecError("conversion is not available in this install (controller.conversion is "
                                   "missing)") from exc
-    convert = getattr(module, "convert", None)
-    if convert is None:
-        raise InvalidJobSpecError("conversion is not available yet (controller.conversion has no convert())")
-    return convert
+    return module.convert
+
+
+def conversion_options(target: str, options: dict[str, Any]) -> Any:
+    """The target's options dataclass from a JSON dict (None = the profile recipe's defaults)."""
+    import dataclasses
+
+    from controller.conversion import ConversionError
+    from controller.conversion.api import _load_converters
+    from controller.conversion.registry import get_converter
+
+    _load_converters()
+    try:
+        spec = get_converter(target)
+    except ConversionError as exc:
+        raise InvalidJobSpecError(str(exc)) from exc
+    body = {k: v for k, v in options.items() if k not in ("format", "type")}
+    if not body:
+        return None
+    known = {f.name for f in dataclasses.fields(spec.options_type)}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise InvalidJobSpecError(f"unknown {target} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    try:
+        return spec.options_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in body.items()})
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobSpecError(f"{target} options: {exc}") from exc
 
 
 def _validate_conversion(spec: dict[str, Any], services: Any) -> dict[str, Any]:
     _check_convert_available()
     version = _check_version(services, spec["version_id"])
     _check_profile(spec["profile"])
-    return {"version_id": version.id, "profile": spec["profile"], "target_format": spec.get("target_format"),
+    from common.profiles import load_profile
+
+    target = spec.get("target_format") or load_profile(spec["profile"]).recipe.format
+    conversion_options(target, dict(spec.get("config") or {}))
+    return {"version_id": version.id, "profile": spec["profile"], "target_format": target,
             "config": dict(spec.get("config") or {})}
+
+
+def _golden(registry: Any, version: Any) -> dict[str, Any] | None:
+    """Uploaded sample inputs (stacked on axis 0) for the conversion's cross-runtime check, if any."""
+    import numpy as np
+
+    path = _uploaded_samples(registry, version)
+    if path is None:
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k][:32] for k in npz.files}
 
 
 def run_conversion_step(ctx: JobContext, version_id: str, *, profile: str | None, target: str | None,
                         options: dict[str, Any], lo: float, hi: float, label: str) -> dict[str, Any]:
     """Convert one version with ``controller.conversion.convert`` and store the artifact as a child version."""
-    import inspect
+    import shutil
 
     from common.profiles import load_profile
 
@@ -288,29 +334,33 @@ def run_conversion_step(ctx: JobContext, version_id: str, *, profile: str | None
     version = registry.get_version(version_id=version_id)
     prof = load_profile(profile or ctx.services.settings.edge_device_profile)
     target = target or prof.recipe.format
+    opts = conversion_options(target, options)
     step_dir = ctx.workdir / f"{label.replace('/', '-').replace(' ', '-')}-convert"
     step_dir.mkdir(parents=True, exist_ok=True)
     src = step_dir / "input.onnx"
     src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
     report = ctx.scaled(lo, hi, label)
-    report(0, f"converting to {target} for {prof.id}")
-    params = inspect.signature(convert).parameters
-    kwargs: dict[str, Any] = {}
-    for name, value in (("profile", prof), ("out", step_dir / f"model.{target}"), ("out_dir", step_dir),
-                        ("progress", lambda f, msg="": report(100 * f, msg)),
-                        ("options", {k: v for k, v in options.items() if k != "format"} or None)):
-        if name in params and value is not None:
-            kwargs[name] = value
-    result = convert(src, target, **kwargs)
-    path = Path(getattr(result, "path", None) or getattr(result, "output", None) or result)
-    metrics = _finite_json(getattr(result, "metrics", None) or getattr(result, "report", None) or {})
-    if not isinstance(metrics, dict):
-        metrics = {"report": metrics}
-    new = registry.add_version(model_id=version.model_id, path=path, technique=f"convert-{target}",
-                               config={"target": target, "profile": prof.id, **options}, format=target,
-                               profile=prof.id, parent_id=version.id, metrics=metrics, actor=ctx.job.actor)
+    report(5, f"converting to {target} for {prof.id}")
+    zoo_name, _ = _zoo_root(registry, version)
+    metric = "cosine"
+    if zoo_name:
+        from controller import zoo
+
+        metric = zoo.load(zoo_name).quality_metric
+    result = convert(src, target, prof, out=step_dir / f"model{_EXTENSIONS.get(target, '.bin')}", options=opts,
+                     golden=_golden(registry, version), quality_metric=metric)
+    report(90, "storing the artifact")
+    path = Path(result.path)
+    if path.is_dir():  # e.g. a Core ML .mlpackage: stored as one zip blob
+        path = Path(shutil.make_archive(str(path), "zip", root_dir=path))
+    metrics = _finite_json({"size_bytes": result.size_bytes, "precision": result.precision, "seconds": result.seconds,
+                            "check": result.check, "notes": list(result.notes)})
+    new = registry.add_version(model_id=version.model_id, path=path, technique=f"convert-{result.format}",
+                               config={"target": target, "profile": prof.id, "options": result.options},
+                               format=result.format, profile=prof.id, parent_id=version.id, metrics=metrics,
+                               actor=ctx.job.actor)
     report(100, f"recorded version {new.id}")
-    return {"version_id": new.id, "model_id": new.model_id, "parent_id": version.id, "format": target,
+    return {"version_id": new.id, "model_id": new.model_id, "parent_id": version.id, "format": result.format,
             "sha256": new.sha256, "size": new.size, "metrics": metrics}
 
 

@@ -263,6 +263,20 @@ def test_deployments_without_broker(api: httpx.Client, base: dict) -> None:
     assert api.get("/deployments/ghost").status_code == 404
 
 
+def test_conversion_job_records_converted_version(api: httpx.Client, base: dict) -> None:
+    vid = base["version"]["id"]
+    r = api.post("/conversions", json={"version_id": vid, "profile": "x86-edge", "target_format": "onnx"})
+    assert r.status_code == 202, r.text
+    done = wait_job(api, r.json()["data"]["id"], timeout=120)
+    assert done["state"] == "succeeded", done["error"]
+    child = api.get(f"/compression/models/tiny/versions/{done['result']['version_id']}").json()["data"]
+    assert child["parent_id"] == vid and child["technique"] == "convert-onnx" and child["profile"] == "x86-edge"
+    assert child["config"]["target"] == "onnx" and "check" in child["metrics"]
+    r = api.post("/conversions", json={"version_id": vid, "profile": "x86-edge", "target_format": "onnx",
+                                       "config": {"no_such_option": 1}})
+    assert r.status_code == 422 and "no_such_option" in r.json()["message"]
+
+
 def test_conversion_bad_input(api: httpx.Client, base: dict) -> None:
     r = api.post("/conversions", json={"version_id": base["version"]["id"], "profile": "nope"})
     assert r.status_code == 422
