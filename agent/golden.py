@@ -7,6 +7,7 @@ a device never unpickles data from the network). Keys are ``input:<graph input n
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import numpy as np
 from agent.errors import BenchmarkError
 from agent.runtimes import Session
 from common.errors import ReasonCode
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,23 +54,40 @@ def load_golden(path: Path, session: Session) -> GoldenSet:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as exc:
         raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"golden set {path.name} unreadable: {exc}") from exc
-    inputs = {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}
-    outputs = {k.removeprefix("output:"): v for k, v in arrays.items() if k.startswith("output:")}
-    missing = [n for n in session.input_names if n not in inputs]
-    if missing:
-        raise BenchmarkError(
-            ReasonCode.BENCHMARK_FAILED, f"golden set lacks inputs {missing}; it has {sorted(inputs)}"
-        )
-    unknown = [n for n in outputs if n not in session.output_names]
-    if not outputs or unknown:
-        raise BenchmarkError(
-            ReasonCode.BENCHMARK_FAILED,
-            f"golden outputs {sorted(outputs)} do not match model outputs {session.output_names}",
-        )
+    inputs = _match(
+        {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}, session.input_names, "input"
+    )
+    outputs = _match(
+        {k.removeprefix("output:"): v for k, v in arrays.items() if k.startswith("output:")},
+        session.output_names,
+        "output",
+    )
     counts = {a.shape[0] for a in [*inputs.values(), *outputs.values()] if a.ndim}
     if len(counts) != 1 or 0 in counts:
         raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"golden arrays disagree on sample count: {counts}")
     return GoldenSet(inputs={n: inputs[n] for n in session.input_names}, outputs=outputs)
+
+
+def _match(arrays: dict[str, np.ndarray], names: list[str], kind: str) -> dict[str, np.ndarray]:
+    """Golden arrays keyed by the model's tensor names.
+
+    Names match for ONNX artifacts. A converted model (e.g. ``.tflite``) renames its tensors
+    (``serving_default_args_0``); when the counts agree the golden arrays are taken in order,
+    which is unambiguous for the usual one-input/one-output model.
+    """
+    if kind == "input" and all(n in arrays for n in names):
+        return {n: arrays[n] for n in names}
+    if kind == "output" and arrays and all(n in names for n in arrays):
+        return arrays
+    if len(arrays) == len(names) and arrays:
+        log.info("golden %s names %s differ from the model's %s; matching by position", kind, list(arrays), names)
+        return dict(zip(names, arrays.values(), strict=True))
+    if kind == "input":
+        missing = [n for n in names if n not in arrays]
+        raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"golden set lacks inputs {missing}; it has {sorted(arrays)}")
+    raise BenchmarkError(
+        ReasonCode.BENCHMARK_FAILED, f"golden outputs {sorted(arrays)} do not match model outputs {names}"
+    )
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

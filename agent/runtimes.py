@@ -156,15 +156,36 @@ class TfliteSession:
         return [int(d) for d in self._inputs[name]["shape"]]
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        """One inference (inputs cast to the tensor dtype the model declares)."""
+        """One inference. Float data is quantized for integer inputs and integer outputs are dequantized,
+        so a full-integer model is judged on the same float golden set as its FP32 reference."""
         for name, value in feeds.items():
             detail = self._inputs[name]
             if list(value.shape) != list(detail["shape"]):
                 self._interp.resize_tensor_input(detail["index"], list(value.shape))
                 self._interp.allocate_tensors()
-            self._interp.set_tensor(detail["index"], value.astype(detail["dtype"], copy=False))
+            self._interp.set_tensor(detail["index"], _quantize(value, detail))
         self._interp.invoke()
-        return {name: self._interp.get_tensor(d["index"]) for name, d in self._outputs.items()}
+        return {name: _dequantize(self._interp.get_tensor(d["index"]), d) for name, d in self._outputs.items()}
+
+
+def _quantize(value: Any, detail: dict[str, Any]) -> Any:
+    import numpy as np
+
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if dtype.kind in "iu" and scale and np.asarray(value).dtype.kind == "f":
+        info = np.iinfo(dtype)
+        return np.clip(np.round(value / scale + zero), info.min, info.max).astype(dtype)
+    return np.asarray(value).astype(dtype, copy=False)
+
+
+def _dequantize(value: Any, detail: dict[str, Any]) -> Any:
+    import numpy as np
+
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if np.asarray(value).dtype.kind in "iu" and scale:
+        return (value.astype(np.float32) - zero) * scale
+    return value
 
 
 register_runtime(

@@ -77,6 +77,55 @@ def tflite_linear(weight: np.ndarray, bias: np.ndarray) -> bytes:
     return bytes(builder.Output())
 
 
+def tflite_linear_int8(weight: np.ndarray, bias: np.ndarray, x_absmax: float, y_absmax: float) -> bytes:
+    """Full-integer y = x @ W + b: int8 input/output with scales, int8 weights, int32 bias, and tensor
+    names like a converter produces (so the golden set's "x"/"y" do not match by name)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    def quant(scale: float):
+        p = s.QuantizationParametersT()
+        p.scale, p.zeroPoint = [float(scale)], [0]
+        return p
+
+    def buf(arr: np.ndarray | None = None):
+        b = s.BufferT()
+        if arr is not None:
+            b.data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8).tolist()
+        return b
+
+    def tensor(name: str, shape, buffer: int, ttype: int, scale: float):
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer, t.quantization = name, list(shape), ttype, buffer, quant(scale)
+        return t
+
+    sx, sw, sy = x_absmax / 127, float(np.abs(weight).max()) / 127, y_absmax / 127
+    wq = np.clip(np.round(weight.T / sw), -127, 127).astype(np.int8)
+    bq = np.round(bias / (sx * sw)).astype(np.int32)
+    model = s.ModelT()
+    model.version = 3
+    model.buffers = [buf(), buf(wq), buf(bq), buf(), buf()]
+    code = s.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = s.BuiltinOperator.FULLY_CONNECTED, 9, 4
+    model.operatorCodes = [code]
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2], [3]
+    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.FullyConnectedOptions, s.FullyConnectedOptionsT()
+    graph = s.SubGraphT()
+    graph.name = "main"
+    graph.tensors = [
+        tensor("serving_default_args_0", [1, weight.shape[0]], 3, s.TensorType.INT8, sx),
+        tensor("W", wq.shape, 1, s.TensorType.INT8, sw),
+        tensor("b", bq.shape, 2, s.TensorType.INT32, sx * sw),
+        tensor("serving_default_output_0", [1, weight.shape[1]], 4, s.TensorType.INT8, sy),
+    ]
+    graph.inputs, graph.outputs, graph.operators = [0], [3], [op]
+    model.subgraphs = [graph]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 @dataclass
 class Reference:
     """The 'true' model: weights and a golden set of its real outputs."""
@@ -111,6 +160,10 @@ class Reference:
 
     def good_tflite(self) -> bytes:
         return tflite_linear(self.weight, self.bias)
+
+    def int8_tflite(self) -> bytes:
+        return tflite_linear_int8(self.weight, self.bias, float(np.abs(self.inputs).max()),
+                                  float(np.abs(self.outputs()).max()))
 
     def degraded_tflite(self, noise: float = 3.0, seed: int = 99) -> bytes:
         rng = np.random.default_rng(seed)

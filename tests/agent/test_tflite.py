@@ -36,3 +36,9 @@ def test_tflite_rollout_on_android_profile(controller, start_agent, reference, k
     assert reports[-2].state == "failure" and reports[-2].reason is ReasonCode.REGRESSION_QUALITY
     assert controller.benches["phone-1"][-1].candidate_metrics.runtime == "litert"
     controller.wait_for(lambda: controller.states["phone-1"].active.version == "t1", 10, "t1 still active")
+    # full-integer model, converter-style tensor names: quantized in, dequantized out, golden matched by position
+    int8 = make_artifact(tmp_path, reference.int8_tflite(), reference, keypair[0], version="t3",
+                         profile="android-arm64", fmt="tflite")
+    controller.deploy("phone-1", int8, "tfl-3")
+    assert [r.state for r in controller.wait_outcome("phone-1", "tfl-3")][-2:] == ["commit", "idle"]
+    assert controller.benches["phone-1"][-1].candidate_metrics.quality > 0.99

@@ -137,7 +137,8 @@ def test_benchmark_reports_load_failure_and_bad_golden(tmp_path, art):
         run_benchmark(BenchSpec(broken, art.paths["golden"], "onnx", "cosine", runs=2, warmup=0))
     assert err.value.reason is ReasonCode.LOAD_FAILED
     golden = tmp_path / "g.npz"
-    np.savez(golden, **{"input:wrong": np.zeros((2, 64), np.float32), "output:y": np.zeros((2, 32), np.float32)})
+    np.savez(golden, **{"input:a": np.zeros((2, 64), np.float32), "input:b": np.zeros((2, 64), np.float32),
+                        "output:y": np.zeros((2, 32), np.float32)})
     with pytest.raises(BenchmarkError) as err:
         run_benchmark(BenchSpec(art.paths["model"], golden, "onnx", "cosine", runs=2, warmup=0))
     assert err.value.reason is ReasonCode.BENCHMARK_FAILED and "lacks inputs" in err.value.detail
