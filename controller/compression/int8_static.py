@@ -2,9 +2,9 @@
 
 U8 activations / S8 weights in QDQ form: the fast combination on x86 VNNI and ARM dot-product
 CPUs (S8S8 QDQ was measured slow on x86). ``quant_pre_process`` (shape inference + graph
-optimisation) runs first, as ORT recommends, and falls back to ONNX-only shape inference when the
-symbolic shape inference cannot handle a graph. ``reduce_range`` (7-bit weights) is for targets
-without VNNI / dot-product, where the 16-bit accumulation of u8×s8 could saturate.
+optimisation) runs first, as ORT recommends. ``reduce_range`` (7-bit weights) is for targets
+without VNNI / dot-product, where the 16-bit accumulation of u8×s8 could saturate. Nodes touching
+tensors with ranges no 8-bit grid can hold (attention masks) are kept in float automatically.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.qdq_tools import ListReader, extreme_range_nodes, preprocess, weight_only_int8
 from controller.compression.source import Inputs, ModelSource
 
 
@@ -33,8 +34,17 @@ class Int8StaticConfig(CompressionConfig):
         per_channel: per-output-channel weight scales (much better for depthwise convs).
         reduce_range: 7-bit weights for CPUs without VNNI / dot-product.
         percentile: clipping percentile for ``percentile`` calibration.
-        exclude_nodes: node names kept in float (per-layer fallback, see ``mixed``).
-        op_types: restrict quantisation to these op types (empty = ORT's defaults).
+        exclude_nodes: node names kept fully in float (per-layer fallback, see ``mixed``).
+        weight_only_nodes: node names whose weights are stored INT8 but whose activations stay
+            float (the cheaper fallback for layers with activation outliers).
+        op_types: restrict quantisation to these op types. Empty = automatic: ORT's full set for
+            graphs with convolutions (quantised residual Adds and pools keep CNNs in INT8), and
+            only the weight-bearing ops (MatMul, Gemm, Gather) otherwise — quantising a
+            transformer's Add / LayerNorm / Mul cut MiniLM's cosine from 0.946 to 0.839.
+        guard_extreme_ranges: keep nodes touching tensors beyond ±1e5 (attention masks) in float.
+
+    Node names are those of the graph after ``quant_pre_process`` (see the ``mixed`` technique's
+    per-layer table for the names of a given model).
     """
 
     technique: ClassVar[str] = "int8-static"
@@ -44,7 +54,9 @@ class Int8StaticConfig(CompressionConfig):
     reduce_range: bool = False
     percentile: float = 99.999
     exclude_nodes: tuple[str, ...] = ()
+    weight_only_nodes: tuple[str, ...] = ()
     op_types: tuple[str, ...] = ()
+    guard_extreme_ranges: bool = True
     version: int = 1
 
     def _validate(self) -> None:
@@ -52,63 +64,71 @@ class Int8StaticConfig(CompressionConfig):
         check_range("percentile", self.percentile, 90.0, 100.0)
 
 
-class _Reader:
-    """ORT CalibrationDataReader over per-sample dicts, reporting progress as it is consumed."""
+class _Reader(ListReader):
+    """Calibration reader that reports progress as samples are consumed."""
 
     def __init__(self, samples: list[Inputs], progress: Callable[[float, str], None]) -> None:
-        self.samples, self.i, self.progress = samples, 0, progress
+        super().__init__(samples)
+        self.progress = progress
 
     def get_next(self) -> Inputs | None:
-        if self.i >= len(self.samples):
-            return None
-        self.i += 1
-        if self.i % max(1, len(self.samples) // 10) == 0:
+        item = super().get_next()
+        if item is not None and self.i % max(1, len(self.samples) // 10) == 0:
             self.progress(self.i / len(self.samples), f"calibrating {self.i}/{len(self.samples)}")
-        return self.samples[self.i - 1]
-
-    def rewind(self) -> None:
-        self.i = 0
+        return item
 
 
-def preprocess(src: Path, dst: Path) -> Path:
-    """ORT's ``quant_pre_process``; retry without symbolic shape inference where that fails."""
-    import logging
-
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    except Exception as exc:  # symbolic shape inference is brittle on some graphs
-        logging.getLogger(__name__).info("quant_pre_process symbolic shapes failed (%s); retrying without", exc)
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    return dst
+def preprocessed(src: Path, workdir: Path) -> Path:
+    """The job's ``quant_pre_process`` output, computed once per work dir."""
+    pre = workdir / "preprocessed.onnx"
+    return pre if pre.exists() else preprocess(src, pre)
 
 
 def quantize_qdq(src: Path, dst: Path, samples: list[Inputs], config: Int8StaticConfig, workdir: Path,
                  progress: Callable[[float, str], None]) -> dict[str, Any]:
-    """Pre-process and static-quantise ``src`` to ``dst``; returns what was quantised."""
+    """Pre-process and static-quantise ``src`` to ``dst``; returns what was quantised and what was not."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    pre = preprocess(src, workdir / "preprocessed.onnx")
+    pre = preprocessed(src, workdir)
+    guarded = extreme_range_nodes(pre, samples[:8], workdir) if config.guard_extreme_ranges else {}
+    exclude = sorted({*config.exclude_nodes, *config.weight_only_nodes, *guarded})
+    op_types = list(config.op_types) or auto_op_types(pre)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibration_method]
     extra: dict[str, Any] = {"CalibTensorRangeSymmetric": False}
     if config.calibration_method == "percentile":
         extra["CalibPercentile"] = config.percentile
+    quantized = workdir / "quantized.onnx"
     quantize_static(
-        str(pre), str(dst), _Reader(samples, progress),
+        str(pre), str(quantized), _Reader(samples, progress),
         quant_format=QuantFormat.QDQ,
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=method,
-        nodes_to_exclude=list(config.exclude_nodes),
-        op_types_to_quantize=list(config.op_types) or None,
+        nodes_to_exclude=exclude,
+        op_types_to_quantize=op_types,
         extra_options=extra,
     )
+    model = onnx.load(str(quantized))
+    weight_only = weight_only_int8(model, list(config.weight_only_nodes)) if config.weight_only_nodes else []
+    onnx.save(model, str(dst))
     return {"calibration_samples": len(samples), "excluded_nodes": list(config.exclude_nodes),
+            "weight_only_int8_nodes": weight_only,
+            "weight_only_not_applied": sorted(set(config.weight_only_nodes) - set(weight_only)),
+            "float_for_extreme_range": {k: float(f"{v:.3g}") for k, v in guarded.items()},
+            "op_types": op_types or "onnxruntime default",
             "quantized_ops": quantized_op_counts(dst)}
+
+
+def auto_op_types(model: Path) -> list[str] | None:
+    """ORT's defaults (None) for conv nets; weight-bearing ops only for everything else."""
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(model), load_external_data=False).graph.node}
+    return None if "Conv" in ops else ["MatMul", "Gemm", "Gather"]
 
 
 def quantized_op_counts(path: Path) -> dict[str, int]:
@@ -131,6 +151,10 @@ def int8_static(source: ModelSource, config: Int8StaticConfig, ctx: Any) -> dict
     ctx.progress(0.05, f"calibrating on {len(samples)} samples ({config.calibration_method})")
     report = quantize_qdq(source.onnx_path, ctx.output, samples, config, ctx.workdir,
                           lambda f, m: ctx.progress(0.05 + 0.9 * f, m))
-    if config.per_channel is False:
-        ctx.warn("per-tensor weight scales: expect lower quality on depthwise convolutions")
+    if report["weight_only_not_applied"]:
+        ctx.warn(f"weight_only_nodes without an initializer weight (left in float): "
+                 f"{report['weight_only_not_applied']}")
+    if report["float_for_extreme_range"]:
+        ctx.warn(f"{len(report['float_for_extreme_range'])} node(s) kept in float: their tensors exceed ±1e5 "
+                 "(e.g. attention masks), which 8 bits cannot represent")
     return report
