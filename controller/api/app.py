@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from controller.api.errors import install_error_handlers
+from controller.api.limits import BodySizeLimit
 from controller.api.routes import conversions, deployments, devices, jobs, models, profiles, system
 from controller.api.services import Services, open_services
 from controller.settings import Settings
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    # the model file and its samples may each reach the limit; multipart framing is small
+    app.add_middleware(BodySizeLimit, max_bytes=2 * settings.max_upload_bytes + 1024 * 1024)
     for module in (jobs, models, conversions, profiles, devices, deployments, system):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -68,3 +68,13 @@ async def require_writer(services: ServicesDep,
 
 Reader = Annotated[Principal, Depends(require_reader)]
 Writer = Annotated[Principal, Depends(require_writer)]
+
+
+async def require_compression_enabled(services: ServicesDep) -> None:
+    """503 for new compression/conversion jobs when MODEL_COMPRESSION_ENABLED is false."""
+    if not services.settings.model_compression_enabled:
+        raise ApiError(503, "model compression is disabled on this controller (MODEL_COMPRESSION_ENABLED=false)",
+                       code="compression_disabled")
+
+
+CompressionEnabled = Depends(require_compression_enabled)

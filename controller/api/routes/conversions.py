@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from controller.api.deps import ServicesDep, Writer
+from controller.api.deps import CompressionEnabled, ServicesDep, Writer
 from controller.api.envelope import ERROR_RESPONSES, Envelope, ok
 from controller.api.schemas import ConversionRequest
 from controller.jobs import Job
@@ -12,7 +12,8 @@ from controller.jobs import Job
 router = APIRouter(prefix="/conversions", tags=["conversions"], responses=ERROR_RESPONSES)
 
 
-@router.post("", status_code=202, response_model=Envelope[Job], summary="Convert a version (a job)")
+@router.post("", status_code=202, dependencies=[CompressionEnabled],
+             response_model=Envelope[Job], summary="Convert a version (a job)")
 def convert(body: ConversionRequest, services: ServicesDep, who: Writer) -> dict:
     """Queue a conversion; follow it at ``GET /compression/jobs/{id}``."""
     job = services.runner.submit("conversion", body.model_dump(), actor=who.name)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from controller.api.deps import Reader, ServicesDep, Writer
+from controller.api.deps import CompressionEnabled, Reader, ServicesDep, Writer
 from controller.api.envelope import ERROR_RESPONSES, Envelope, Page, ok
 from controller.api.schemas import CompressionRequest, PipelineRequest, Technique
 from controller.jobs import Job, JobState
@@ -21,31 +21,36 @@ def _submit_technique(family: Technique, body: CompressionRequest, services: Ser
     return ok(job, f"{family} job {job.id} queued ({job.spec['technique']})")
 
 
-@router.post("/quantize", status_code=202, response_model=Envelope[Job], summary="Quantize a model version")
+@router.post("/quantize", status_code=202, dependencies=[CompressionEnabled],
+             response_model=Envelope[Job], summary="Quantize a model version")
 def quantize(body: CompressionRequest, services: ServicesDep, who: Writer) -> dict:
     """Queue a quantization job; poll ``GET /compression/jobs/{id}``."""
     return _submit_technique("quantize", body, services, who)
 
 
-@router.post("/prune", status_code=202, response_model=Envelope[Job], summary="Prune a model version")
+@router.post("/prune", status_code=202, dependencies=[CompressionEnabled],
+             response_model=Envelope[Job], summary="Prune a model version")
 def prune(body: CompressionRequest, services: ServicesDep, who: Writer) -> dict:
     """Queue a pruning job."""
     return _submit_technique("prune", body, services, who)
 
 
-@router.post("/distill", status_code=202, response_model=Envelope[Job], summary="Distill a model version")
+@router.post("/distill", status_code=202, dependencies=[CompressionEnabled],
+             response_model=Envelope[Job], summary="Distill a model version")
 def distill(body: CompressionRequest, services: ServicesDep, who: Writer) -> dict:
     """Queue a knowledge-distillation job."""
     return _submit_technique("distill", body, services, who)
 
 
-@router.post("/decompose", status_code=202, response_model=Envelope[Job], summary="Low-rank decompose a version")
+@router.post("/decompose", status_code=202, dependencies=[CompressionEnabled],
+             response_model=Envelope[Job], summary="Low-rank decompose a version")
 def decompose(body: CompressionRequest, services: ServicesDep, who: Writer) -> dict:
     """Queue a low-rank decomposition job."""
     return _submit_technique("decompose", body, services, who)
 
 
-@router.post("/pipeline", status_code=202, response_model=Envelope[Job], summary="Run several steps in order")
+@router.post("/pipeline", status_code=202, dependencies=[CompressionEnabled],
+             response_model=Envelope[Job], summary="Run several steps in order")
 def pipeline(body: PipelineRequest, services: ServicesDep, who: Writer) -> dict:
     """Queue a pipeline job; every step's output is recorded as a version whose parent is the previous step."""
     job = services.runner.submit("pipeline", body.model_dump(), actor=who.name)

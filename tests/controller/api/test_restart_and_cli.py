@@ -62,6 +62,30 @@ def test_graceful_shutdown_marks_running_job_failed(tmp_path: Path) -> None:
         ctl.stop()
 
 
+def test_compression_disabled_and_chunked_upload_limit(tmp_path: Path) -> None:
+    ctl = make_controller(tmp_path, MODEL_COMPRESSION_ENABLED="false").start()
+    try:
+        with ctl.client() as api:
+            r = api.post("/compression/quantize", json={"version_id": "x"})
+            assert r.status_code == 503 and "MODEL_COMPRESSION_ENABLED" in r.json()["message"]
+            assert api.get("/health").json()["data"]["compression_enabled"] is False
+
+            def chunks():  # no Content-Length: the cap must hold while the body streams
+                head = (b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nbig\r\n--b\r\n'
+                        b'Content-Disposition: form-data; name="file"; filename="f.onnx"\r\n\r\n')
+                yield head
+                for _ in range(4):
+                    yield b"\0" * (1024 * 1024)
+                yield b"\r\n--b--\r\n"
+
+            r = api.post("/compression/models", content=chunks(),
+                         headers={"Content-Type": "multipart/form-data; boundary=b"})
+            assert r.status_code == 413 and r.json()["status"] == "error"
+            assert api.get("/compression/models").json()["data"]["total"] == 0
+    finally:
+        ctl.stop()
+
+
 def test_refuses_public_bind_without_key(tmp_path: Path) -> None:
     with pytest.raises(UnsafeBindError, match="refusing to listen"):
         check_bind("0.0.0.0", KeyRing([]))
