@@ -98,7 +98,10 @@ def test_sigkill_mid_benchmark_rebenchmarks_and_commits(controller, agent_proces
     proc.start()
     reports = controller.wait_outcome(dev, "d-v2", 60)
     states = [r.state for r in reports]
-    assert states == ["download", "verify", "install", "benchmark", "benchmark", "commit", "idle"], states
+    # the killed process's own "benchmark" report may not have left it (it is written to the journal first,
+    # published after); the resumed process reports the state again
+    assert states[-3:] == ["benchmark", "commit", "idle"] and states[:3] == ["download", "verify", "install"]
+    assert reports[-3].detail == "resumed after restart in 'benchmark'"
     assert controller.benches[dev][-1].decision == "commit"
     controller.wait_for(lambda: controller.states[dev].active and controller.states[dev].active.version == "v2",
                         10, "v2 active")
