@@ -13,7 +13,16 @@ import numpy as np
 import onnx
 import pytest
 
-from controller.compression import CompressionConfig, Int8StaticConfig, compress
+from controller.compression import (
+    CompressionConfig,
+    Fp16Config,
+    Int4WeightConfig,
+    Int8DynamicConfig,
+    Int8StaticConfig,
+    MixedPrecisionConfig,
+    PruneUnstructuredConfig,
+    compress,
+)
 from controller.evaluation import run_all, session
 
 
@@ -71,3 +80,63 @@ class TestInt8StaticPercentileReduceRange(TechniqueTemplate):
     model = "mlp"
     max_size_ratio = 0.4
     min_quality = 0.95
+
+
+class TestInt8DynamicMlp(TechniqueTemplate):
+    config = Int8DynamicConfig()
+    model = "mlp"
+    max_size_ratio = 0.4
+    min_quality = 0.98
+
+
+class TestInt4WeightMlp(TechniqueTemplate):
+    config = Int4WeightConfig(block_size=32)
+    model = "mlp"
+    max_size_ratio = 0.3
+    min_quality = 0.95
+
+    def test_uncovered_layers_are_reported(self, result):
+        assert result.report["covered"] and result.report["uncovered"] == []
+
+
+class TestInt4WeightCnnReportsConvUncovered(TechniqueTemplate):
+    config = Int4WeightConfig(block_size=32)
+    model = "cnn"
+    max_size_ratio = 1.0
+
+    def test_uncovered_layers_are_reported(self, result):
+        assert {u["op"] for u in result.report["uncovered"]} == {"Conv"}
+        assert result.warnings  # most parameters stay FP32
+
+
+class TestFp16Cnn(TechniqueTemplate):
+    config = Fp16Config()
+    max_size_ratio = 0.6
+    min_quality = 0.999
+
+
+class TestPruneUnstructuredMlp(TechniqueTemplate):
+    config = PruneUnstructuredConfig(sparsity=0.5)
+    model = "mlp"
+    max_size_ratio = 1.01  # dense tensors: the file does not shrink, and the report says so
+    min_quality = 0.8
+
+    def test_is_honest_about_size(self, result):
+        assert 0.45 <= result.report["sparsity"] <= 0.55
+        assert result.report["gzip_size_ratio"] < 0.9
+        assert any("does not make" in w for w in result.warnings)
+
+
+class TestMixedPrecisionCnn(TechniqueTemplate):
+    config = MixedPrecisionConfig(quality_target=0.999, calibration_samples=24, validation_samples=16, max_fallback=4)
+    max_size_ratio = 1.0
+    min_quality = 0.98
+
+    def test_per_layer_table(self, result):
+        table = result.report["per_layer"]
+        assert len(table) >= 4 and {"node", "op", "sensitivity_sqnr_db", "precision"} <= set(table[0])
+        scores = [r["sensitivity_sqnr_db"] for r in table]
+        assert scores == sorted(scores)
+        assert result.report["target_met"] == (result.report["validation_quality"] >= 0.999)
+        if not result.report["target_met"]:
+            assert result.warnings
