@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -111,9 +112,52 @@ def make_controller(tmp: Path, **env_extra: str) -> Controller:
                       keys={"admin": admin, "viewer": viewer, "bogus": "efk_not-a-key"})
 
 
+class InProcessController(Controller):
+    """The same controller under a real uvicorn on a free port, but in a thread of the test process.
+
+    Used where the test is about API behaviour rather than process boundaries: coverage
+    sees the server code, and jobs run in worker threads (``EDGEFLEET_JOB_ISOLATION=thread``)
+    so the job kinds are measured too. Restart, crash and CLI tests use the subprocess one.
+    """
+
+    server: object | None = None
+    thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 30.0) -> Controller:
+        import uvicorn
+
+        from controller.api.app import create_app
+        from controller.settings import Settings
+
+        env = {k.lower(): v for k, v in self.env.items()
+               if k.startswith(("EDGEFLEET_", "COMPRESSION_", "MAX_COMPRESSION", "MODEL_COMPRESSION"))}
+        env["edgefleet_job_isolation"] = "thread"
+        settings = Settings.model_validate(env)
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-under-test", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("in-process controller did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            self.thread.join(30)
+            self.server = None
+
+
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
-    ctl = make_controller(tmp_path_factory.mktemp("ctl")).start()
+    tmp = tmp_path_factory.mktemp("ctl")
+    base = make_controller(tmp)
+    ctl = InProcessController(url=base.url, workspace=base.workspace, env=base.env, port=base.port, keys=base.keys)
+    ctl.start()
     try:
         yield ctl
     finally:
