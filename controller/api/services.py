@@ -80,7 +80,8 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
     store = JobStore(settings.jobs_db_path)
     services = Services(settings=settings, keys=keys, registry=registry, runner=None)  # type: ignore[arg-type]
     all_kinds = default_kinds() | plugin_kinds(settings.job_plugins) | (kinds or {})
-    child = {"settings": settings.model_dump(mode="json", exclude={"broker_password", "api_keys"}), "nice": 19}
+    child = {"settings": settings.model_dump(mode="json", exclude={"broker_password", "api_keys"}), "nice": 19,
+             "sched_idle": True}
     runner = LocalJobRunner(store, all_kinds, max_workers=settings.max_compression_jobs,
                             workspace=settings.compression_workspace, services=services,
                             isolation=settings.job_isolation, child_config=child)
@@ -136,6 +137,21 @@ def load_samples(path: Path) -> list[dict[str, Any]]:
         arrays = {k: npz[k] for k in npz.files}
     n = min(len(a) for a in arrays.values())
     return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(n)]
+
+
+def submit_job(services: Services, kind: str, spec: dict[str, Any], actor: str) -> Any:
+    """Queue a job and write its audit line (who asked for what, when) in the registry's audit log."""
+    job = services.runner.submit(kind, spec, actor=actor)
+    services.registry.audit(action=f"job.submit.{kind}", target=job.id, actor=actor,
+                            details={"technique": job.spec.get("technique"), "version_id": job.spec.get("version_id")})
+    return job
+
+
+def cancel_job(services: Services, job_id: str, actor: str) -> Any:
+    """Cancel a job and audit it."""
+    job = services.runner.cancel(job_id)
+    services.registry.audit(action="job.cancel", target=job.id, actor=actor, details={"state": job.state.value})
+    return job
 
 
 # ---------------------------------------------------------------- lookups

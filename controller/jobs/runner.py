@@ -219,6 +219,9 @@ class LocalJobRunner(JobRunner):
                     self._execute_in_process(job, cancel_event)
                 else:
                     self._execute_in_thread(job, cancel_event)
+            except Exception as exc:  # noqa: BLE001 - e.g. a job process that cannot start: fail the job, keep the slot
+                log.exception("job %s could not be run", job.id)
+                self.store.finish(job.id, JobState.FAILED, error=f"job runner error: {type(exc).__name__}: {exc}")
             finally:
                 with self._events_lock:
                     self._cancel_events.pop(job.id, None)

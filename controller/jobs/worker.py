@@ -34,6 +34,9 @@ def child_main(job_id: str, config: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s job-worker: %(message)s")
     try:
         os.nice(int(config.get("nice", 10)))
+        if config.get("sched_idle") and hasattr(os, "sched_setscheduler"):
+            # Linux SCHED_IDLE: run only when no normal task wants the CPU, so API requests never wait on a job
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except OSError:
         pass
     parent = os.getppid()

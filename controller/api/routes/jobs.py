@@ -9,6 +9,8 @@ from fastapi import APIRouter, Path, Query
 from controller.api.deps import CompressionEnabled, Reader, ServicesDep, Writer
 from controller.api.envelope import ERROR_RESPONSES, Envelope, Page, ok
 from controller.api.schemas import CompressionRequest, PipelineRequest, Technique
+from controller.api.services import cancel_job as cancel_and_audit
+from controller.api.services import submit_job
 from controller.jobs import Job, JobState
 
 router = APIRouter(prefix="/compression", tags=["compression"], responses=ERROR_RESPONSES)
@@ -17,7 +19,7 @@ JobId = Annotated[str, Path(min_length=1, max_length=64)]
 
 def _submit_technique(family: Technique, body: CompressionRequest, services: ServicesDep, who: Writer) -> dict:
     spec = {"family": family, **body.model_dump()}
-    job = services.runner.submit("compression", spec, actor=who.name)
+    job = submit_job(services, "compression", spec, who.name)
     return ok(job, f"{family} job {job.id} queued ({job.spec['technique']})")
 
 
@@ -53,7 +55,7 @@ def decompose(body: CompressionRequest, services: ServicesDep, who: Writer) -> d
              response_model=Envelope[Job], summary="Run several steps in order")
 def pipeline(body: PipelineRequest, services: ServicesDep, who: Writer) -> dict:
     """Queue a pipeline job; every step's output is recorded as a version whose parent is the previous step."""
-    job = services.runner.submit("pipeline", body.model_dump(), actor=who.name)
+    job = submit_job(services, "pipeline", body.model_dump(), who.name)
     return ok(job, f"pipeline job {job.id} queued ({len(body.steps)} steps)")
 
 
@@ -80,6 +82,6 @@ async def get_job(job_id: JobId, services: ServicesDep, _: Reader) -> dict:
 @router.post("/jobs/{job_id}/cancel", response_model=Envelope[Job], summary="Cancel a queued or running job")
 def cancel_job(job_id: JobId, services: ServicesDep, who: Writer) -> dict:
     """A queued job is cancelled at once; a running one stops at its next progress report (409 if finished)."""
-    job = services.runner.cancel(job_id)
+    job = cancel_and_audit(services, job_id, who.name)
     msg = "cancelled" if job.state is JobState.CANCELLED else "cancellation requested; the job stops at its next step"
     return ok(job, msg)

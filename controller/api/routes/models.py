@@ -19,6 +19,7 @@ from controller.api.services import (
     resolve_version,
     search_models,
     store_upload,
+    submit_job,
     version_view,
 )
 from controller.jobs import Job
@@ -85,7 +86,7 @@ def upload_model(request: Request, services: ServicesDep, who: Writer,
 def import_zoo(body: ZooImportRequest, services: ServicesDep, who: Writer) -> dict:
     """Export the zoo model to ONNX in a job (it can take seconds) and store it as a version."""
     validate_name(body.name)
-    job = services.runner.submit("zoo_import", body.model_dump(), actor=who.name)
+    job = submit_job(services, "zoo_import", body.model_dump(), who.name)
     return ok(job, f"import of zoo model {body.zoo!r} queued as job {job.id}")
 
 

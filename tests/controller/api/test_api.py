@@ -178,6 +178,9 @@ def test_cancel_running_and_queued_jobs_and_queue_limit(api: httpx.Client, base:
     r = api.post(f"/compression/jobs/{jobs[0]['id']}/cancel")
     assert r.status_code == 409 and "already cancelled" in r.json()["message"]
     assert api.post("/compression/jobs/ghost/cancel").status_code == 404
+    audited = api.get("/audit", params={"action": "job.cancel"}).json()["data"]
+    assert {e["target"] for e in audited} >= {j["id"] for j in jobs} and audited[0]["actor"] == "admin"
+    assert api.get("/audit", params={"target": jobs[0]["id"], "action": "job.submit.compression"}).json()["data"]
     assert api.get("/compression/jobs/ghost").status_code == 404
     assert api.get("/compression/jobs", params={"state": "bogus"}).status_code == 422
 

@@ -15,7 +15,8 @@ def _tiny_cnn():
     class TinyCnn(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+            self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                                      nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())
             self.block = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.ReLU(), nn.Conv2d(64, 64, 1))
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 256), nn.ReLU(),
                                       nn.Linear(256, 10))
@@ -48,13 +49,13 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     out = {}
     for name, module, shape in (("cnn", _tiny_cnn(), (1, 3, 16, 16)), ("mlp", _tiny_mlp(), (1, 32))):
         example = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
-        path = export_onnx(module, (example,), root / f"{name}.onnx", input_names=["x"], output_names=["y"],
-                           dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+        path = export_onnx(module, (example,), root / f"{name}.onnx", input_names=["input"], output_names=["output"],
+                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
         samples = rng.standard_normal((48, *shape[1:])).astype(np.float32)
         npz = root / f"{name}-calib.npz"
-        np.savez(npz, x=samples)
+        np.savez(npz, input=samples)
         out[name] = {"onnx": path, "npz": npz, "module": module, "example": example,
-                     "inputs": [{"x": s[None]} for s in samples]}
+                     "inputs": [{"input": s[None]} for s in samples]}
     return out
 
 

@@ -22,7 +22,8 @@ from controller.compression import (
     techniques,
 )
 
-ALL_TECHNIQUES = ("int8-static",)
+ALL_TECHNIQUES = ("int8-static", "int8-dynamic", "int4-weight", "fp16", "mixed", "qat", "prune-unstructured",
+                  "prune-structured", "distill", "svd", "tucker")
 
 
 def test_every_issue_technique_is_registered():
@@ -103,8 +104,8 @@ def test_calibration_with_wrong_names_shapes_dtypes(tiny_models, tmp_path):
     m = tiny_models["cnn"]
     cases = {
         "wrong_name.npz": ({"image": np.zeros((4, 3, 16, 16), np.float32)}, "missing"),
-        "wrong_shape.npz": ({"x": np.zeros((4, 3, 8, 8), np.float32)}, "shape"),
-        "wrong_dtype.npz": ({"x": np.zeros((4, 3, 16, 16), np.float64)}, "dtype"),
+        "wrong_shape.npz": ({"input": np.zeros((4, 3, 8, 8), np.float32)}, "shape"),
+        "wrong_dtype.npz": ({"input": np.zeros((4, 3, 16, 16), np.float64)}, "dtype"),
     }
     for name, (arrays, message) in cases.items():
         np.savez(tmp_path / name, **arrays)
@@ -113,7 +114,7 @@ def test_calibration_with_wrong_names_shapes_dtypes(tiny_models, tmp_path):
 
 
 def test_user_onnx_without_calibration_names_the_inputs(tiny_models, tmp_path):
-    with pytest.raises(CalibrationError, match="x float32"):
+    with pytest.raises(CalibrationError, match="input float32"):
         compress(tiny_models["cnn"]["onnx"], Int8StaticConfig(), out=tmp_path / "o.onnx")
 
 

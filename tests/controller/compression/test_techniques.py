@@ -15,12 +15,17 @@ import pytest
 
 from controller.compression import (
     CompressionConfig,
+    DistillConfig,
     Fp16Config,
     Int4WeightConfig,
     Int8DynamicConfig,
     Int8StaticConfig,
     MixedPrecisionConfig,
+    PruneStructuredConfig,
     PruneUnstructuredConfig,
+    QatConfig,
+    SvdConfig,
+    TuckerConfig,
     compress,
 )
 from controller.evaluation import run_all, session
@@ -140,3 +145,60 @@ class TestMixedPrecisionCnn(TechniqueTemplate):
         assert result.report["target_met"] == (result.report["validation_quality"] >= 0.999)
         if not result.report["target_met"]:
             assert result.warnings
+
+
+# ---- training-based techniques: torch module in, ONNX out (fine-tuned by distillation on the calibration data)
+
+class TestSvdMlp(TechniqueTemplate):
+    config = SvdConfig(ratio=0.4, finetune_epochs=1)
+    model = "mlp"
+    torch_input = True
+    max_size_ratio = 0.8
+    min_quality = 0.6
+
+    def test_layers_factorised(self, result):
+        assert result.report["param_ratio"] < 0.8
+        assert any(r["action"] == "svd" for r in result.report["layers"])
+
+
+class TestTuckerCnn(TechniqueTemplate):
+    config = TuckerConfig(rank_ratio=0.25, finetune_epochs=1, min_channels=8)
+    torch_input = True
+    max_size_ratio = 0.95
+    min_quality = 0.5
+
+    def test_conv_decomposed(self, result):
+        assert any(r["action"] == "tucker" for r in result.report["layers"])
+
+
+class TestPruneStructuredCnnProgressive(TechniqueTemplate):
+    config = PruneStructuredConfig(ratio=0.5, steps=2, finetune_epochs=1, round_to=8)
+    torch_input = True
+    max_size_ratio = 0.5
+    min_quality = 0.5
+
+    def test_channels_physically_removed(self, result):
+        assert result.report["param_ratio"] < 0.45
+        assert all(after % 8 == 0 for _, after in result.report["widths"].values())
+        assert len(result.report["fine_tune"]) == 2
+
+
+class TestDistillCnn(TechniqueTemplate):
+    config = DistillConfig(width=0.5, epochs=2)
+    torch_input = True
+    max_size_ratio = 0.5
+    min_quality = 0.5
+
+    def test_student_is_smaller_and_trained(self, result):
+        assert result.report["param_ratio"] < 0.45 and result.report["feature_layers"]
+        assert result.report["training"]["epochs"] >= 1
+
+
+class TestQatCnn(TechniqueTemplate):
+    config = QatConfig(epochs=1)
+    torch_input = True
+    max_size_ratio = 0.6
+    min_quality = 0.9
+
+    def test_int8_weights(self, result):
+        assert result.report["int8_weight_tensors"] >= 3

@@ -1,0 +1,67 @@
+"""The demo end to end on real processes: broker, controller, three agent processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import psutil
+import pytest
+
+from controller.demo.processes import Child, python_module, stop_all, wait_until
+from controller.demo.run import run_demo
+from controller.demo.scenario import DemoOptions
+
+
+@pytest.mark.slow
+def test_demo_commits_int8_and_rolls_back_degraded(tmp_path):
+    opts = DemoOptions(workdir=tmp_path / "demo", model="mnist-cnn", profiles=("rpi4", "x86-edge"),
+                       broker="mosquitto", bench_runs=60, calibration_samples=32)
+    code = run_demo(opts)
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert code == 0, summary["problems"]
+    assert summary["ok"] is True
+    stages = {s["name"]: s for s in summary["stages"]}
+    for device in ("rpi4-01", "x86-edge-01"):
+        assert stages["int8"]["devices"][device]["state"] == "committed"
+        degraded = stages["degraded"]["devices"][device]
+        assert degraded["state"] == "rolled_back"
+        assert degraded["reason"] == "regression_quality"
+        bench = degraded["bench"]
+        assert bench["candidate_metrics"]["quality"] < bench["baseline_metrics"]["quality"]
+        final = summary["final"][device]["active"]
+        assert final["version"] == stages["int8"]["per_profile_versions"][summary["devices"][device]["profile"]]
+    # nothing left running: no agent process of this demo survives it
+    mine = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert mine == []
+
+
+def test_failed_start_is_reported_and_nothing_left(tmp_path):
+    opts = DemoOptions(workdir=tmp_path / "demo", model="mnist-cnn", profiles=("no-such-profile",), broker="amqtt")
+    code = run_demo(opts)
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert code == 1
+    assert summary["ok"] is False
+    assert summary["problems"]
+
+
+def test_children_are_stopped_even_when_they_ignore_sigterm(tmp_path):
+    script = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
+    child = Child("stubborn", python_module("this"), tmp_path / "c.log")
+    child.argv = [child.argv[0], "-c", script]
+    child.start()
+    assert wait_until(lambda: "up" in child.tail(), timeout=10)
+    pid = child.proc.pid
+    assert child.stop(timeout=1) == -signal.SIGKILL
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    stop_all()
+    assert not child.alive
+
+
+def test_kill9_simulates_power_cut(tmp_path):
+    child = Child("sleeper", [python_module("this")[0], "-c", "import time; time.sleep(60)"], tmp_path / "s.log")
+    child.start()
+    child.kill9()
+    assert child.proc.returncode == -signal.SIGKILL
+    assert os.path.exists(tmp_path / "s.log")
