@@ -62,16 +62,62 @@ class BenchCancelled(Exception):  # noqa: N818 - a control-flow signal, not an e
     """The agent is shutting down; the benchmark will be redone on resume."""
 
 
-def peak_rss_mb() -> float:
-    """High-water mark of this process's resident memory in MiB."""
-    try:
-        import resource
-    except ImportError:  # Windows: fall back to current RSS
+class PeakMemory:
+    """Peak resident memory of this process from a starting point, in MiB.
+
+    Linux: ``VmHWM`` from ``/proc/self/status`` (per address space, so not inherited from the
+    agent across fork+exec, unlike ``ru_maxrss``), reset to the current RSS at the start point
+    through ``/proc/self/clear_refs`` where the kernel allows it. Elsewhere: ``ru_maxrss`` (macOS)
+    or psutil's peak working set (Windows).
+    """
+
+    def __init__(self) -> None:
+        self.reset = self._reset_hwm()
+        self.start_rss = self._rss()
+        self.start_peak = self._peak()
+
+    @staticmethod
+    def _status_mb(key: str) -> float | None:
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    @staticmethod
+    def _reset_hwm() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            return False
+        return True
+
+    def _rss(self) -> float:
         import psutil
 
         return psutil.Process().memory_info().rss / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+    def _peak(self) -> float:
+        hwm = self._status_mb("VmHWM")
+        if hwm is not None:
+            return hwm
+        import psutil
+
+        info = psutil.Process().memory_info()
+        if hasattr(info, "peak_wset"):
+            return info.peak_wset / 2**20
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+    def delta_mb(self) -> float:
+        """Growth of the peak over the start point: its RSS when the high-water mark could be reset, else
+        its high-water mark (so a transient peak while importing is never charged to the model)."""
+        return max(0.0, self._peak() - (self.start_rss if self.reset else self.start_peak))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -87,15 +133,17 @@ def measure(spec: BenchSpec) -> BenchMetrics:
     Raises:
         BenchmarkError: the model does not load, run, or match its golden set.
     """
-    from agent.golden import load_golden, score
+    from agent.golden import load_golden, read_golden, score
     from agent.runtimes import get_runtime
 
     runtime = get_runtime(spec.format)
-    rss_before = peak_rss_mb()
+    runtime.preload()  # the runtime library and the golden set are not the model's memory
+    arrays = read_golden(spec.golden_path)
+    memory = PeakMemory()
     start = time.perf_counter()
     session = runtime.open(spec.model_path, spec.threads, spec.providers)
     load_ms = (time.perf_counter() - start) * 1000
-    golden = load_golden(spec.golden_path, session)
+    golden = load_golden(arrays, session)
     try:
         first = golden.feed(session, 0)
         for _ in range(spec.warmup):
@@ -116,7 +164,7 @@ def measure(spec: BenchSpec) -> BenchMetrics:
         latency_p50_ms=round(_percentile(timings, 0.50), 4),
         latency_p95_ms=round(_percentile(timings, 0.95), 4),
         load_ms=round(load_ms, 3),
-        peak_rss_delta_mb=round(max(0.0, peak_rss_mb() - rss_before), 3),
+        peak_rss_delta_mb=round(memory.delta_mb(), 3),
         quality=round(quality, 6),
         quality_metric=spec.quality_metric,
         runs=spec.runs,

@@ -43,17 +43,26 @@ class GoldenSet:
         return feeds
 
 
-def load_golden(path: Path, session: Session) -> GoldenSet:
-    """Read and check a golden set against the model's graph.
+def read_golden(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a golden ``.npz`` (never unpickles).
+
+    Raises:
+        BenchmarkError: unreadable file or pickled content.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"golden set {path.name} unreadable: {exc}") from exc
+
+
+def load_golden(path: Path | dict[str, np.ndarray], session: Session) -> GoldenSet:
+    """Read (or take already read arrays) and check a golden set against the model's graph.
 
     Raises:
         BenchmarkError: missing keys, ragged sample counts, or a pickled/unreadable file.
     """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"golden set {path.name} unreadable: {exc}") from exc
+    arrays = read_golden(path) if isinstance(path, Path) else path
     inputs = _match(
         {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}, session.input_names, "input"
     )

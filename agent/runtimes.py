@@ -40,6 +40,8 @@ class Runtime:
     name: str
     available: Callable[[], bool]
     open: Callable[[Path, int, list[str]], Session]
+    preload: Callable[[], object] = lambda: None
+    """Import the runtime library (so a benchmark can take its memory baseline after it)."""
 
 
 _REGISTRY: dict[str, Runtime] = {}
@@ -121,6 +123,7 @@ register_runtime(
         name="onnxruntime",
         available=lambda: _importable("onnxruntime"),
         open=lambda path, threads, providers: OrtSession(path, threads, providers),
+        preload=lambda: importlib.import_module("onnxruntime"),
     )
 )
 
@@ -194,5 +197,6 @@ register_runtime(
         name="litert",
         available=lambda: _importable("ai_edge_litert", "tflite_runtime"),
         open=lambda path, threads, providers: TfliteSession(path, threads, providers),
+        preload=_tflite_interpreter_class,
     )
 )

@@ -195,3 +195,18 @@ def test_backoff_is_capped_and_jittered():
     assert len(set(delays)) == len(delays)
     b.reset()
     assert b.next() <= 0.5
+
+
+def test_peak_memory_counts_the_model_not_the_agent(tmp_path):
+    """ru_maxrss would carry the agent's high-water mark into the child (fork+exec); VmHWM does not."""
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((1024, 2048)).astype(np.float32)  # 8 MiB of weights
+    model = tmp_path / "big.onnx"
+    model.write_bytes(linear_model(weight, np.zeros(2048, np.float32)))
+    x = rng.standard_normal((2, 1024)).astype(np.float32)
+    golden = tmp_path / "g.npz"
+    np.savez(golden, **{"input:x": x, "output:y": x @ weight})
+    ballast = np.ones(64 * 2**20 // 8)  # the parent is bigger than the model; must not hide it
+    m = run_benchmark(BenchSpec(model, golden, "onnx", "cosine", runs=2, warmup=0))
+    assert ballast.sum() > 0
+    assert 8 <= m.peak_rss_delta_mb < 200, m
