@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     job_isolation: Literal["process", "thread"] = Field(
         "process", validation_alias=_env("EDGEFLEET_JOB_ISOLATION"),
         description="run each job in its own niced process (default) or in a worker thread")
+    job_priority: Literal["idle", "low", "normal"] = Field(
+        "idle", validation_alias=_env("EDGEFLEET_JOB_PRIORITY"),
+        description="CPU priority of job processes: idle (Linux SCHED_IDLE + nice 19; the API always goes first), "
+                    "low (nice 19), normal")
     job_plugins: str = Field(
         "", validation_alias=_env("EDGEFLEET_JOB_PLUGINS"),
         description="comma-separated modules exposing JOB_KINDS (extra job kinds, e.g. a custom technique)")

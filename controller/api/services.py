@@ -80,8 +80,8 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
     store = JobStore(settings.jobs_db_path)
     services = Services(settings=settings, keys=keys, registry=registry, runner=None)  # type: ignore[arg-type]
     all_kinds = default_kinds() | plugin_kinds(settings.job_plugins) | (kinds or {})
-    child = {"settings": settings.model_dump(mode="json", exclude={"broker_password", "api_keys"}), "nice": 19,
-             "sched_idle": True}
+    child = {"settings": settings.model_dump(mode="json", exclude={"broker_password", "api_keys"}),
+             "nice": 0 if settings.job_priority == "normal" else 19, "sched_idle": settings.job_priority == "idle"}
     runner = LocalJobRunner(store, all_kinds, max_workers=settings.max_compression_jobs,
                             workspace=settings.compression_workspace, services=services,
                             isolation=settings.job_isolation, child_config=child)

@@ -8,7 +8,7 @@ controller) can replace :class:`LocalJobRunner` without touching a route.
 the rest wait in the persisted queue. Two isolations:
 
 - ``process`` (the controller's default): each job runs in its own process forked from a
-  fork server (see :func:`_job_context`) at the lowest CPU priority (nice 19). Measured:
+  fork server (see :func:`_job_context`) at the lowest CPU priority (SCHED_IDLE + nice 19). Measured:
   with 10 INT8 quantizations in *threads*, the API's p95 for one job status was ~440 ms on
   2 cores, because the techniques' Python code holds the GIL the event loop needs; in
   processes the API keeps its own GIL and the scheduler favours it. A crashed or stuck
