@@ -27,6 +27,12 @@ class Verdict:
         """Wire value for BenchReport.decision."""
         return "commit" if self.commit else "rollback"
 
+    @property
+    def latency_only(self) -> bool:
+        """Rejected for latency alone: the one check timer noise (a busy CPU) can fail, worth confirming."""
+        failed = [r for r in self.reasons if not r.startswith("ok:") and ":" in r]
+        return not self.commit and all(r.startswith(ReasonCode.REGRESSION_LATENCY.value) for r in failed)
+
 
 def decide(candidate: BenchMetrics, baseline: BenchMetrics | None, thresholds: Thresholds) -> Verdict:
     """Apply the thresholds.

@@ -37,6 +37,36 @@ def linear_model(weight: np.ndarray, bias: np.ndarray) -> bytes:
     return model.SerializeToString()
 
 
+def slow_linear_model(weight: np.ndarray, bias: np.ndarray, width: int = 1024) -> bytes:
+    """Same outputs as :func:`linear_model` plus 0 x an input-dependent ~0.3 GFLOP branch: a latency regression
+    with perfect quality (ONNX Runtime cannot constant-fold it away)."""
+    rng = np.random.default_rng(5)
+    v1 = (rng.standard_normal((weight.shape[0], width)) * 0.1).astype(np.float32)
+    v2 = (rng.standard_normal((width, 256)) * 0.1).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", weight.shape[0]])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", weight.shape[1]])
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["lin"]),
+        helper.make_node("MatMul", ["x", "V1"], ["h"]),
+        helper.make_node("Tanh", ["h"], ["ht"]),
+        helper.make_node("Transpose", ["ht"], ["htt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["htt", "ht"], ["outer"]),
+        helper.make_node("MatMul", ["outer", "V2"], ["heavy"]),
+        helper.make_node("ReduceMean", ["heavy"], ["m"], keepdims=0),
+        helper.make_node("Tanh", ["m"], ["mt"]),
+        helper.make_node("Mul", ["mt", "zero"], ["nothing"]),
+        helper.make_node("Add", ["lin", "nothing"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             ((weight, "W"), (bias, "b"), (v1, "V1"), (v2, "V2"), (np.array(0.0, np.float32), "zero"))]
+    graph = helper.make_graph(nodes, "slow_linear", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def tflite_linear(weight: np.ndarray, bias: np.ndarray) -> bytes:
     """The same y = x @ W + b as a .tflite flatbuffer (FULLY_CONNECTED), built with LiteRT's schema object API."""
     import flatbuffers

@@ -78,3 +78,25 @@ def test_fleet_rollback_to_model_in_other_slot_needs_no_download(controller, sta
     assert not [req for d, req in controller.requests if req.deployment_id == "rb-back"]
     controller.wait_for(lambda: controller.states["edge-rb"].active.version == "v1", 10, "v1 active again")
     assert controller.states["edge-rb"].previous.version == "v2"
+
+
+def test_latency_regression_is_confirmed_then_rolled_back(controller, start_agent, reference, keypair, tmp_path):
+    from common.manifest import Thresholds
+
+    from .artifacts import slow_linear_model
+
+    start_agent("edge-lat", "x86-edge")
+    gate = Thresholds(latency_slack_ms=0.5, memory_slack_mb=256.0)
+    v1 = make_artifact(tmp_path, reference.good_model(), reference, keypair[0], version="v1", thresholds=gate)
+    slow = make_artifact(tmp_path, slow_linear_model(reference.weight, reference.bias), reference, keypair[0],
+                         version="v2-slow", thresholds=gate)
+    controller.deploy("edge-lat", v1, "lat-1")
+    assert _states(controller.wait_outcome("edge-lat", "lat-1"))[-2:] == ["commit", "idle"]
+    controller.deploy("edge-lat", slow, "lat-2")
+    reports = controller.wait_outcome("edge-lat", "lat-2")
+    assert reports[-2].state == "failure" and reports[-2].reason is ReasonCode.REGRESSION_LATENCY
+    assert "latency p95" in reports[-2].detail
+    bench = controller.benches["edge-lat"][-1]
+    assert bench.decision == "rollback" and bench.candidate_metrics.quality > 0.9999
+    assert bench.reasons[0].startswith("latency re-measured back to back") and bench.reasons[0].endswith("confirmed")
+    controller.wait_for(lambda: controller.states["edge-lat"].active.version == "v1", 10, "v1 still active")
