@@ -47,7 +47,9 @@ def test_failed_start_is_reported_and_nothing_left(tmp_path):
 
 
 def test_children_are_stopped_even_when_they_ignore_sigterm(tmp_path):
-    script = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
+    script = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
+    )
     child = Child("stubborn", python_module("this"), tmp_path / "c.log")
     child.argv = [child.argv[0], "-c", script]
     child.start()

@@ -1,0 +1,66 @@
+"""The model versions the demo deploys, all recorded in the registry with lineage.
+
+FP32 (zoo export) → INT8 static QDQ per profile family (``reduce_range`` where the
+profile has no INT8 dot-product instructions) → a degraded child of the INT8 build.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common.profiles import load_profile
+from controller.demo.degrade import perturb_int8_weights
+
+Progress = Callable[[str], None]
+
+
+def build_versions(
+    registry: Any, *, model: str, profiles: tuple[str, ...], out_dir: Path, calibration_samples: int,
+    say: Progress,
+) -> dict[str, Any]:
+    """Register FP32, compress INT8 per reduce_range family, derive the degraded build; return their ids."""
+    from controller import zoo
+    from controller.compression import Int8StaticConfig, compress
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entry = zoo.load(model)
+    say(f"exporting {model} to ONNX (FP32)")
+    fp32_path = entry.onnx_path
+    model_rec = registry.ensure_model(name=model, description=f"zoo model {model}", actor="demo")
+    fp32 = registry.add_version(
+        model_id=model_rec.id, path=fp32_path, technique="fp32", config={"zoo": model}, actor="demo"
+    )
+    families = {p: not load_profile(p).has_int8_dot for p in profiles}
+    int8_by_rr: dict[bool, Any] = {}
+    compress_metrics: dict[str, Any] = {}
+    for reduce_range in sorted(set(families.values())):
+        say(f"INT8 static quantization (reduce_range={reduce_range}) calibrated on real inputs")
+        cfg = Int8StaticConfig(calibration_samples=calibration_samples, reduce_range=reduce_range)
+        result = compress(entry, cfg, out=out_dir / f"{model}-int8{'-rr' if reduce_range else ''}.onnx",
+                          memory=False)
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float | str | bool)}
+        compress_metrics[f"reduce_range={reduce_range}"] = metrics
+        int8_by_rr[reduce_range] = registry.add_version(
+            model_id=model_rec.id, path=result.output, technique=cfg.technique,
+            config=json.loads(cfg.to_json()), parent_id=fp32.id, metrics=metrics, actor="demo",
+        )
+    say("deriving a deliberately degraded build (INT8 weights scrambled)")
+    degraded: dict[bool, Any] = {}
+    for reduce_range, version in int8_by_rr.items():
+        src = registry.blob_path(sha256=version.sha256)
+        dst = out_dir / f"{model}-degraded{'-rr' if reduce_range else ''}.onnx"
+        changed = perturb_int8_weights(src, dst)
+        degraded[reduce_range] = registry.add_version(
+            model_id=model_rec.id, path=dst, technique="int8-static-degraded",
+            config={"perturbation": "gaussian", "sigma_int8_steps": 48, "tensors": changed},
+            parent_id=version.id, actor="demo",
+        )
+    return {
+        "fp32": fp32,
+        "int8": {p: int8_by_rr[rr] for p, rr in families.items()},
+        "degraded": {p: degraded[rr] for p, rr in families.items()},
+        "compress_metrics": compress_metrics,
+    }

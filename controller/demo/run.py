@@ -1,0 +1,183 @@
+"""Drive the demo with a live display and decide whether it succeeded.
+
+Success means what the product promises: every device ends on the committed INT8
+build, after refusing the degraded one on its own measurement. Anything else
+(a device without a working model, a wrong decision, a timeout) makes the demo
+exit non-zero with the reason in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from common.profiles import load_profile
+from controller.demo.scenario import (
+    DemoOptions,
+    DemoRun,
+    StageResult,
+    active_versions,
+    deploy_stage,
+    prepare_workdir,
+    shutdown,
+    start_agents,
+    start_infrastructure,
+    write_summary,
+)
+
+EXPECTED = {"commit": "committed", "rollback": "rolled_back"}
+
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def bench_row(info: dict[str, Any]) -> dict[str, Any]:
+    """Flatten a device's stage result into the figures the table and summary show."""
+    bench = info.get("bench") or {}
+    cand = bench.get("candidate_metrics") or {}
+    base = bench.get("baseline_metrics") or {}
+    return {
+        "state": info.get("state"),
+        "reason": info.get("reason") or "",
+        "detail": info.get("detail") or "",
+        "p50_ms": cand.get("latency_p50_ms"),
+        "p95_ms": cand.get("latency_p95_ms"),
+        "mem_mb": cand.get("peak_rss_delta_mb"),
+        "quality": cand.get("quality"),
+        "metric": cand.get("quality_metric"),
+        "baseline_p95_ms": base.get("latency_p95_ms"),
+        "baseline_quality": base.get("quality"),
+        "reasons": bench.get("reasons", []),
+    }
+
+
+def results_table(run: DemoRun) -> Table:
+    """Per device and stage: decision and the on-device figures behind it."""
+    table = Table(title="On-device decisions", show_lines=False)
+    for col in ("stage", "device", "profile", "decision", "p50 ms", "p95 ms", "mem MB", "quality", "reason"):
+        table.add_column(col)
+    profiles = run.device_profiles()
+    for stage in run.stages:
+        for device, info in stage.devices.items():
+            row = bench_row(info)
+            table.add_row(
+                stage.name, device, profiles[device], str(row["state"]), _fmt(row["p50_ms"], ".2f"),
+                _fmt(row["p95_ms"], ".2f"), _fmt(row["mem_mb"]), _fmt(row["quality"], ".4f"),
+                (row["reason"] or "ok")[:40],
+            )
+    return table
+
+
+def check_outcome(run: DemoRun, final: dict[str, Any]) -> list[str]:
+    """Every stage's decisions as expected, and every device on the committed INT8 build."""
+    problems: list[str] = []
+    for stage in run.stages:
+        for device, info in stage.devices.items():
+            if info.get("state") != EXPECTED[stage.expect]:
+                problems.append(
+                    f"{stage.name}: {device} ended {info.get('state')!r} (expected {EXPECTED[stage.expect]!r}); "
+                    f"reason {info.get('reason')!r} {info.get('detail', '')}"
+                )
+    int8_stage = next((s for s in run.stages if s.name == "int8"), None)
+    for device, state in final.items():
+        active = state.get("active") or {}
+        if not active:
+            problems.append(f"{device} has no active model")
+            continue
+        if int8_stage is not None:
+            wanted = int8_stage.per_profile.get(state["profile"])
+            if active.get("version") != wanted:
+                problems.append(f"{device} runs version {active.get('version')}, expected INT8 {wanted}")
+    return problems
+
+
+def validate_options(options: DemoOptions) -> None:
+    """Fail in a second, before anything starts, on a profile or model that does not exist."""
+    from controller.zoo import ZOO_NAMES
+
+    if options.model not in ZOO_NAMES:
+        raise ValueError(f"unknown demo model {options.model!r}; choose one of {', '.join(ZOO_NAMES)}")
+    if not options.profiles:
+        raise ValueError("the demo needs at least one device profile")
+    for profile in options.profiles:
+        load_profile(profile)
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> int:
+    """Run the whole story; returns the process exit code (0 only if every device ends healthy)."""
+    console = console or Console()
+    run = DemoRun(options)
+    t_start = time.monotonic()
+    problems: list[str] = []
+    extra: dict[str, Any] = {}
+    prepare_workdir(options.workdir)
+    try:
+        validate_options(options)
+        problems, extra = _story(run, console)
+    except (ValueError, OSError) as exc:
+        problems = [f"demo failed: {exc}"]
+    except Exception as exc:  # noqa: BLE001 - reported in summary.json and as exit code
+        problems = [f"demo failed: {type(exc).__name__}: {exc}"]
+        console.print_exception(max_frames=5)
+    finally:
+        try:
+            extra["final"] = active_versions(run) if run.registry is not None else {}
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"could not read final device state: {exc}")
+        shutdown(run)
+    if not problems and "final" in extra:
+        problems = check_outcome(run, extra["final"])
+    extra["seconds_total"] = round(time.monotonic() - t_start, 1)
+    ok = not problems
+    summary_path = options.workdir / "summary.json"
+    write_summary(run, summary_path, ok=ok, problems=problems, extra=extra)
+    if run.stages:
+        console.print(results_table(run))
+    for line in problems:
+        console.print(f"[red]✗ {line}[/red]")
+    verdict = "[green]✓ every device runs the committed INT8 model; the degraded build was rolled back on-device"
+    console.print(verdict if ok else "[red]✗ demo failed")
+    console.print(f"summary: {summary_path}  ({extra['seconds_total']} s)")
+    return 0 if ok else 1
+
+
+def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
+    from controller.demo.build import build_versions
+
+    opts = run.options
+
+    def say(msg: str) -> None:
+        console.log(msg)
+
+    with console.status("starting broker, controller and agents") as status:
+        start_infrastructure(run)
+        say(f"broker: {run.broker.kind} on {run.broker.host}:{run.broker.port}")  # type: ignore[union-attr]
+        start_agents(run)
+        say(f"agents online: {', '.join(f'{d} ({p})' for d, p in run.device_profiles().items())}")
+        status.update("building model versions")
+        versions = build_versions(
+            run.registry, model=opts.model, profiles=opts.profiles, out_dir=opts.workdir / "models",
+            calibration_samples=opts.calibration_samples, say=say,
+        )
+        stages = [
+            StageResult("fp32", versions["fp32"].id, "fp32", "commit"),
+            StageResult("int8", "", "int8-static", "commit",
+                        per_profile={p: v.id for p, v in versions["int8"].items()}),
+            StageResult("degraded", "", "int8-static-degraded", "rollback",
+                        per_profile={p: v.id for p, v in versions["degraded"].items()}),
+        ]
+        for stage in stages:
+            status.update(f"deploying {stage.name}")
+            say(f"deploying {stage.name} ({stage.technique}) to {len(run.agents)} devices")
+
+            def show(states: dict[str, dict[str, Any]], name: str = stage.name) -> None:
+                status.update(f"{name}: " + "  ".join(f"{d}={s['job'] or s['state']}" for d, s in states.items()))
+
+            run.stages.append(deploy_stage(run, stage, on_progress=show))
+            decided = ", ".join(f"{d}: {i.get('state')}" for d, i in stage.devices.items())
+            say(f"{stage.name} done in {stage.seconds:.1f} s — {decided}")
+    return [], {"compression": versions["compress_metrics"]}

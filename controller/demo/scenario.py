@@ -1,0 +1,231 @@
+"""The demo's story, step by step: FP32 baseline → INT8 (committed) → degraded (rolled back).
+
+The demo process is the operator: it starts the broker, the controller (its fleet
+service and registry, in this process) and one agent *process* per device profile,
+then drives three deployments and checks what every device decided on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.profiles import load_profile
+from controller.broker import BrokerHandle, Credentials, start_broker
+from controller.demo.processes import Child, python_module, stop_all
+
+DEFAULT_PROFILES = ("rpi4", "jetson-orin-nano", "visionfive2")
+
+
+@dataclass
+class DemoOptions:
+    """What the demo runs on; defaults are the embedded ones ``make demo`` uses."""
+
+    workdir: Path = Path("build/demo")
+    model: str = "minilm"
+    profiles: tuple[str, ...] = DEFAULT_PROFILES
+    broker: str = "auto"
+    fleet: str = "demo"
+    golden_samples: int = 24
+    calibration_samples: int = 64
+    bench_runs: int = 30
+    stage_timeout: float = 600.0
+
+
+@dataclass
+class StageResult:
+    """One deployment of the story and what each device decided."""
+
+    name: str
+    version_id: str
+    technique: str
+    expect: str
+    per_profile: dict[str, str] = field(default_factory=dict)
+    deployments: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class DemoRun:
+    """Everything the demo started, so it can stop it all."""
+
+    options: DemoOptions
+    broker: BrokerHandle | None = None
+    fleet_service: Any = None
+    registry: Any = None
+    builder: Any = None
+    agents: dict[str, Child] = field(default_factory=dict)
+    stages: list[StageResult] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def device_profiles(self) -> dict[str, str]:
+        """device id → profile id."""
+        return {f"{p}-01": p for p in self.options.profiles}
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Start from a clean demo directory so every run tells the same story."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+
+
+def start_infrastructure(run: DemoRun) -> None:
+    """Broker with one login per device, registry, signing key, fleet service."""
+    from common.keys import load_or_create_private_key
+    from controller.artifacts import ArtifactBuilder
+    from controller.fleet import FleetService
+    from controller.registry import Registry
+
+    opts = run.options
+    creds = Credentials()
+    for device in run.device_profiles():
+        creds.add(device)
+    run.broker = start_broker(opts.workdir / "broker", creds, prefer=opts.broker)
+    run.registry = Registry(opts.workdir / "controller")
+    key = load_or_create_private_key(opts.workdir / "controller" / "keys" / "controller.key")
+    run.builder = ArtifactBuilder(run.registry, signing_key=key)
+    run.fleet_service = FleetService(
+        run.registry,
+        host=run.broker.host,
+        port=run.broker.port,
+        password=creds.users["controller"],
+        fleet=opts.fleet,
+        actor="demo",
+    ).start()
+
+
+def start_agents(run: DemoRun) -> None:
+    """One OS process per device, each with its own profile, data dir, login and pinned key."""
+    opts = run.options
+    assert run.broker is not None
+    pub = opts.workdir / "controller" / "keys" / "controller.pub"
+    for device, profile in run.device_profiles().items():
+        ddir = opts.workdir / "devices" / device
+        ddir.mkdir(parents=True, exist_ok=True)
+        pw_file = ddir / "mqtt.password"
+        pw_file.write_text(run.broker.credentials.users[device])
+        pw_file.chmod(0o600)
+        argv = python_module(
+            "agent",
+            "--device-id", device,
+            "--fleet", opts.fleet,
+            "--profile", profile,
+            "--broker", f"{run.broker.host}:{run.broker.port}",
+            "--password-file", str(pw_file),
+            "--data-dir", str(ddir / "data"),
+            "--controller-key", str(pub),
+            "--threads", "1",
+            "--bench-runs", str(opts.bench_runs),
+            "--telemetry-interval", "5",
+        )
+        run.agents[device] = Child(device, argv, ddir / "agent.log").start()
+    if not run.fleet_service.wait_for_devices(list(run.agents), timeout=60):
+        dead = {d: c.tail() for d, c in run.agents.items() if not c.alive}
+        raise RuntimeError(f"agents did not come online within 60 s; exited: {dead}")
+
+
+def deploy_stage(
+    run: DemoRun, stage: StageResult, on_progress: Callable[[dict[str, dict[str, Any]]], None] | None = None
+) -> StageResult:
+    """Deploy one version to every device (an artifact per profile) and wait for their decisions."""
+    t0 = time.monotonic()
+    for device, profile in run.device_profiles().items():
+        version_id = stage.per_profile.get(profile, stage.version_id)
+        art = run.builder.artifact_for(version_id=version_id, profile=profile, actor="demo")
+        stage.deployments[device] = run.fleet_service.deploy(art.id, [device], actor="demo").id
+    deadline = t0 + run.options.stage_timeout
+    while True:
+        states = stage_progress(run, stage)
+        if on_progress is not None:
+            on_progress(states)
+        if all(s["terminal"] for s in states.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for device, dep_id in stage.deployments.items():
+        summary = run.fleet_service.wait_for(dep_id, timeout=0)
+        info = summary.as_dict()["devices"][device]
+        info["timed_out"] = summary.timed_out
+        info["deployment_id"] = dep_id
+        stage.devices[device] = info
+    stage.seconds = round(time.monotonic() - t0, 2)
+    return stage
+
+
+def stage_progress(run: DemoRun, stage: StageResult) -> dict[str, dict[str, Any]]:
+    """Per device: deployment state and the last update state the agent reported."""
+    out: dict[str, dict[str, Any]] = {}
+    for device, dep_id in stage.deployments.items():
+        dep = run.registry.get_deployment(deployment_id=dep_id)
+        rec = next(d for d in dep.devices if d.device_id == device)
+        out[device] = {"state": rec.state.value, "job": rec.last_job_state, "terminal": rec.state.terminal}
+    return out
+
+
+def active_versions(run: DemoRun) -> dict[str, Any]:
+    """What each device reports it runs now (from its retained state)."""
+    out: dict[str, Any] = {}
+    for device in run.device_profiles():
+        rec = run.registry.get_device(device_id=device)
+        out[device] = {
+            "online": rec.online,
+            "active": rec.active,
+            "previous": rec.previous,
+            "profile": rec.profile,
+        }
+    return out
+
+
+def shutdown(run: DemoRun) -> None:
+    """Stop agents, fleet service and broker; nothing is left running."""
+    for child in run.agents.values():
+        child.stop()
+    if run.fleet_service is not None:
+        run.fleet_service.stop()
+    if run.broker is not None:
+        run.broker.stop()
+    stop_all()
+    if run.registry is not None and hasattr(run.registry, "close"):
+        run.registry.close()
+
+
+def _profile_cards(ids: tuple[str, ...]) -> dict[str, Any]:
+    cards: dict[str, Any] = {}
+    for pid in ids:
+        try:
+            cards[pid] = load_profile(pid).model_dump(include={"id", "name", "arch", "cpu"})
+        except ValueError as exc:
+            cards[pid] = {"error": str(exc)}
+    return cards
+
+
+def write_summary(run: DemoRun, path: Path, *, ok: bool, problems: list[str], extra: dict[str, Any]) -> None:
+    """``summary.json``: devices, profiles, every decision with figures and reason, final versions."""
+    data = {
+        "ok": ok,
+        "problems": problems,
+        "model": run.options.model,
+        "broker": run.broker.kind if run.broker else None,
+        "devices": {d: {"profile": p} for d, p in run.device_profiles().items()},
+        "profiles": _profile_cards(run.options.profiles),
+        "stages": [
+            {
+                "name": s.name,
+                "version_id": s.version_id,
+                "per_profile_versions": s.per_profile,
+                "technique": s.technique,
+                "expected_decision": s.expect,
+                "seconds": s.seconds,
+                "devices": s.devices,
+            }
+            for s in run.stages
+        ],
+        **extra,
+    }
+    path.write_text(json.dumps(data, indent=2, default=str))
