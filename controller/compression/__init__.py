@@ -52,19 +52,24 @@ from controller.compression.errors import (
     UnsupportedModelError,
     UnsupportedTechniqueError,
 )
+from controller.compression.distill import DistillConfig
 from controller.compression.fp16 import Fp16Config
 from controller.compression.int4_weight import Int4WeightConfig
 from controller.compression.int8_dynamic import Int8DynamicConfig, SlowerThanBaselineError
 from controller.compression.int8_static import Int8StaticConfig
+from controller.compression.lowrank import SvdConfig, TuckerConfig
 from controller.compression.mixed import MixedPrecisionConfig
+from controller.compression.prune_structured import PruneStructuredConfig
 from controller.compression.prune_unstructured import PruneUnstructuredConfig
+from controller.compression.qat import QatConfig
 from controller.compression.recipes import recommended_int8
 from controller.compression.source import CalibrationSource, ModelSource
 
 __all__ = [
     "CalibrationError", "CalibrationSource", "CompressionConfig", "CompressionError", "CompressionResult",
     "Context", "Fp16Config", "Int4WeightConfig", "Int8DynamicConfig", "Int8StaticConfig", "MixedPrecisionConfig",
-    "PruneUnstructuredConfig", "SlowerThanBaselineError", "InvalidConfigError", "InvalidModelError", "ModelSource",
+    "DistillConfig", "PruneStructuredConfig", "PruneUnstructuredConfig", "QatConfig", "SlowerThanBaselineError",
+    "SvdConfig", "TuckerConfig", "InvalidConfigError", "InvalidModelError", "ModelSource",
     "UnsupportedModelError", "UnsupportedTechniqueError", "compress", "config_class", "config_from_json",
     "make_config", "recommended_int8", "register_handler", "techniques",
 ]

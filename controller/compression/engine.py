@@ -161,17 +161,17 @@ def compress(
         if _sha256(source.onnx_path) != input_hash:
             raise CompressionError(f"{config.technique} modified its input model {source.onnx_path}")
         shutil.move(str(ctx.output), out)
-    metrics: dict[str, Any] = {"compress_s": time.perf_counter() - started}
-    if evaluate:
-        if progress:
-            progress(0.85, "evaluating against FP32")
-        inputs, labels, origin = ctx.eval_data()
-        metrics.update(run_evaluation(source.onnx_path, out, inputs, source.quality_metric, labels=labels,
-                                      threads=threads, batches=batches, memory=memory))
-        metrics["eval_data"] = origin
-        if source.zoo is not None:
-            ref_task, cand_task = source.zoo.task_score(source.onnx_path), source.zoo.task_score(out)
-            metrics["task"] = {k: {"reference": ref_task[k], "candidate": cand_task[k]} for k in cand_task}
+        metrics: dict[str, Any] = {"compress_s": time.perf_counter() - started}
+        if evaluate:  # inside the work dir: a torch-module source's FP32 export lives there
+            if progress:
+                progress(0.85, "evaluating against FP32")
+            inputs, labels, origin = ctx.eval_data()
+            metrics.update(run_evaluation(source.onnx_path, out, inputs, source.quality_metric, labels=labels,
+                                          threads=threads, batches=batches, memory=memory))
+            metrics["eval_data"] = origin
+            if source.zoo is not None:
+                ref_task, cand_task = source.zoo.task_score(source.onnx_path), source.zoo.task_score(out)
+                metrics["task"] = {k: {"reference": ref_task[k], "candidate": cand_task[k]} for k in cand_task}
     result = CompressionResult(out, config, _jsonable(metrics), _jsonable(report), ctx.warnings)
     result.report_path = out.with_suffix(".json")
     result.report_path.write_text(json.dumps({"model": source.name, "source": str(source.onnx_path),
