@@ -43,6 +43,7 @@ from controller.compression.config import (
     register_handler,
     techniques,
 )
+from controller.compression.distill import DistillConfig
 from controller.compression.engine import CompressionResult, Context, compress
 from controller.compression.errors import (
     CalibrationError,
@@ -52,7 +53,6 @@ from controller.compression.errors import (
     UnsupportedModelError,
     UnsupportedTechniqueError,
 )
-from controller.compression.distill import DistillConfig
 from controller.compression.fp16 import Fp16Config
 from controller.compression.int4_weight import Int4WeightConfig
 from controller.compression.int8_dynamic import Int8DynamicConfig, SlowerThanBaselineError
