@@ -48,6 +48,8 @@ class AgentConfig:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     max_artifact_bytes: int | None = None
+    tls_ca: Path | None = None
+    """CA certificate (PEM) of the broker's TLS listener; set it to connect with TLS (hostname verified)."""
     fresh_baseline: bool = False
     """Re-measure the active model right before each candidate instead of using its stored baseline:
     costs one more benchmark, but both run under the same load (use on hosts shared by several agents)."""

@@ -70,6 +70,8 @@ class Agent:
         )
         if config.username:
             self.client.username_pw_set(config.username, config.password)
+        if config.tls_ca is not None:
+            self.client.tls_set(ca_certs=str(config.tls_ca))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -208,7 +210,11 @@ class Agent:
     # ------------------------------------------------------------------ worker thread
 
     def _worker_loop(self) -> None:
-        self.connected.wait(10)  # reports made while offline are queued anyway; this just orders them
+        deadline = time.monotonic() + 10  # reports made offline are queued anyway; this just orders them
+        while not self.connected.wait(0.1) and not self.stop_event.is_set() and time.monotonic() < deadline:
+            pass
+        if self.stop_event.is_set():
+            return
         try:
             self.machine.resume()
         except BenchCancelled:
