@@ -19,7 +19,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from common import topics
 from common.manifest import read_chunk
-from common.messages import BenchReport, ChunkRequest, Desired, DeviceState, JobReport, decode
+from common.messages import (
+    BenchReport,
+    ChunkRequest,
+    Desired,
+    DeviceCaps,
+    DeviceState,
+    JobReport,
+    Telemetry,
+    decode,
+)
 
 from .artifacts import Artifact
 
@@ -31,6 +40,8 @@ class ControllerStub:
         self.jobs: dict[str, list[JobReport]] = defaultdict(list)
         self.benches: dict[str, list[BenchReport]] = defaultdict(list)
         self.states: dict[str, DeviceState] = {}
+        self.caps: dict[str, DeviceCaps] = {}
+        self.telemetry: dict[str, list[Telemetry]] = defaultdict(list)
         self.requests: list[tuple[str, ChunkRequest]] = []
         self.corrupt_once: set[tuple[str, int]] = set()
         self.truncate_once: set[tuple[str, int]] = set()
@@ -47,7 +58,7 @@ class ControllerStub:
         self.client.connect(host, port)
         self.client.loop_start()
         assert connected.wait(10), "controller stub could not connect"
-        subs = [topics.fleet_filter(fleet, k) for k in ("req", "job", "bench", "state")]
+        subs = [topics.fleet_filter(fleet, k) for k in ("req", "job", "bench", "state", "caps", "tm")]
         result, mid = self.client.subscribe([(s, 1) for s in subs])
         assert result == mqtt.MQTT_ERR_SUCCESS
         time.sleep(0.2)
@@ -111,6 +122,10 @@ class ControllerStub:
             self._record(self.jobs[parsed.device], decode(JobReport, msg.payload))
         elif parsed.kind is topics.TopicKind.BENCH:
             self._record(self.benches[parsed.device], decode(BenchReport, msg.payload))
+        elif parsed.kind is topics.TopicKind.CAPS:
+            self.caps[parsed.device] = decode(DeviceCaps, msg.payload)
+        elif parsed.kind is topics.TopicKind.TELEMETRY:
+            self._record(self.telemetry[parsed.device], decode(Telemetry, msg.payload))
         elif parsed.kind is topics.TopicKind.STATE and msg.payload:
             with self._cond:
                 self.states[parsed.device] = decode(DeviceState, msg.payload)

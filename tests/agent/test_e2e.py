@@ -61,6 +61,12 @@ def test_upgrade_committed_then_regression_rolled_back(controller, start_agent, 
     verify = [r for r in controller.job_reports("edge-1", "dep-v2") if r.state == "verify"][0]
     assert "reused from files already on the device" in verify.detail
     for dev in devices:
+        caps = controller.caps[dev]
+        assert caps.profile == devices[dev] and "onnx" in caps.formats and "onnxruntime" in caps.runtimes
+        assert caps.cores >= 1 and caps.ram_mb > 0
+        sample = controller.wait_for(lambda d=dev: controller.telemetry[d], 10, "telemetry")[-1]
+        assert sample.device_id == dev and sample.rss_mb > 0 and 0 <= sample.mem_percent <= 100
+    for dev in devices:
         state = controller.states[dev]
         # v3 was staged in v1's slot and cleared on rollback: v2 runs, nothing older is kept
         assert state.online and state.active.version == "v2" and state.previous is None
