@@ -151,14 +151,12 @@ class UpdateMachine:
         except (ProtocolError, AgentError) as exc:
             self._reject(dep, exc.reason, exc.detail)
             return
+        if self.state is State.DOWNLOAD:  # the newest valid intent wins over a download in progress
+            self._fail(ReasonCode.SUPERSEDED, f"superseded by deployment {dep}")
+            self.run()
         active = self.active()
         if active is not None and active == model_ref(desired.manifest):
             self._finish_without_update(dep, f"{active.model_id}@{active.version} is already active")
-            return
-        if self.state is State.DOWNLOAD:
-            self._pending = desired
-            self._fail(ReasonCode.SUPERSEDED, f"superseded by deployment {dep}")
-            self.run()
             return
         if self.state is not State.IDLE:
             self._pending = desired
@@ -189,6 +187,7 @@ class UpdateMachine:
                     f"no chunk for {self.cfg.download_timeout_s:.0f}s; "
                     f"{self._downloader.missing_count()} chunks still missing",
                 )
+                self.run()
             else:
                 self._downloader.tick(self.cfg.rerequest_interval_s)
         elif state is not State.IDLE or self._pending is not None:

@@ -239,3 +239,17 @@ def test_damaged_journal_manifest_still_rolls_back(env):
     machine.resume()
     assert [r.state for r in rec.jobs] == ["verify", "rollback", "failure", "idle"]
     assert machine.state is State.IDLE and machine.active().version == "v1"
+
+
+def test_desired_for_the_active_model_supersedes_a_download(env):
+    cfg, v1, v2 = env
+    rec = Recorder()
+    machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
+    machine.handle_desired(Desired(deployment_id="d-v2", manifest=v2.manifest).to_bytes())
+    assert machine.state is State.DOWNLOAD
+    machine.handle_desired(Desired(deployment_id="d-back-to-v1", manifest=v1.manifest).to_bytes())
+    assert [(r.deployment_id, r.state, r.reason) for r in rec.jobs][-4:] == [
+        ("d-v2", "rollback", ReasonCode.SUPERSEDED), ("d-v2", "failure", ReasonCode.SUPERSEDED),
+        ("d-v2", "idle", ReasonCode.OK), ("d-back-to-v1", "commit", ReasonCode.OK),
+    ]
+    assert machine.state is State.IDLE and machine.active().version == "v1"
