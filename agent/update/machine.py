@@ -215,7 +215,7 @@ class UpdateMachine:
                 event = self._step(state)
             except BenchCancelled:
                 raise
-            except UpdateError as exc:
+            except (UpdateError, ProtocolError) as exc:
                 self._fail(exc.reason, exc.detail)
                 continue
             except Exception as exc:  # noqa: BLE001 - unexpected faults must still end in rollback
@@ -263,6 +263,8 @@ class UpdateMachine:
                 state = State.ROLLBACK
         elif d.store_count > MAX_STATE_STORES + 8 and state in (State.ROLLBACK, State.FAILURE):
             log.error("rollback of %s keeps failing; forcing idle", d.deployment_id)
+            if d.deployment_id:
+                d.remember_finished(d.deployment_id)  # so its retained desired does not start the loop again
             state = State.IDLE
         reason = ReasonCode(d.reason) if state in (State.ROLLBACK, State.FAILURE) else ReasonCode.OK
         if state is State.FAILURE or (state is State.ROLLBACK and not detail):
