@@ -135,10 +135,11 @@ def measure(api: httpx.Client, load: Load, paths: list[str], requests: int) -> d
             "jobs_finished_during": load.finished, "jobs_failed": load.failed[:3]}
 
 
-def scenario(tmp: Path, name: str, max_jobs: int, running: int, requests: int, paths_for) -> dict:
+def scenario(tmp: Path, name: str, max_jobs: int, running: int, requests: int, paths_for,
+             env: dict[str, str]) -> dict:
     (tmp / name).mkdir(parents=True, exist_ok=True)
     ctl = make_controller(tmp / name, MAX_COMPRESSION_JOBS=str(max_jobs), EDGEFLEET_JOB_PLUGINS="",
-                          EDGEFLEET_MAX_UPLOAD_MB="64").start()
+                          EDGEFLEET_MAX_UPLOAD_MB="64", **env).start()
     try:
         with ctl.client(timeout=60) as api:
             model = mlp_onnx(tmp / f"{name}.onnx")
@@ -194,12 +195,17 @@ def main() -> int:
                     "same machine",
         "scenarios": {},
     }
-    spec = [("baseline_job_status_idle", 10, 0, job_paths, 20.0),
-            ("job_status_10_running", 10, 10, job_paths, 20.0), ("reads_while_max_jobs_run", 2, 2, read_paths, 100.0)]
-    for name, max_jobs, running, paths_for, target in spec:
+    low = {"EDGEFLEET_JOB_PRIORITY": "low"}
+    spec = [("baseline_job_status_idle", 10, 0, job_paths, 20.0, {}),
+            ("job_status_10_running", 10, 10, job_paths, 20.0, {}),
+            ("job_status_10_running_nice19_only", 10, 10, job_paths, 20.0, low),
+            ("reads_while_max_jobs_run", 2, 2, read_paths, 100.0, {}),
+            ("reads_while_max_jobs_run_nice19_only", 2, 2, read_paths, 100.0, low)]
+    for name, max_jobs, running, paths_for, target, env in spec:
         print(f"running {name} ...", flush=True)
         load_before = os.getloadavg()[0]
-        res = scenario(tmp, name, max_jobs, running, args.requests, paths_for)
+        res = scenario(tmp, name, max_jobs, running, args.requests, paths_for, env)
+        res["job_priority"] = env.get("EDGEFLEET_JOB_PRIORITY", "idle")
         res["loadavg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         res["target_p95_ms"] = target
         res["pass"] = res["p95_ms"] < target
@@ -210,18 +216,23 @@ def main() -> int:
     lines = ["# REST API latency under compression load", "",
              f"Machine: {results['machine']['cpus']} CPUs, Python {results['machine']['python']}, "
              f"{results['machine']['date_utc']}. Workload: {results['workload']}.", "",
-             "| scenario | jobs running (min/mean) | requests | p50 ms | p95 ms | p99 ms | max ms | target p95 "
-             "| pass |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| scenario | job priority | jobs running | job progress at end (%) | requests | p50 ms | p95 ms | p99 ms "
+             "| max ms | target p95 | pass |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results["scenarios"].items():
-        lines.append(f"| {name} | {r['jobs_running_min']}/{r['jobs_running_mean']} | {r['requests']} | {r['p50_ms']} | "
+        prog = r["jobs_progress_pct_at_end"]
+        prog_txt = f"{min(prog)}-{max(prog)}" if prog else "-"
+        lines.append(f"| {name} | {r['job_priority']} | {r['jobs_running_min']} | {prog_txt} | {r['requests']} | "
+                     f"{r['p50_ms']} | "
                      f"{r['p95_ms']} | {r['p99_ms']} | {r['max_ms']} | < {r['target_p95_ms']} | "
                      f"{'yes' if r['pass'] else 'NO'} |")
     lines += ["", "Load average (1 min) before/after each scenario: " + ", ".join(
         f"{n}: {r['loadavg_1m_before_after']}" for n, r in results["scenarios"].items()) + ".",
-              "Job processes run in their own processes (EDGEFLEET_JOB_ISOLATION=process) at SCHED_IDLE + nice 19 "
-              "(EDGEFLEET_JOB_PRIORITY=idle). The machine is shared with other engineers' workloads: compare "
-              "the loaded rows with the idle baseline measured in the same run.", "",
+              "Job processes run in their own processes (EDGEFLEET_JOB_ISOLATION=process); priority `idle` = "
+              "SCHED_IDLE + nice 19 (default), `low` = nice 19 only. The machine is shared with other engineers' "
+              "workloads: compare the loaded rows with the idle baseline measured in the same run, and read the "
+              "job progress column: at `idle` priority jobs only get CPU nobody else wants, so on a busy shared "
+              "machine they advance slowly (the API is protected, the jobs pay).", "",
               "Reproduce: `.venv/bin/python benchmarks/api.py` (writes this file and api.json)."]
     (RESULTS / "api.md").write_text("\n".join(lines) + "\n")
     return 0 if all(r["pass"] for r in results["scenarios"].values()) else 1
