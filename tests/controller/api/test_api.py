@@ -154,6 +154,15 @@ def test_pipeline_chains_versions(api: httpx.Client, base: dict) -> None:
     assert first["parent_id"] == base["version"]["id"] and second["parent_id"] == first["version_id"]
     r = api.post("/compression/pipeline", json={"version_id": base["version"]["id"], "steps": []})
     assert r.status_code == 422
+    r = api.post("/compression/pipeline", json={"version_id": base["version"]["id"], "steps": [
+        {"technique": "quant-test-slow", "config": {"seconds": 0.05}}, {"technique": "convert"}]})
+    assert r.status_code == 422 and "profile" in r.json()["message"]
+    r = api.post("/compression/pipeline", json={"version_id": base["version"]["id"], "profile": "x86-edge", "steps": [
+        {"technique": "quant-test-slow", "config": {"seconds": 0.05}}, {"technique": "convert"}]})
+    done = wait_job(api, r.json()["data"]["id"], timeout=120)
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result"]["steps"][1]["format"] == "onnx"
+    assert done["result"]["steps"][1]["parent_id"] == done["result"]["steps"][0]["version_id"]
 
 
 def test_cancel_running_and_queued_jobs_and_queue_limit(api: httpx.Client, base: dict) -> None:
