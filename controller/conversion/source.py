@@ -69,7 +69,7 @@ class SourceModel:
         if self.kind == "onnx":
             from controller.conversion.check import onnx_runner
 
-            return onnx_runner(self.path, optimize=False)(feeds)  # type: ignore[arg-type]
+            return onnx_runner(self.path)(feeds)  # type: ignore[arg-type]
         import torch
 
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]

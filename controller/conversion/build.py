@@ -1,0 +1,193 @@
+"""``build(model, profile)``: the profile's recipe end to end — compress, convert, check, record.
+
+Why here and not in the CLI: the REST job runner and the benchmark call the
+same function. Steps, all decided up front by :func:`recipes.plan_build`:
+
+1. resolve the model (zoo name, ``.onnx``/``.pt2`` path) with its golden and calibration data;
+2. compress with ``controller.compression`` when the recipe says so (ONNX targets: INT8 QDQ),
+   then check the compressed model against the FP32 reference (same golden inputs);
+3. ``convert`` to the profile's target, which checks the artifact against its source;
+4. record the lineage in the registry when one is given: FP32 source → compressed → converted,
+   each a version whose config holds the options and the check report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.profiles import DeviceProfile, load_profile
+from controller.conversion.recipes import BuildPlan, plan_build
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildInputs:
+    """The model in the forms the converters need, plus its real golden and calibration data."""
+
+    name: str
+    onnx_path: Path | None
+    torch_module: Any
+    example_inputs: tuple[Any, ...] | None
+    input_names: list[str]
+    output_names: list[str]
+    golden: dict[str, np.ndarray]
+    calibration: list[dict[str, np.ndarray]]
+    quality_metric: str
+
+
+@dataclass
+class BuildReport:
+    """What ``build`` did, for the CLI, the job log and the results table."""
+
+    model: str
+    profile: str
+    plan: dict[str, Any]
+    artifact: Path | None = None
+    compression: dict[str, Any] | None = None
+    conversion: dict[str, Any] | None = None
+    versions: list[str] = field(default_factory=list)
+    ok: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def zoo_inputs(name: str, golden_samples: int = 32, calibration_samples: int = 64) -> BuildInputs:
+    """A zoo model with its held-out golden inputs and its calibration split (both real data)."""
+    from controller import zoo
+
+    entry = zoo.load(name)
+    ev = entry.eval_inputs(golden_samples)
+    golden = {k: np.concatenate([s[k] for s in ev], axis=0) for k in entry.input_names}
+    return BuildInputs(name, entry.onnx_path, entry.torch_model(), entry.example_inputs(), list(entry.input_names),
+                       list(entry.output_names), golden, entry.calibration_inputs(calibration_samples),
+                       entry.quality_metric)
+
+
+def file_inputs(path: Path, golden_samples: int = 16, quality_metric: str = "cosine") -> BuildInputs:
+    """A user's ``.onnx``/``.pt2`` file with synthesized inputs (pass real ones through the API for INT8)."""
+    from controller.conversion.source import load_source, synth_golden
+
+    src = load_source(path)
+    golden = synth_golden(src.inputs, golden_samples)
+    calib = [{k: v[i:i + 1] for k, v in golden.items()} for i in range(golden_samples)]
+    return BuildInputs(path.stem, src.path if src.kind == "onnx" else None, src.module,
+                       src.example_inputs or None, src.input_names, src.output_names, golden, calib, quality_metric)
+
+
+def _compress(inputs: BuildInputs, plan: BuildPlan, workdir: Path, profile: DeviceProfile) -> tuple[Path, dict]:
+    from controller.compression import compress, make_config
+    from controller.conversion.check import cross_runtime_check, onnx_runner
+
+    technique, params = plan.compression  # type: ignore[misc]
+    config = make_config(technique, params)
+    out = workdir / f"{inputs.name}.{technique}.onnx"
+    model: Any = inputs.name if inputs.onnx_path is None or _is_zoo(inputs.name) else inputs.onnx_path
+    result = compress(model, config, out=out, calibration=inputs.calibration, evaluate=False)
+    report = cross_runtime_check(onnx_runner(inputs.onnx_path, optimize=False), onnx_runner(out), inputs.golden,
+                                 profile.tolerance, target=f"compression:{technique}", profile=profile.id,
+                                 output_names=inputs.output_names, quality_metric=inputs.quality_metric)
+    return result.output, {"technique": technique, "config": json.loads(config.to_json()),
+                           "path": str(result.output), "check": report.to_dict()}
+
+
+def _is_zoo(name: str) -> bool:
+    from controller import zoo
+
+    return name in zoo.ZOO_NAMES
+
+
+def build(
+    model: str | Path,
+    profile: DeviceProfile | str,
+    *,
+    out_dir: Path,
+    registry: Any = None,
+    golden_samples: int = 32,
+    calibration_samples: int = 64,
+    check: bool = True,
+) -> BuildReport:
+    """Build ``model`` for ``profile`` per its recipe; raises on a failed check when ``check``.
+
+    Example:
+        >>> report = build("mobilenetv2", "rpi4", out_dir=Path("build"))  # doctest: +SKIP
+        >>> report.artifact, report.conversion["check"]["ok"]
+    """
+    from controller.conversion import convert
+
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    plan = plan_build(prof)
+    inputs = (zoo_inputs(str(model), golden_samples, calibration_samples) if _is_zoo(str(model))
+              else file_inputs(Path(model), golden_samples))
+    plan_dict = {"technique": plan.technique, "compression": plan.compression, "target": plan.target,
+                 "format": plan.format, "options": asdict(plan.options), "notes": plan.notes}
+    report = BuildReport(inputs.name, prof.id, plan_dict)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source: Any = inputs.onnx_path
+    if plan.compression:
+        source, report.compression = _compress(inputs, plan, out_dir, prof)
+    torch_target = plan.target in ("tflite", "coreml")
+    if torch_target and inputs.torch_module is None:
+        raise ValueError(f"{plan.target} needs a torch model; {model} is ONNX only")
+    artifact = out_dir / f"{inputs.name}.{prof.id}{plan.artifact_suffix}"
+    res = convert(
+        inputs.torch_module if torch_target else source, plan.target, prof, out=artifact, options=plan.options,
+        golden=inputs.golden, calibration=inputs.calibration, quality_metric=inputs.quality_metric,
+        example_inputs=inputs.example_inputs if torch_target else None,
+        input_names=inputs.input_names if torch_target else None,
+        output_names=inputs.output_names if torch_target else None, check=check)
+    report.artifact, report.conversion = res.path, res.model_dump(mode="json")
+    comp_ok = report.compression is None or report.compression["check"]["ok"]
+    report.ok = bool(res.check and res.check["ok"]) and comp_ok
+    if registry is not None:
+        report.versions = record_lineage(registry, inputs, report, res)
+    (out_dir / f"{inputs.name}.{prof.id}.build.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return report
+
+
+def record_lineage(registry: Any, inputs: BuildInputs, report: BuildReport, res: Any) -> list[str]:
+    """Store source → compressed → converted as registry versions linked by parent id."""
+    model = registry.ensure_model(name=inputs.name)
+    root = None
+    if inputs.onnx_path is not None:
+        root = registry.add_version(model_id=model.id, path=inputs.onnx_path, technique="fp32",
+                                    config={"zoo": inputs.name} if _is_zoo(inputs.name) else {}, format="onnx")
+    ids = [root.id] if root else []
+    parent = root.id if root else None
+    if report.compression:
+        comp = registry.add_version(model_id=model.id, path=Path(report.compression["path"]),
+                                    technique=report.compression["technique"], config=report.compression["config"],
+                                    format="onnx", parent_id=parent,
+                                    metrics={"check": report.compression["check"]})
+        ids.append(comp.id)
+        parent = comp.id
+    path = Path(res.path)
+    if path.is_dir():  # .mlpackage is a directory: store it as one zip blob
+        zipped = path.with_suffix(".mlpackage.zip")
+        with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                zf.write(f, f.relative_to(path.parent))
+        path = zipped
+    technique = report.plan["technique"] if not report.compression else report.compression["technique"]
+    conv = registry.add_version(model_id=model.id, path=path, technique=technique.replace("_", "-"),
+                                config={"conversion": res.options, "target": res.target},
+                                format=res.format, profile=res.profile, parent_id=parent,
+                                metrics={"check": res.check, "size_bytes": res.size_bytes})
+    ids.append(conv.id)
+    return ids
+
+
+def clean(out_dir: Path) -> None:
+    """Remove a build directory (used by tests and the benchmark)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
