@@ -53,6 +53,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.cfg = config
         self.stop_event = threading.Event()
+        self._net_stop = threading.Event()
         self.connected = threading.Event()
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.session_id = ""
@@ -93,8 +94,12 @@ class Agent:
         """Publish offline state, disconnect, join threads (a running benchmark is killed and redone later)."""
         self.stop_event.set()
         self.events.put(("stop",))  # wake the worker now rather than at its next tick
-        for thread in self._threads:
+        # Worker first, so its last reports are in the outbox before the network thread says goodbye.
+        for thread in reversed(self._threads):
+            if thread.name.endswith("-mqtt"):
+                self._net_stop.set()
             thread.join(timeout)
+        self._net_stop.set()
         self._threads.clear()
 
     def run_forever(self) -> int:
@@ -110,11 +115,11 @@ class Agent:
     def _network_loop(self) -> None:
         next_telemetry = time.monotonic() + min(5.0, self.cfg.telemetry_interval_s)
         socket_open = False
-        while not self.stop_event.is_set():
+        while not self._net_stop.is_set():
             if not socket_open:
                 socket_open = self._connect()
                 if not socket_open:
-                    self.stop_event.wait(self._backoff.next())
+                    self._net_stop.wait(self._backoff.next())
                     continue
             rc = self.client.loop(timeout=LOOP_S)
             self._drain_outbox()
@@ -123,7 +128,7 @@ class Agent:
                 self.connected.clear()
                 delay = self._backoff.next()
                 log.warning("mqtt connection lost (%s); reconnecting in %.1fs", mqtt.error_string(rc), delay)
-                self.stop_event.wait(delay)
+                self._net_stop.wait(delay)
                 continue
             if self._birth_due:
                 self._birth_due = False
@@ -189,7 +194,7 @@ class Agent:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         self.connected.clear()
-        if not self.stop_event.is_set():
+        if not self._net_stop.is_set():
             log.warning("disconnected from broker: %s", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
