@@ -106,3 +106,21 @@ def test_sigkill_mid_benchmark_rebenchmarks_and_commits(controller, agent_proces
     controller.wait_for(lambda: controller.states[dev].active and controller.states[dev].active.version == "v2",
                         10, "v2 active")
     assert controller.states[dev].previous.version == "v1"
+
+
+def test_sigterm_mid_benchmark_exits_cleanly_and_resumes(controller, agent_process, reference, keypair, tmp_path):
+    dev = "term-bench"
+    data_dir = tmp_path / dev
+    v1 = make_artifact(tmp_path, reference.good_model(), reference, keypair[0], version="v1")
+    proc = agent_process(dev, extra=["--bench-runs", "50000"]).start()
+    controller.deploy(dev, v1, "d-term")
+    _wait(lambda: _bench_children(str(data_dir)), 30, "benchmark child running", 0.02)
+    started = time.monotonic()
+    assert proc.terminate() == 0
+    assert time.monotonic() - started < 8
+    assert not _bench_children(str(data_dir))
+    assert _journal_state(data_dir) == "benchmark"
+    controller.wait_for(lambda: not controller.states[dev].online, 5, "offline state on SIGTERM")
+    proc.args[proc.args.index("50000")] = "8"
+    proc.start()
+    assert [r.state for r in controller.wait_outcome(dev, "d-term", 60)][-3:] == ["benchmark", "commit", "idle"]
