@@ -1,0 +1,45 @@
+"""``edgefleet build``: recipe → compression → conversion → check → registry lineage, on a tiny ONNX model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from controller.cli import main  # noqa: E402
+from controller.conversion.build import build  # noqa: E402
+
+
+def test_build_int8_onnx_for_rpi4_records_lineage(tiny_cnn_onnx, tmp_path):
+    from controller.registry import Registry
+
+    reg = Registry(tmp_path / "ws")
+    report = build(tiny_cnn_onnx, "rpi4", out_dir=tmp_path / "out", registry=reg, golden_samples=8, check=False)
+    assert report.plan["compression"][0] == "int8-static"
+    assert report.compression["config"]["reduce_range"] is True
+    assert report.conversion["precision"] == "int8" and report.artifact.exists()
+    assert report.conversion["check"]["outputs"][0]["cosine"] > 0.999  # artifact vs its (compressed) source
+    assert report.compression["check"]["outputs"][0]["cosine"] > 0.9  # compressed vs FP32
+    chain = reg.lineage(version_id=report.versions[-1])
+    assert [v.technique for v in chain] == ["fp32", "int8-static", "int8-static"]
+    assert chain[-1].profile == "rpi4" and chain[-1].parent_id == chain[1].id
+    saved = json.loads((tmp_path / "out" / "tiny_cnn.rpi4.build.json").read_text())
+    assert saved["profile"] == "rpi4"
+
+
+def test_build_cli_for_jetson(tiny_cnn_onnx, tmp_path, capsys):
+    rc = main(["build", "--model", str(tiny_cnn_onnx), "--profile", "jetson-orin-nano", "--out", str(tmp_path),
+               "--golden-samples", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "ok" in out and "fp16" in out and (tmp_path / "tiny_cnn.jetson-orin-nano.trt.json").exists()
+
+
+def test_convert_cli_reports_unsupported_op(custom_op_onnx, tmp_path, capsys):
+    rc = main(["convert", str(custom_op_onnx), "--target", "onnx", "--profile", "rpi5", "--out",
+               str(tmp_path / "x.onnx")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "MysteryOp" in err and "block3/mystery" in err
