@@ -52,6 +52,7 @@ class LayerDrift:
     cosine: float
     max_abs_error: float
     mean_abs_error: float
+    artifact_node: str = ""  # producer of the same tensor in the artifact (e.g. the FusedConv that absorbed it)
 
 
 @dataclass
@@ -274,7 +275,8 @@ def layer_drift(reference: Path, candidate: Path, feeds: dict[str, np.ndarray]) 
     intermediate.
     """
     ref_vals, order = _run_exposed(reference, feeds)
-    cand_vals, _ = _run_exposed(candidate, feeds)
+    cand_vals, cand_order = _run_exposed(candidate, feeds)
+    producer = {tensor: f"{node} ({op})" for node, op, tensor in cand_order}
     table: list[LayerDrift] = []
     for node, op_type, tensor in order:
         a, b = ref_vals.get(tensor), cand_vals.get(tensor)
@@ -284,7 +286,7 @@ def layer_drift(reference: Path, candidate: Path, feeds: dict[str, np.ndarray]) 
         err = np.abs(a64 - b64)
         cos = float(_cosines(a64.reshape(1, -1), b64.reshape(1, -1))[0]) if a.size else 1.0
         table.append(LayerDrift(len(table), node, op_type, tensor, cos, float(err.max(initial=0.0)),
-                                float(err.mean()) if err.size else 0.0))
+                                float(err.mean()) if err.size else 0.0, producer.get(tensor, "")))
     return table
 
 
@@ -307,10 +309,10 @@ def render_drift(table: list[LayerDrift], first: LayerDrift | None = None, limit
     rows = {r.index: r for r in [*table[start:start + limit // 2], *worst]}
     lines = [f"  per-layer drift ({len(table)} common tensors; first divergent: "
              f"{first.node + ' (' + first.op_type + ')' if first else 'none'})",
-             f"  {'#':>4} {'node':<40} {'op':<18} {'cosine':>9} {'max_abs':>10}"]
+             f"  {'#':>4} {'node':<36} {'op':<14} {'cosine':>9} {'max_abs':>10}  artifact node"]
     for i in sorted(rows):
         r = rows[i]
         mark = " <== first divergent" if first and r.index == first.index else ""
-        lines.append(f"  {r.index:>4} {r.node[:40]:<40} {r.op_type[:18]:<18} {r.cosine:>9.5f} "
-                     f"{r.max_abs_error:>10.3g}{mark}")
+        lines.append(f"  {r.index:>4} {r.node[:36]:<36} {r.op_type[:14]:<14} {r.cosine:>9.5f} "
+                     f"{r.max_abs_error:>10.3g}  {r.artifact_node[:40]}{mark}")
     return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""Conversion benchmark: MiniLM-L6-v2 and MobileNetV2 built for every shipped profile.
+
+Run (needs the ``convert`` extra for TFLite/Core ML; ONNX/TensorRT rows work without it):
+
+    python benchmarks/conversion.py [--models mobilenetv2 minilm] [--profiles all] [--golden 100]
+
+Writes ``benchmarks/results/conversion.json`` and ``conversion.md`` after every row, so a long run
+that is cut short still leaves its table. Per row: the recipe's target and precision, artifact size,
+build time, agreement of the artifact with its source (conversion fidelity) and with the FP32
+reference (what the device will deliver), and batch-1 latency where the artifact runs here
+(ONNX Runtime CPU for ONNX/TensorRT-fallback, ai-edge-litert for TFLite; Core ML only on macOS).
+The TFLite INT8 vs FP32 latency ratio is measured in the same process, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _latency(runners: dict, feeds: dict, runs: int = 40, warmup: int = 5) -> dict[str, float]:
+    """p50 ms per runner, runners interleaved so machine load hits them alike."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(feeds)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(runs):
+        for k, run in runners.items():
+            t = time.perf_counter()
+            run(feeds)
+            times[k].append(time.perf_counter() - t)
+    return {k: round(float(np.median(v)) * 1000, 3) for k, v in times.items()}
+
+
+def _vs_fp32(ref: np.ndarray, out: np.ndarray, metric: str) -> dict[str, float]:
+    from common.profiles import Tolerance
+    from controller.conversion.check import compare_output
+
+    c = compare_output("y", ref, out, Tolerance(), quality_metric=metric)
+    return {"cosine": round(c.cosine, 5), "top1": None if c.top1_agreement is None else round(c.top1_agreement, 4)}
+
+
+def _runner(res, names: list[str]):
+    from controller.conversion.check import onnx_runner
+    from controller.conversion.to_tflite import tflite_runner
+
+    if res.format == "onnx":
+        return onnx_runner(res.path)
+    if res.format == "tflite":
+        return tflite_runner(res.path, 1, names)
+    return None
+
+
+def bench_row(model: str, profile: str, out_dir: Path, golden: int, calib: int) -> dict:
+    from controller.conversion.build import build, zoo_inputs
+    from controller.conversion.check import run_batched
+
+    t0 = time.perf_counter()
+    row: dict = {"model": model, "profile": profile}
+    try:
+        report = build(model, profile, out_dir=out_dir, golden_samples=golden, calibration_samples=calib, check=False)
+    except Exception as exc:  # noqa: BLE001 - a benchmark row records the failure and goes on
+        row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:400]}")
+        return row
+    conv = report.conversion
+    row.update(target=report.plan["target"], precision=conv["precision"], size_mb=round(conv["size_bytes"] / 2**20, 2),
+               build_s=round(time.perf_counter() - t0, 1), convert_s=conv["seconds"], ok=report.ok,
+               vs_source=conv["check"], artifact=str(report.artifact))
+    if report.compression:
+        row["vs_fp32"] = {o["name"]: {"cosine": round(o["cosine"], 5), "top1": o["top1_agreement"]}
+                          for o in report.compression["check"]["outputs"]}
+    else:
+        row["vs_fp32"] = {o["name"]: {"cosine": round(o["cosine"], 5), "top1": o["top1_agreement"]}
+                          for o in conv["check"]["outputs"]}
+    inputs = zoo_inputs(model, 1, 1)
+    from controller.conversion.api import ConversionResult
+
+    res = ConversionResult.model_validate(conv)
+    run = _runner(res, inputs.input_names)
+    if run is not None:
+        feeds = {k: v[:1] for k, v in inputs.golden.items()}
+        row["latency_p50_ms"] = _latency({"a": run}, feeds)["a"]
+    _ = run_batched  # imported for symmetry with the check
+    return row
+
+
+def tflite_targets(out_dir: Path, golden: int, calib: int) -> dict:
+    """The issue's TFLite targets, measured in one process: INT8 vs FP32 torch and vs FP32 TFLite."""
+    from controller.conversion import convert
+    from controller.conversion.build import zoo_inputs
+    from controller.conversion.to_tflite import TfliteOptions, tflite_runner
+
+    out: dict = {}
+    for model, metric in (("mobilenetv2", "top1"), ("minilm", "cosine")):
+        inp = zoo_inputs(model, golden, calib)
+        arts = {}
+        for prec in ("fp32", "int8"):
+            t = time.perf_counter()
+            res = convert(inp.torch_module, "tflite", "android-arm64", out=out_dir / f"{model}.{prec}.tflite",
+                          options=TfliteOptions(precision=prec), golden=inp.golden, calibration=inp.calibration,
+                          example_inputs=inp.example_inputs, input_names=inp.input_names,
+                          output_names=inp.output_names, quality_metric=metric, check=False)
+            o = res.check["outputs"][0]
+            arts[prec] = res
+            out[f"{model}_{prec}"] = {"size_mb": round(res.size_mb, 2), "convert_s": round(time.perf_counter() - t, 1),
+                                      "cosine_vs_torch_fp32": round(o["cosine"], 5),
+                                      "top1_vs_torch_fp32": o["top1_agreement"]}
+        feeds = {k: v[:1] for k, v in inp.golden.items()}
+        lat = _latency({p: tflite_runner(a.path, 1, inp.input_names) for p, a in arts.items()}, feeds, runs=60)
+        out[f"{model}_latency_ms"] = lat
+        out[f"{model}_int8_over_fp32_latency"] = round(lat["int8"] / lat["fp32"], 3)
+    return out
+
+
+def write(rows: list[dict], extra: dict, meta: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "conversion.json").write_text(json.dumps({"meta": meta, "rows": rows, "tflite": extra}, indent=2))
+    lines = [f"# Conversion results ({meta['date']}, {meta['machine']})", "",
+             "Artifact per (model, profile) from the profile's recipe. *vs source*: artifact vs the model it was "
+             "converted from (conversion fidelity). *vs FP32*: what the device delivers vs the FP32 reference "
+             "(golden = held-out real inputs). Latency: batch 1, 1 thread, on this x86 host (ORT CPU / "
+             "ai-edge-litert), not on the device.", "",
+             "| model | profile | target | precision | size MB | build s | vs source cos | vs FP32 cos | vs FP32 top1 "
+             "| p50 ms | check |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['profile']} | | | | | | | | | ERROR {r['error'][:80]} |")
+            continue
+        vs = r["vs_source"]["outputs"]
+        src_cos = f"{vs[0]['cosine']:.5f}" if vs else "structural " + ("ok" if r["vs_source"]["ok"] else "FAIL")
+        fp = next(iter(r["vs_fp32"].values()), {})
+        lines.append(f"| {r['model']} | {r['profile']} | {r['target']} | {r['precision']} | {r['size_mb']} | "
+                     f"{r['build_s']} | {src_cos} | {fp.get('cosine', '-')} | {fp.get('top1', '-')} | "
+                     f"{r.get('latency_p50_ms', '-')} | {'pass' if r['ok'] else 'outside tolerance'} |")
+    if extra:
+        lines += ["", "## TFLite targets (same process, interleaved latency)", "", "```", json.dumps(extra, indent=2),
+                  "```"]
+    (RESULTS / "conversion.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["mobilenetv2", "minilm"])
+    ap.add_argument("--profiles", nargs="+", default=["all"])
+    ap.add_argument("--golden", type=int, default=64)
+    ap.add_argument("--calibration", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/edgefleet-conversion-bench"))
+    ap.add_argument("--skip-tflite-targets", action="store_true")
+    args = ap.parse_args()
+    from common.profiles import list_profiles
+
+    profiles = [p.id for p in list_profiles()] if "all" in args.profiles else args.profiles
+    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": f"{platform.machine()}, "
+            f"{__import__('os').cpu_count()} cores (shared)", "golden": args.golden, "calibration": args.calibration}
+    rows: list[dict] = []
+    extra: dict = {}
+    if not args.skip_tflite_targets:
+        try:
+            extra = tflite_targets(args.out, args.golden, args.calibration)
+        except Exception as exc:  # noqa: BLE001
+            extra = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        write(rows, extra, meta)
+    for model in args.models:
+        for pid in profiles:
+            rows.append(bench_row(model, pid, args.out, args.golden, args.calibration))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "vs_source"}), flush=True)
+            write(rows, extra, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
