@@ -83,3 +83,14 @@ def test_cli_refuses_bad_config_with_exit_2(tmp_path):
     bad_id = subprocess.run([sys.executable, "-m", "agent", *args[:1], "a/b", *args[2:]], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert bad_id.returncode == 2 and "invalid device id" in bad_id.stderr
+
+
+def test_edgefleet_cli_has_the_agent_subcommand():
+    from agent.cli import run
+    from controller.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["agent", "--device-id", "d1", "--fleet", "f", "--profile", "rpi4", "--broker", "10.0.0.2:8883",
+         "--data-dir", "/tmp/d1", "--controller-key", "/tmp/k.pub", "--telemetry-interval", "7"]
+    )
+    assert args.func is run and args.broker == ("10.0.0.2", 8883) and args.telemetry_interval == 7.0
