@@ -168,7 +168,13 @@ class UpdateMachine:
         if self.state is not State.DOWNLOAD or self._downloader is None:
             log.debug("chunk %d of %s outside a download; dropped", index, sha256[:12])
             return
-        outcome = self._downloader.on_chunk(sha256, index, payload)
+        try:
+            outcome = self._downloader.on_chunk(sha256, index, payload)
+        except OSError as exc:  # a chunk that cannot be stored will not be stored on the next try either
+            code = ReasonCode.DISK_FULL if exc.errno == errno.ENOSPC else ReasonCode.INTERRUPTED
+            self._fail(code, f"cannot store chunk {index} of {sha256[:12]}…: {exc}")
+            self.run()
+            return
         if outcome is ChunkOutcome.CORRUPT and self._chunk_reports < MAX_CHUNK_REPORTS:
             self._chunk_reports += 1
             self._report(

@@ -253,3 +253,25 @@ def test_desired_for_the_active_model_supersedes_a_download(env):
         ("d-v2", "idle", ReasonCode.OK), ("d-back-to-v1", "commit", ReasonCode.OK),
     ]
     assert machine.state is State.IDLE and machine.active().version == "v1"
+
+
+def test_chunk_that_cannot_be_stored_fails_the_download(env, monkeypatch):
+    import errno
+
+    import agent.download
+
+    cfg, v1, v2 = env
+    rec = Recorder()
+    machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
+    machine.handle_desired(Desired(deployment_id="d-full", manifest=v2.manifest).to_bytes())
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(agent.download, "atomic_write_bytes", full)
+    ref = v2.manifest.blob("model")
+    machine.handle_chunk(ref.sha256, 0, read_chunk(v2.paths["model"], 0, ref.chunk_size))
+    assert [(r.state, r.reason) for r in rec.jobs][-3:-1] == [
+        ("rollback", ReasonCode.DISK_FULL), ("failure", ReasonCode.DISK_FULL)
+    ]
+    assert machine.state is State.IDLE and machine.active().version == "v1"
