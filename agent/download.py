@@ -195,6 +195,11 @@ class Downloader:
         """Every file has all its chunks."""
         return all(b.complete() for b in self.blobs.values())
 
+    @property
+    def corrupt_budget(self) -> int:
+        """Corrupt chunks tolerated before the download is abandoned (each one triggers a re-request)."""
+        return max(32, sum(b.ref.chunk_count for b in self.blobs.values()))
+
     def missing_count(self) -> int:
         """Chunks still to come, over all files."""
         return sum(len(b.missing()) for b in self.blobs.values())

@@ -175,6 +175,13 @@ class UpdateMachine:
             self._fail(code, f"cannot store chunk {index} of {sha256[:12]}…: {exc}")
             self.run()
             return
+        if outcome is ChunkOutcome.CORRUPT and self._downloader.corrupt > self._downloader.corrupt_budget:
+            self._fail(
+                ReasonCode.CHUNK_CORRUPT,
+                f"{self._downloader.corrupt} corrupt chunks: the sender or the link is broken, giving up",
+            )
+            self.run()
+            return
         if outcome is ChunkOutcome.CORRUPT and self._chunk_reports < MAX_CHUNK_REPORTS:
             self._chunk_reports += 1
             self._report(

@@ -275,3 +275,19 @@ def test_chunk_that_cannot_be_stored_fails_the_download(env, monkeypatch):
         ("rollback", ReasonCode.DISK_FULL), ("failure", ReasonCode.DISK_FULL)
     ]
     assert machine.state is State.IDLE and machine.active().version == "v1"
+
+
+def test_endless_corrupt_chunks_end_the_download(env):
+    cfg, v1, v2 = env
+    rec = Recorder()
+    machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
+    machine.handle_desired(Desired(deployment_id="d-evil", manifest=v2.manifest).to_bytes())
+    ref = v2.manifest.blob("model")
+    budget = machine._downloader.corrupt_budget
+    for _ in range(budget + 1):
+        machine.handle_chunk(ref.sha256, 0, b"\0" * ref.chunk_size)
+    assert [(r.state, r.reason) for r in rec.jobs][-3:-1] == [
+        ("rollback", ReasonCode.CHUNK_CORRUPT), ("failure", ReasonCode.CHUNK_CORRUPT)
+    ]
+    assert len([r for r in rec.jobs if r.state == "download" and r.reason is ReasonCode.CHUNK_CORRUPT]) == 5
+    assert machine.state is State.IDLE and machine.active().version == "v1"
