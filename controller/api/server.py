@@ -27,7 +27,7 @@ def check_bind(host: str, keys: KeyRing) -> None:
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Start uvicorn in the foreground until SIGINT/SIGTERM; jobs left running are marked failed on next start."""
+    """Start uvicorn in the foreground until SIGINT/SIGTERM; running jobs are then failed as interrupted."""
     import uvicorn
 
     from controller.api.app import create_app
@@ -38,13 +38,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     check_bind(host, keys)
     if not len(keys):
         log.warning("no API key configured: local development mode, writes allowed from this machine only")
-    from controller.api.services import open_services
-
-    services = open_services(settings, keys=keys)
-    try:
-        app = create_app(settings, services=services)
-        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
-                                timeout_graceful_shutdown=5)
-        uvicorn.Server(config).run()
-    finally:
-        services.close()
+    # The app's lifespan opens and closes the services (job runner, fleet): uvicorn re-raises the
+    # SIGTERM/SIGINT it caught once it has shut down, so cleanup after ``run()`` returns would never run.
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()

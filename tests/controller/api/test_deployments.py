@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 
 from controller.broker import BrokerHandle
-from tests.controller.api.conftest import Controller, make_controller, tiny_onnx, wait_job
+from tests.controller.api.conftest import Controller, InProcessController, make_controller, tiny_onnx, wait_job
 
 
 @pytest.fixture(scope="module")
 def fleet_controller(tmp_path_factory: pytest.TempPathFactory, mosquitto: BrokerHandle) -> Iterator[Controller]:
-    ctl = make_controller(tmp_path_factory.mktemp("fleet"), EDGEFLEET_BROKER_HOST=mosquitto.host,
-                          EDGEFLEET_BROKER_PORT=str(mosquitto.port),
-                          EDGEFLEET_BROKER_PASSWORD=mosquitto.credentials.users["controller"],
-                          EDGEFLEET_FLEET="apitest").start()
+    base = make_controller(tmp_path_factory.mktemp("fleet"), EDGEFLEET_BROKER_HOST=mosquitto.host,
+                           EDGEFLEET_BROKER_PORT=str(mosquitto.port),
+                           EDGEFLEET_BROKER_PASSWORD=mosquitto.credentials.users["controller"],
+                           EDGEFLEET_FLEET="apitest")
+    ctl = InProcessController(url=base.url, workspace=base.workspace, env=base.env, port=base.port,
+                              keys=base.keys).start()
     try:
         yield ctl
     finally:
