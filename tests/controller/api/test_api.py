@@ -225,6 +225,25 @@ def test_tags_concurrent_update_and_audited_rollback(api: httpx.Client, base: di
     assert api.get(f"/compression/models/tiny/versions/{v3}").status_code == 404
 
 
+def test_concurrent_promotions_exactly_one_wins(controller: Controller, api: httpx.Client, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    up = upload(api, "race", tiny_onnx(tmp_path / "r.onnx", seed=5)).json()["data"]
+    v1 = up["version"]["id"]
+    children = [wait_job(api, compress(api, v1, seconds=0.01)["id"])["result"]["version_id"] for _ in range(3)]
+    assert api.put("/compression/models/race/tags/production", json={"version_id": v1}).status_code == 200
+
+    def promote(vid: str) -> int:
+        with controller.client() as c:
+            return c.put("/compression/models/race/tags/production",
+                         json={"version_id": vid, "expected_version_id": v1}).status_code
+
+    with ThreadPoolExecutor(len(children)) as pool:
+        codes = sorted(pool.map(promote, children))
+    assert codes == [200] + [409] * (len(children) - 1)
+    assert api.get("/compression/models/race/tags").json()["data"]["production"] in children
+
+
 def test_delete_model(api: httpx.Client, tmp_path: Path) -> None:
     r = upload(api, "doomed", tiny_onnx(tmp_path / "d.onnx", seed=99))
     assert r.status_code == 201
