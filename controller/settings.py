@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     compression_workspace: Path = Field(
         Path.home() / ".edgefleet" / "workspace", validation_alias=_env("COMPRESSION_WORKSPACE"))
     max_compression_jobs: int = Field(2, ge=1, le=64, validation_alias=_env("MAX_COMPRESSION_JOBS"))
-    default_quantization_bits: Literal[4, 8, 16] = Field(8, validation_alias=_env("DEFAULT_QUANTIZATION_BITS"))
+    default_quantization_bits: int = Field(8, validation_alias=_env("DEFAULT_QUANTIZATION_BITS"),
+                                           description="4, 8 or 16")
     enable_dynamic_quantization: bool = Field(False, validation_alias=_env("ENABLE_DYNAMIC_QUANTIZATION"))
     calibration_samples: int = Field(128, ge=1, le=100_000, validation_alias=_env("CALIBRATION_SAMPLES"))
     target_hardware: str = Field("cpu", min_length=1, validation_alias=_env("TARGET_HARDWARE"))
@@ -73,6 +74,14 @@ class Settings(BaseSettings):
         "", validation_alias=_env("EDGEFLEET_JOB_PLUGINS"),
         description="comma-separated modules exposing JOB_KINDS (extra job kinds, e.g. a custom technique)")
     max_upload_mb: float = Field(512.0, gt=0, validation_alias=_env("EDGEFLEET_MAX_UPLOAD_MB"))
+
+    @field_validator("default_quantization_bits")
+    @classmethod
+    def _bits(cls, value: int) -> int:
+        # an int field + check rather than Literal[4, 8, 16]: Literal does not accept the env string "4"
+        if value not in (4, 8, 16):
+            raise ValueError(f"must be 4, 8 or 16, not {value}")
+        return value
 
     @field_validator("compression_workspace")
     @classmethod
