@@ -8,6 +8,7 @@ their own TOML file; a bad one fails with the field that is wrong.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -110,8 +111,16 @@ def select_execution_providers(preferred: list[str], available: list[str]) -> li
 
 
 def profiles_dir() -> Path:
-    """Where profiles live: ``EDGEFLEET_PROFILES_DIR`` or the repository's ``profiles/``."""
-    return Path(os.environ.get("EDGEFLEET_PROFILES_DIR", _REPO_PROFILES))
+    """Where profiles live: ``EDGEFLEET_PROFILES_DIR``, the checkout's ``profiles/``, or the installed copy.
+
+    A device installs the agent from a wheel, where the profiles are data files under
+    ``<prefix>/share/edgefleet/profiles``; a developer runs from the checkout.
+    """
+    if "EDGEFLEET_PROFILES_DIR" in os.environ:
+        return Path(os.environ["EDGEFLEET_PROFILES_DIR"])
+    if _REPO_PROFILES.is_dir():
+        return _REPO_PROFILES
+    return Path(sys.prefix) / "share" / "edgefleet" / "profiles"
 
 
 def load_profile_file(path: Path) -> DeviceProfile:

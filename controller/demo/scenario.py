@@ -124,6 +124,8 @@ def start_agents(run: DemoRun) -> None:
             "--threads", "1",
             "--bench-runs", str(opts.bench_runs),
             "--telemetry-interval", "5",
+            # re-measure the active model right before each candidate: agents share 2 cores here
+            "--fresh-baseline",
         )
         run.agents[device] = Child(device, argv, ddir / "agent.log").start()
     if not run.fleet_service.wait_for_devices(list(run.agents), timeout=60):
