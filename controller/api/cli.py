@@ -46,6 +46,8 @@ def _run_controller(args: argparse.Namespace) -> int:
     except UnsafeBindError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
+        return 130
     return 0
 
 
