@@ -34,10 +34,15 @@ class Verdict:
         return not self.commit and all(r.startswith(ReasonCode.REGRESSION_LATENCY.value) for r in failed)
 
 
-def decide(candidate: BenchMetrics, baseline: BenchMetrics | None, thresholds: Thresholds) -> Verdict:
+def decide(
+    candidate: BenchMetrics, baseline: BenchMetrics | None, thresholds: Thresholds, *, reinstating: bool = False
+) -> Verdict:
     """Apply the thresholds.
 
     Without a baseline (first model on the device) only the absolute quality floor applies.
+    ``reinstating`` (a fleet rollback to a model this device committed before): only the
+    absolute quality floor applies too, because the model being abandoned is not the
+    reference a rollback must beat; a rollback is never refused for being slower or bigger.
 
     Example:
         >>> m = BenchMetrics(latency_p50_ms=1, latency_p95_ms=2, load_ms=5, peak_rss_delta_mb=10,
@@ -60,7 +65,11 @@ def decide(candidate: BenchMetrics, baseline: BenchMetrics | None, thresholds: T
         ReasonCode.REGRESSION_QUALITY,
         f"quality {candidate.quality:.4f} ({candidate.quality_metric}) vs floor {t.min_quality:.4f}",
     )
-    if baseline is not None:
+    if reinstating:
+        passes.append(
+            "rollback to a model this device committed before: relative latency/memory/quality gate not applied"
+        )
+    elif baseline is not None:
         q_floor = baseline.quality - t.max_quality_drop
         check(
             candidate.quality >= q_floor,

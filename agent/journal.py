@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 JOURNAL_VERSION = 1
 MAX_FINISHED = 64
 """How many finished deployment ids are remembered, so a retained desired is not re-applied."""
+MAX_COMMITTED = 16
+"""How many committed model sha256s are remembered: the models a fleet rollback may reinstate ungated."""
 
 
 @dataclass
@@ -40,7 +42,15 @@ class JournalData:
     baseline_metrics: dict[str, Any] | None = None
     decision_reasons: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    committed: list[str] = field(default_factory=list)
     version: int = JOURNAL_VERSION
+
+    def remember_committed(self, model_sha256: str) -> None:
+        """Record a model this device committed (most recent last, bounded)."""
+        if model_sha256 in self.committed:
+            self.committed.remove(model_sha256)
+        self.committed.append(model_sha256)
+        del self.committed[:-MAX_COMMITTED]
 
     def remember_finished(self, deployment_id: str) -> None:
         """Record a deployment as done (committed, rolled back or rejected)."""

@@ -85,10 +85,17 @@ class DeviceCaps(Message):
 
 
 class Desired(Message):
-    """Retained desired model for a device; an agent that was offline reconciles to it on return."""
+    """Retained desired model for a device; an agent that was offline reconciles to it on return.
+
+    ``kind="rollback"`` marks a fleet-level rollback: the agent then reinstates the model
+    without the relative latency/memory gate, but *only* if it committed that exact model
+    (sha256) itself before; any other "rollback" target is gated like a new candidate.
+    Additive with a default, so schema_version stays 1.
+    """
 
     deployment_id: Id
     manifest: Manifest
+    kind: Literal["deploy", "rollback"] = "deploy"
     issued_at: datetime = Field(default_factory=utcnow)
 
 

@@ -465,11 +465,18 @@ class UpdateMachine:
         if installed.blob("model").sha256 != manifest.blob("model").sha256:
             raise UpdateError(ReasonCode.HASH_MISMATCH, f"slot {slot.name} holds a different model than deployed")
         candidate = self._bench(slot, manifest)
-        base_ref, baseline, note = self._baseline(manifest)
-        verdict = decide(candidate, baseline, manifest.thresholds)
+        reinstating = self._reinstating()
+        if reinstating:  # the abandoned model is not the reference for a rollback: no need to measure it
+            active_slot = self.slots.current()
+            active_manifest = active_slot.manifest() if active_slot else None
+            base_ref = model_ref(active_manifest) if active_manifest else None
+            baseline, note = (active_slot.baseline() if active_slot else None), ""
+        else:
+            base_ref, baseline, note = self._baseline(manifest)
+        verdict = decide(candidate, baseline, manifest.thresholds, reinstating=reinstating)
         notes = [note] if note else []
         active = self.slots.current()
-        if verdict.latency_only and baseline is not None and active is not None:
+        if verdict.latency_only and baseline is not None and active is not None and not reinstating:
             # Latency is the one figure a busy CPU distorts: confirm with both models measured back to back.
             log.info("latency regression on first measurement; re-measuring active and candidate back to back")
             first = candidate.latency_p95_ms
@@ -501,10 +508,33 @@ class UpdateMachine:
             raise UpdateError(verdict.reason, "; ".join(r for r in verdict.reasons if not r.startswith("ok:")))
         return Event.PASSED
 
+    def committed_models(self) -> set[str]:
+        """Model sha256s this device committed itself: the journal's history plus the active slot
+        (journals written before the history existed still know their running model)."""
+        known = set(self.data.committed)
+        active = self.active()
+        if active is not None:
+            known.add(active.sha256)
+        return known
+
+    def _reinstating(self) -> bool:
+        """A fleet rollback (``Desired.kind="rollback"``) to a model this device committed before.
+
+        Both conditions are required: a "rollback" naming a model the device never ran is gated
+        like any candidate, so the flag cannot smuggle an untested model past the gate.
+        """
+        desired = self.desired
+        if desired is None or desired.kind != "rollback":
+            return False
+        return desired.manifest.blob("model").sha256 in self.committed_models()
+
     def _commit(self) -> Event:
         slot = self._committable()
         if self.data.candidate_metrics:
             slot.write_baseline(BenchMetrics.model_validate(self.data.candidate_metrics))
+        manifest = slot.manifest()
+        if manifest is not None:
+            self.data.remember_committed(manifest.blob("model").sha256)
         self.slots.activate(slot.name)
         self._cleanup_downloads()
         if self.data.deployment_id:

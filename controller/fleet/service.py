@@ -438,7 +438,10 @@ class FleetService:
             if d.artifact_id not in manifests:
                 manifests[d.artifact_id] = self.registry.manifest(artifact_id=d.artifact_id)
             payload = Desired(
-                deployment_id=dep.id, manifest=manifests[d.artifact_id], issued_at=dep.created_at
+                deployment_id=dep.id,
+                manifest=manifests[d.artifact_id],
+                issued_at=dep.created_at,
+                kind="rollback" if dep.kind == "rollback" else "deploy",
             ).to_bytes()
             infos.append(self.client.publish(topics.desired(self.fleet, d.device_id), payload, qos=1, retain=True))
         self._await(infos, f"desired of deployment {dep.id}")

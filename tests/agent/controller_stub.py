@@ -77,9 +77,9 @@ class ControllerStub:
         payload = desired if isinstance(desired, bytes) else desired.to_bytes()
         self.client.publish(topics.desired(self.fleet, device), payload, qos=1, retain=True).wait_for_publish(5)
 
-    def deploy(self, device: str, artifact: Artifact, deployment_id: str) -> None:
+    def deploy(self, device: str, artifact: Artifact, deployment_id: str, kind: str = "deploy") -> None:
         self.offer(artifact)
-        self.publish_desired(device, Desired(deployment_id=deployment_id, manifest=artifact.manifest))
+        self.publish_desired(device, Desired(deployment_id=deployment_id, manifest=artifact.manifest, kind=kind))
 
     def clear_desired(self, device: str) -> None:
         self.client.publish(topics.desired(self.fleet, device), b"", qos=1, retain=True).wait_for_publish(5)
