@@ -565,6 +565,18 @@ class FleetService:
         """
         actor = actor or self.actor
         plan = self.registry.mark_deployment_rolled_back(deployment_id=deployment_id, reason=reason, actor=actor)
+        return self.send_back(plan, rollback_of=deployment_id, actor=actor)
+
+    def send_back(
+        self, plan: dict[str, str | None], *, rollback_of: str, actor: str | None = None
+    ) -> DeploymentRecord | None:
+        """Send devices back to given artifacts (device id → artifact id, None = clear its desired).
+
+        The one place a ``kind="rollback"`` deployment is made; rollouts call it with the artifact
+        each device ran *before the rollout* (retries inside a rollout make "the previous
+        deployment" the rollout's own first attempt, so they cannot use :meth:`rollback`).
+        """
+        actor = actor or self.actor
         for device, previous in plan.items():
             if previous is None:
                 self.registry.clear_desired(device_id=device, actor=actor)
@@ -579,7 +591,7 @@ class FleetService:
             device_artifacts=back,
             actor=actor,
             kind="rollback",
-            rollback_of=deployment_id,
+            rollback_of=rollback_of,
             allow_profile_mismatch=True,
         )
         self._publish_desired(dep, list(back))

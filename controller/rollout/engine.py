@@ -1,0 +1,382 @@
+"""The rollout engine: drives persisted rollouts wave by wave over the fleet service.
+
+One thread ticks every active rollout (woken by the fleet service whenever a report
+arrives, else every ``tick_s``). Everything it knows is in the registry's SQLite file
+(:mod:`controller.rollout.store`), so a controller restarted mid-rollout resumes it where
+it stood: the wave, each device's deployment, attempt and start time (wall clock).
+
+Per tick, for a running rollout: start the current wave's devices (one deployment),
+refresh each device's outcome from its deployment, retry or time out devices past
+``device_timeout_s``, apply the abort criteria over every device started so far, and when
+the wave is finished either run the fleet gate (canary), bake, start the next wave or
+finish. Abort = send every started device back to the deployment it had before the
+rollout (``Desired.kind="rollback"``: agents reinstate a model they committed before
+without the latency/memory gate). Every decision is stored with figures and a reason.
+
+Example:
+    >>> engine = RolloutEngine(fleet).start()  # doctest: +SKIP
+    >>> r = engine.create(version_id=v.id, device_ids=ids, plan=RolloutPlan(canary_count=2, bake_s=30))
+    >>> engine.wait(r.id, timeout=600).state  # doctest: +SKIP
+    'succeeded'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from controller.registry import ConflictError
+from controller.rollout.errors import RolloutPlanError, RolloutStateError
+from controller.rollout.gate import fleet_gate
+from controller.rollout.plan import RolloutPlan
+from controller.rollout.store import ACTIVE_STATES, FINAL_STATES, Rollout, RolloutDevice, RolloutStore
+
+if TYPE_CHECKING:
+    from controller.fleet import FleetService
+
+log = logging.getLogger(__name__)
+
+BAD_OUTCOMES = frozenset({"failed", "regressed", "rolled_back", "timed_out"})
+FINAL_OUTCOMES = BAD_OUTCOMES | {"committed", "superseded"}
+
+
+def _outcome(state: str, reason: str) -> str | None:
+    """Rollout outcome of a per-device deployment state (None = still running)."""
+    if state == "committed":
+        return "committed"
+    if state == "rolled_back":
+        return "regressed" if reason.startswith("regression") else "rolled_back"
+    if state in ("failed", "superseded"):
+        return state
+    return None
+
+
+class RolloutEngine:
+    """Creates, drives, pauses, resumes, cancels and rolls back rollouts.
+
+    Args:
+        fleet: the started :class:`controller.fleet.FleetService` (publishing + report intake).
+        tick_s: longest sleep between ticks; reports wake the engine earlier.
+        actor: audit-log name.
+    """
+
+    def __init__(self, fleet: FleetService, *, tick_s: float = 0.25, actor: str = "rollout-engine") -> None:
+        self.fleet = fleet
+        self.registry = fleet.registry
+        self.store = RolloutStore(self.registry)
+        self.tick_s = tick_s
+        self.actor = actor
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> RolloutEngine:
+        """Resume every active rollout found in the store and start ticking."""
+        for r in self.store.list(states=ACTIVE_STATES):
+            self.store.event(r.id, "resumed", f"controller started; rollout was {r.state} in wave {r.wave}",
+                             {"state": r.state, "wave": r.wave, "phase": r.phase, "outcomes": r.outcomes()})
+            log.info("resuming rollout %s (%s, wave %d)", r.id, r.state, r.wave)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="rollout-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop ticking (rollouts stay persisted and resume on the next start)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> RolloutEngine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the engine must outlive one bad tick
+                self.stats["tick_errors"] += 1
+                log.exception("rollout tick failed")
+            with self.fleet._changed:
+                self.fleet._changed.wait(self.tick_s)
+
+    # ------------------------------------------------------------------ operator API
+    def create(
+        self,
+        *,
+        version_id: str | None = None,
+        artifact_id: str | None = None,
+        device_ids: list[str] | None = None,
+        profile: str | None = None,
+        plan: RolloutPlan | None = None,
+        actor: str | None = None,
+    ) -> Rollout:
+        """Start a rollout of a version (artifact per profile) or one artifact to devices or a profile.
+
+        Active rollouts sharing a device with this one are superseded (no further waves);
+        the registry supersedes their unfinished per-device deployments as the new waves start.
+        """
+        plan = plan or RolloutPlan()
+        if (version_id is None) == (artifact_id is None):
+            raise RolloutPlanError("give exactly one of version_id= or artifact_id=")
+        devices = self._resolve_target(device_ids, profile)
+        target = {"version_id": version_id} if version_id else {"artifact_id": artifact_id}
+        target |= {"profile": profile} if profile else {}
+        with self._lock:
+            for old in self.store.active_for_devices(devices):
+                self.store.update(old, state="superseded", reason="a newer rollout targets its devices")
+                self.store.event(old, "superseded", "a newer rollout targets some of its devices",
+                                 {"devices": len(devices)})
+            rid = self.store.create(kind="rollout", target=target, plan=plan, waves=plan.partition(devices),
+                                    actor=actor or self.actor)
+            rollout = self.store.get(rid)
+            self.store.event(rid, "created", f"{plan.strategy}: {rollout.waves} wave(s) over {len(devices)} devices",
+                             {"waves": [len(rollout.in_wave(w)) for w in range(rollout.waves)]})
+        self._wake()
+        return self.store.get(rid)
+
+    def _resolve_target(self, device_ids: list[str] | None, profile: str | None) -> list[str]:
+        if device_ids:
+            return list(dict.fromkeys(device_ids))
+        if profile:
+            found = [d.id for d in self.registry.list_devices(profile=profile)]
+            if found:
+                return found
+            raise RolloutPlanError(f"no device of profile {profile!r} is known yet")
+        raise RolloutPlanError("give device_ids= or profile=")
+
+    def get(self, rollout_id: str) -> Rollout:
+        """The rollout with its devices."""
+        return self.store.get(rollout_id)
+
+    def events(self, rollout_id: str) -> list[dict[str, Any]]:
+        """Every decision taken, with figures and reason."""
+        return self.store.events(rollout_id)
+
+    def pause(self, rollout_id: str, reason: str = "paused by operator") -> Rollout:
+        """No new wave starts; devices already updating finish."""
+        return self._transition(rollout_id, ("running",), "paused", "paused", reason)
+
+    def resume(self, rollout_id: str, reason: str = "resumed by operator") -> Rollout:
+        """Continue a paused rollout."""
+        return self._transition(rollout_id, ("paused",), "running", "resumed", reason)
+
+    def cancel(self, rollout_id: str, *, rollback: bool = False, reason: str = "cancelled by operator") -> Rollout:
+        """Stop the rollout; with ``rollback=True`` also send every started device back."""
+        if rollback:
+            with self._lock:
+                r = self.store.get(rollout_id)
+                if r.state not in ("running", "paused"):
+                    raise RolloutStateError(f"rollout {rollout_id} is {r.state}; only an active one can be cancelled")
+                self._roll_back(r, f"cancelled with rollback: {reason}", {})
+            return self.store.get(rollout_id)
+        return self._transition(rollout_id, ("running", "paused"), "cancelled", "cancelled", reason)
+
+    def rollback(self, rollout_id: str, reason: str) -> Rollout:
+        """Roll back every started device (e.g. on a telemetry anomaly) unless already rolled back."""
+        with self._lock:
+            r = self.store.get(rollout_id)
+            if r.state in ("rolling_back", "rolled_back"):
+                return r
+            self._roll_back(r, reason, {})
+        return self.store.get(rollout_id)
+
+    def _transition(self, rollout_id: str, allowed: tuple[str, ...], new: str, event: str, reason: str) -> Rollout:
+        with self._lock:
+            r = self.store.get(rollout_id)
+            if r.state not in allowed:
+                raise RolloutStateError(f"rollout {rollout_id} is {r.state}; {event} needs one of {allowed}")
+            self.store.update(rollout_id, state=new, reason=reason)
+            self.store.event(rollout_id, event, reason, {"wave": r.wave, "outcomes": r.outcomes()})
+        self._wake()
+        return self.store.get(rollout_id)
+
+    def wait(self, rollout_id: str, timeout: float, *, until: tuple[str, ...] = FINAL_STATES + ("paused",)) -> Rollout:
+        """Block until the rollout reaches one of ``until`` (default: final or paused) or the timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.store.get(rollout_id)
+            if r.state in until or time.monotonic() >= deadline:
+                return r
+            with self.fleet._changed:
+                self.fleet._changed.wait(min(0.2, max(0.01, deadline - time.monotonic())))
+
+    def _wake(self) -> None:
+        with self.fleet._changed:
+            self.fleet._changed.notify_all()
+
+    # ------------------------------------------------------------------ driving
+    def tick(self) -> None:
+        """Advance every running or rolling-back rollout one step."""
+        with self._lock:
+            for r in self.store.list(states=("running", "rolling_back")):
+                if r.state == "rolling_back":
+                    self._finish_rollback(r)
+                else:
+                    self._advance(r)
+
+    def _advance(self, r: Rollout) -> None:
+        if r.phase == "bake":
+            if self._check_abort(r):
+                return
+            if time.time() >= (r.bake_until or 0):
+                self.store.update(r.id, wave=r.wave + 1, phase="deploy", bake_until=None)
+                self.store.event(r.id, "bake_done", f"bake after wave {r.wave} passed", {"wave": r.wave})
+            return
+        self._start_pending(r)
+        r = self._refresh(self.store.get(r.id))
+        if self._check_abort(r):
+            return
+        wave = r.in_wave(r.wave)
+        if all(d.outcome in FINAL_OUTCOMES for d in wave):
+            self._wave_done(r)
+
+    def _target(self, r: Rollout) -> str:
+        return r.target.get("version_id") or r.target["artifact_id"]
+
+    def _deploy(self, r: Rollout, devices: list[str]) -> str:
+        """One deployment for a group of devices; returns its id (prior deployments recorded first)."""
+        prior = {d: p for d, p in self.registry.desired_deployments().items() if d in set(devices)}
+        dep = self.fleet.deploy(self._target(r), devices, thresholds=r.plan.thresholds, actor=self.actor)
+        self.store.start_devices(r.id, devices, dep.id, prior)
+        return dep.id
+
+    def _start_pending(self, r: Rollout) -> None:
+        pending = [d.device_id for d in r.in_wave(r.wave) if d.outcome == "pending"]
+        if not pending:
+            return
+        try:
+            dep_id = self._deploy(r, pending)
+        except Exception as exc:  # noqa: BLE001 - e.g. no artifact for a profile: fail the rollout, visibly
+            self.store.update(r.id, state="failed", reason=f"could not start wave {r.wave}: {exc}")
+            self.store.event(r.id, "failed", f"could not start wave {r.wave}: {exc}", {"wave": r.wave})
+            return
+        label = "canary" if r.wave == 0 and r.plan.strategy == "canary" and r.waves > 1 else f"wave {r.wave}"
+        self.store.event(r.id, "wave_started", f"{label}: {len(pending)} device(s)",
+                         {"wave": r.wave, "devices": pending, "deployment_id": dep_id})
+
+    def _refresh(self, r: Rollout) -> Rollout:
+        """Outcomes from the per-device deployment states; retries and timeouts."""
+        running = [d for d in r.devices if d.outcome == "in_progress" and d.deployment_id]
+        if not running:
+            return r
+        deps = {dep_id: self.registry.get_deployment(deployment_id=dep_id)
+                for dep_id in {d.deployment_id for d in running}}
+        now = time.time()
+        changed: dict[str, list[str]] = {}
+        expired: list[RolloutDevice] = []
+        for d in running:
+            rec = next((x for x in deps[d.deployment_id].devices if x.device_id == d.device_id), None)  # type: ignore[index]
+            outcome = _outcome(rec.state.value, rec.reason) if rec else "failed"
+            if outcome is not None:
+                changed.setdefault(outcome, []).append(d.device_id)
+            elif now - (d.started_at or now) > r.plan.device_timeout_s:
+                expired.append(d)
+        for outcome, ids in changed.items():
+            self.store.set_devices(r.id, ids, outcome=outcome)
+        self._handle_expired(r, expired)
+        return self.store.get(r.id) if changed or expired else r
+
+    def _handle_expired(self, r: Rollout, expired: list[RolloutDevice]) -> None:
+        retry = [d.device_id for d in expired if d.attempts <= r.plan.retries]
+        gone = [d.device_id for d in expired if d.attempts > r.plan.retries]
+        if retry:
+            dep_id = self._deploy(r, retry)
+            self.store.event(r.id, "retry", f"{len(retry)} device(s) silent for {r.plan.device_timeout_s:.0f}s",
+                             {"devices": retry, "deployment_id": dep_id})
+        if gone:
+            self.store.set_devices(r.id, gone, outcome="timed_out")
+            self.store.event(r.id, "timed_out", f"{len(gone)} device(s) gave no result after "
+                             f"{r.plan.retries + 1} attempt(s) of {r.plan.device_timeout_s:.0f}s", {"devices": gone})
+
+    def _abort_figures(self, r: Rollout) -> dict[str, Any]:
+        started = [d for d in r.devices if d.outcome != "pending"]
+        counts = Counter(d.outcome for d in started)
+        bad = sum(counts[o] for o in BAD_OUTCOMES)
+        return {"started": len(started), "bad": bad, "share": bad / len(started) if started else 0.0,
+                "outcomes": dict(counts), "abort_ratio": r.plan.abort_ratio, "abort_min_count": r.plan.abort_min_count}
+
+    def _check_abort(self, r: Rollout) -> bool:
+        fig = self._abort_figures(r)
+        if fig["bad"] >= r.plan.abort_min_count and fig["share"] >= r.plan.abort_ratio:
+            self._roll_back(r, f"abort: {fig['bad']}/{fig['started']} devices failed, regressed or timed out "
+                            f"({fig['share']:.0%} >= {r.plan.abort_ratio:.0%})", fig)
+            return True
+        return False
+
+    def _wave_done(self, r: Rollout) -> None:
+        is_canary = r.wave == 0 and r.plan.strategy == "canary" and r.waves > 1
+        if is_canary:
+            canary = {d.device_id: d.deployment_id for d in r.in_wave(0) if d.outcome == "committed"}
+            decision = fleet_gate(self.registry, canary=canary, gate=r.plan.gate)  # type: ignore[arg-type]
+            self.store.event(r.id, f"gate_{decision.action}", decision.reason, decision.figures)
+            if decision.action == "rollback":
+                self._roll_back(r, f"fleet gate: {decision.reason}", decision.figures)
+                return
+            if decision.action == "pause":
+                self.store.update(r.id, state="paused", reason=f"fleet gate: {decision.reason}")
+                return
+        if r.wave >= r.waves - 1:
+            self.store.update(r.id, state="succeeded", reason=f"{r.waves} wave(s) done")
+            self.store.event(r.id, "succeeded", "every wave finished", self._abort_figures(r))
+            return
+        fig = {"wave": r.wave, "outcomes": Counter(d.outcome for d in r.in_wave(r.wave))}
+        if r.plan.bake_s > 0:
+            self.store.update(r.id, phase="bake", bake_until=time.time() + r.plan.bake_s)
+            self.store.event(r.id, "baking", f"wave {r.wave} done; baking {r.plan.bake_s:.0f}s", fig)
+        else:
+            self.store.update(r.id, wave=r.wave + 1, phase="deploy")
+            self.store.event(r.id, "promoted", f"wave {r.wave} done; starting wave {r.wave + 1}", fig)
+
+    def _roll_back(self, r: Rollout, reason: str, figures: dict[str, Any]) -> None:
+        """Send every started device back to the deployment it had before the rollout."""
+        started = [d for d in r.devices if d.outcome != "pending"]
+        self.store.set_devices(r.id, [d.device_id for d in r.devices if d.outcome == "pending"], outcome="skipped")
+        self.store.set_devices(r.id, [d.device_id for d in started if d.outcome in ("in_progress", "committed")],
+                               outcome="sent_back")
+        plan: dict[str, str | None] = {}
+        for d in started:
+            if d.outcome == "superseded":
+                continue  # another deployment owns the device now
+            plan[d.device_id] = self._prior_artifact(d)
+        for dep_id in {d.deployment_id for d in started if d.deployment_id}:
+            try:
+                self.registry.mark_deployment_rolled_back(deployment_id=dep_id, reason=reason, actor=self.actor)
+            except ConflictError:
+                pass
+        back = self.fleet.send_back(plan, rollback_of=r.devices[0].deployment_id or "", actor=self.actor) \
+            if plan else None
+        ids = [back.id] if back else []
+        self.store.update(r.id, state="rolling_back" if ids else "rolled_back", reason=reason,
+                          rollback_deployments=json.dumps(ids))
+        self.store.event(r.id, "rollback", reason, figures | {"devices_sent_back": sorted(plan),
+                                                            "rollback_deployments": ids})
+        log.warning("rollout %s rolled back: %s", r.id, reason)
+
+    def _prior_artifact(self, d: RolloutDevice) -> str | None:
+        if not d.prior_deployment_id:
+            return None
+        row = self.registry._one(
+            "SELECT artifact_id FROM deployment_devices WHERE deployment_id = ? AND device_id = ?",
+            (d.prior_deployment_id, d.device_id),
+        )
+        return row["artifact_id"] if row else None
+
+    def _finish_rollback(self, r: Rollout) -> None:
+        deps = [self.registry.get_deployment(deployment_id=i) for i in r.rollback_deployments]
+        if all(dep.done for dep in deps):
+            counts: Counter[str] = Counter()
+            for dep in deps:
+                counts.update(dep.counts())
+            self.store.update(r.id, state="rolled_back")
+            self.store.event(r.id, "rolled_back", "every device sent back reported", {"outcomes": dict(counts)})

@@ -1,0 +1,172 @@
+"""Rollout engine against real mosquitto + the real fleet service, with simulated agents (one process).
+
+Each simulated agent is a real MQTT client with its own login; the benchmark figures are
+simulated per technique and judged by the agent's real gate (see controller.fleet.simulator).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from common.messages import BenchMetrics
+from controller.fleet.sim_harness import SimHarness
+from controller.fleet.simulator import default_bench
+from controller.rollout import FleetGate, RolloutPlan, RolloutStateError
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _wait(pred, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return bool(pred())
+
+
+def _kinds(h: SimHarness, rid: str) -> list[str]:
+    return [e["kind"] for e in h.engine.events(rid)]
+
+
+@pytest.fixture
+def harness(tmp_path):
+    h = SimHarness(tmp_path, agents=12, simulator_kw={"bench_s": 0.02}).start()
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+def _baseline(h: SimHarness) -> str:
+    """Every device on an FP32 artifact first (what rollbacks return to)."""
+    old = h.artifact(technique="fp32")
+    r = h.engine.create(artifact_id=old.id, device_ids=h.device_ids, plan=RolloutPlan(strategy="all_at_once"))
+    assert h.engine.wait(r.id, 30).state == "succeeded"
+    return old.version_id
+
+
+def test_canary_passes_then_waves(harness):
+    h = harness
+    _baseline(h)
+    new = h.artifact(technique="int8", size=200_000)
+    r = h.engine.create(artifact_id=new.id, device_ids=h.device_ids, plan=RolloutPlan(canary_count=2, waves=3))
+    assert [len(r.in_wave(w)) for w in range(r.waves)] == [2, 1, 3, 6]
+    r = h.engine.wait(r.id, 30)
+    assert r.state == "succeeded", h.engine.events(r.id)
+    assert r.outcomes() == {"committed": 12}
+    kinds = _kinds(h, r.id)
+    assert kinds.count("wave_started") == 4 and "gate_promote" in kinds
+    gate = next(e for e in h.engine.events(r.id) if e["kind"] == "gate_promote")
+    fig = gate["figures"][h.profile]
+    assert fig["n_canary"] == 2 and fig["canary_latency_p95_ms"] < fig["baseline_latency_p95_ms"]
+    assert h.sim.active_versions() == {new.version_id: 12}
+
+
+def test_canary_regression_rolls_back_whole_rollout(harness):
+    h = harness
+    old = _baseline(h)
+    bad = h.artifact(technique="regressed", size=200_000)
+    r = h.engine.create(artifact_id=bad.id, device_ids=h.device_ids, plan=RolloutPlan(canary_count=2, waves=3))
+    r = h.engine.wait(r.id, 30, until=("rolled_back", "succeeded", "failed"))
+    assert r.state == "rolled_back", h.engine.events(r.id)
+    assert r.outcomes().get("skipped") == 10  # later waves never started
+    ev = next(e for e in h.engine.events(r.id) if e["kind"] == "rollback")
+    assert ev["reason"].startswith("abort:") and ev["figures"]["bad"] >= 1
+    assert h.sim.active_versions() == {old: 12}
+    # retained desired points every canary back to the old artifact
+    for dev in r.in_wave(0):
+        dep = h.registry.get_deployment(deployment_id=h.registry.get_device(device_id=dev.device_id)
+                                        .desired_deployment_id)
+        assert dep.kind == "rollback" and dep.version_id == old
+
+
+def test_fleet_gate_rolls_back_what_devices_accepted(tmp_path):
+    # each device's own gate is loose (10x latency allowed) so canaries commit; the fleet gate (1.25x) refuses
+    from common.manifest import Thresholds
+
+    with SimHarness(tmp_path, agents=6, simulator_kw={"bench_s": 0.02}) as h:
+        old = _baseline(h)
+        slow = h.artifact(technique="slow", thresholds=Thresholds(max_latency_ratio=10.0))
+        r = h.engine.create(artifact_id=slow.id, device_ids=h.device_ids,
+                            plan=RolloutPlan(canary_count=2, waves=2, gate=FleetGate(max_latency_ratio=1.25)))
+        r = h.engine.wait(r.id, 30, until=("rolled_back", "succeeded"))
+        assert r.state == "rolled_back"
+        gate = next(e for e in h.engine.events(r.id) if e["kind"] == "gate_rollback")
+        assert "median p95" in gate["reason"] and gate["figures"][h.profile]["n_canary"] == 2
+        # the canaries had committed the slower model; the rollback reinstates the old one (never refused)
+        assert _wait(lambda: h.sim.active_versions() == {old: 6})
+
+
+def test_abort_threshold_counts_failures_over_minimum(tmp_path):
+    bad_devices = {"sim-0003", "sim-0005", "sim-0007"}
+
+    def bench(manifest, device_id) -> BenchMetrics:
+        m = default_bench(manifest, device_id)
+        if manifest.technique == "int8" and device_id in bad_devices:
+            return m.model_copy(update={"quality": 0.2})
+        return m
+
+    with SimHarness(tmp_path, agents=10, simulator_kw={"bench": bench, "bench_s": 0.02}) as h:
+        _baseline(h)
+        new = h.artifact(technique="int8")
+        plan = RolloutPlan(canary_count=1, waves=3, abort_ratio=0.25, abort_min_count=2)
+        r = h.engine.wait(h.engine.create(artifact_id=new.id, device_ids=h.device_ids, plan=plan).id, 30)
+        assert r.state == "rolled_back", h.engine.events(r.id)
+        ev = next(e for e in h.engine.events(r.id) if e["kind"] == "rollback")
+        assert ev["figures"]["bad"] >= 2 and ev["figures"]["share"] >= 0.25
+        assert "sim-0000" in ev["figures"]["devices_sent_back"]  # the committed canary went back too
+
+
+def test_timeout_retry_then_offline_device_reconciles(harness):
+    h = harness
+    old = _baseline(h)
+    h.sim.set_offline("sim-0011")
+    assert _wait(lambda: not h.registry.get_device(device_id="sim-0011").online)
+    new = h.artifact(technique="int8")
+    plan = RolloutPlan(strategy="all_at_once", device_timeout_s=1.0, retries=1, abort_ratio=0.5)
+    r = h.engine.wait(h.engine.create(artifact_id=new.id, device_ids=h.device_ids, plan=plan).id, 30)
+    assert r.state == "succeeded" and r.outcomes() == {"committed": 11, "timed_out": 1}, r.outcomes()
+    assert _kinds(h, r.id).count("retry") == 1 and "timed_out" in _kinds(h, r.id)
+    assert h.sim.agents["sim-0011"].active.version == old
+    h.sim.set_online("sim-0011")  # back: reconciles from its retained desired (the retry deployment)
+    assert _wait(lambda: h.sim.agents["sim-0011"].active.version == new.version_id)
+    dev = h.registry.get_device(device_id="sim-0011")
+    assert h.registry.get_deployment(deployment_id=dev.desired_deployment_id).devices[0].state.value == "committed"
+
+
+def test_newer_rollout_supersedes_and_pause_resume(harness):
+    h = harness
+    _baseline(h)
+    a = h.artifact(technique="int8")
+    b = h.artifact(technique="int8-v2")
+    plan = RolloutPlan(canary_count=2, waves=2, bake_s=30)
+    ra = h.engine.create(artifact_id=a.id, device_ids=h.device_ids, plan=plan)
+    assert _wait(lambda: h.engine.get(ra.id).phase == "bake")
+    paused = h.engine.pause(ra.id)
+    assert paused.state == "paused"
+    with pytest.raises(RolloutStateError):
+        h.engine.pause(ra.id)
+    assert h.engine.resume(ra.id).state == "running"
+    rb = h.engine.create(artifact_id=b.id, device_ids=h.device_ids, plan=RolloutPlan(strategy="all_at_once"))
+    assert h.engine.get(ra.id).state == "superseded"
+    assert h.engine.wait(rb.id, 30).state == "succeeded"
+    assert h.sim.active_versions() == {b.version_id: 12}
+
+
+def test_controller_restart_mid_rollout_resumes(harness):
+    h = harness
+    _baseline(h)
+    new = h.artifact(technique="int8")
+    rid = h.engine.create(artifact_id=new.id, device_ids=h.device_ids,
+                          plan=RolloutPlan(canary_count=2, waves=2, bake_s=1.5)).id
+    assert _wait(lambda: h.engine.get(rid).phase == "bake")
+    h.stop_controller()  # controller gone mid-rollout (agents keep running)
+    time.sleep(0.5)
+    h.start_controller()
+    r = h.engine.wait(rid, 30)
+    assert r.state == "succeeded" and r.outcomes() == {"committed": 12}
+    kinds = _kinds(h, rid)
+    assert "resumed" in kinds and kinds.index("resumed") < kinds.index("bake_done")
