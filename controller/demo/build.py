@@ -22,8 +22,11 @@ def build_versions(
     say: Progress,
 ) -> dict[str, Any]:
     """Register FP32, compress INT8 per reduce_range family, derive the degraded build; return their ids."""
+    import dataclasses
+
     from controller import zoo
-    from controller.compression import Int8StaticConfig, compress
+    from controller.compression import compress
+    from controller.compression.recipes import recommended_int8
 
     out_dir.mkdir(parents=True, exist_ok=True)
     entry = zoo.load(model)
@@ -38,7 +41,10 @@ def build_versions(
     compress_metrics: dict[str, Any] = {}
     for reduce_range in sorted(set(families.values())):
         say(f"INT8 static quantization (reduce_range={reduce_range}) calibrated on real inputs")
-        cfg = Int8StaticConfig(calibration_samples=calibration_samples, reduce_range=reduce_range)
+        # the engine's measured recipe per zoo model (e.g. MiniLM keeps its FFN output activations in float)
+        cfg = dataclasses.replace(
+            recommended_int8(model), calibration_samples=calibration_samples, reduce_range=reduce_range
+        )
         result = compress(entry, cfg, out=out_dir / f"{model}-int8{'-rr' if reduce_range else ''}.onnx",
                           memory=False)
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float | str | bool)}
