@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from controller.compression.config import CompressionConfig, check_range, register_handler
-from controller.compression.qdq_tools import ListReader, extreme_range_nodes, preprocess, weight_only_int8
+from controller.compression.qdq_tools import (
+    ListReader,
+    extreme_range_nodes,
+    float_activation_inputs,
+    preprocess,
+    weight_only_int8,
+)
 from controller.compression.source import Inputs, ModelSource
 
 
@@ -113,10 +119,11 @@ def quantize_qdq(src: Path, dst: Path, samples: list[Inputs], config: Int8Static
         extra_options=extra,
     )
     model = onnx.load(str(quantized))
+    float_inputs = float_activation_inputs(model, [*config.exclude_nodes, *config.weight_only_nodes])
     weight_only = weight_only_int8(model, list(config.weight_only_nodes)) if config.weight_only_nodes else []
     onnx.save(model, str(dst))
     return {"calibration_samples": len(samples), "excluded_nodes": list(config.exclude_nodes),
-            "weight_only_int8_nodes": weight_only,
+            "weight_only_int8_nodes": weight_only, "float_activation_inputs": float_inputs,
             "weight_only_not_applied": sorted(set(config.weight_only_nodes) - set(weight_only)),
             "float_for_extreme_range": {k: float(f"{v:.3g}") for k, v in guarded.items()},
             "op_types": op_types or "onnxruntime default",

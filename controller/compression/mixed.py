@@ -67,7 +67,6 @@ def sensitivity_table(qdq_path: Path, float_path: Path, samples: list[Inputs], w
     import onnx
     from onnx import helper, numpy_helper
 
-    from controller.evaluation.latency import session
 
     model = onnx.load(str(qdq_path))
     graph = model.graph
@@ -99,9 +98,14 @@ def sensitivity_table(qdq_path: Path, float_path: Path, samples: list[Inputs], w
                 weight.append(_sqnr_db(numpy_helper.to_array(float_inits[float_name]).astype(np.float32), deq))
             else:
                 q_node = producer.get(src)
-                if q_node is not None and q_node.op_type == "QuantizeLinear":
+                if q_node is not None and q_node.op_type == "QuantizeLinear" and q_node.input[1] in inits:
+                    scale = float(np.asarray(inits[q_node.input[1]]).reshape(-1)[0])
+                    zp = inits.get(q_node.input[2]) if len(q_node.input) > 2 else None
+                    zp = zp if zp is not None else np.zeros(1, np.uint8)
+                    info = np.iinfo(zp.dtype)
+                    rng = ((info.min - float(zp.reshape(-1)[0])) * scale, (info.max - float(zp.reshape(-1)[0])) * scale)
                     probes[(node.name, name)] = (q_node.input[0], name)
-                    act.append((q_node.input[0], name))
+                    act.append((q_node.input[0], name, rng))
         if act or weight:
             rows.append({"node": node.name, "op": node.op_type, "weight_sqnr_db": min(weight) if weight else None,
                          "_act": act, "has_weight": bool(weight)})
@@ -111,7 +115,12 @@ def sensitivity_table(qdq_path: Path, float_path: Path, samples: list[Inputs], w
                         if t not in existing)
     probe_path = workdir / "sensitivity-probe.onnx"
     onnx.save(model, str(probe_path))
-    sess = session(probe_path, threads=2)
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # fusions would alter probes
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(probe_path), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     sums: dict[str, list[np.ndarray]] = {t: [] for t in wanted}
     for sample in samples:
@@ -119,7 +128,9 @@ def sensitivity_table(qdq_path: Path, float_path: Path, samples: list[Inputs], w
         for t in wanted:
             sums[t].append(np.asarray(values[t], np.float32).ravel())
     for row in rows:
-        act_db = [_sqnr_db(np.concatenate(sums[a]), np.concatenate(sums[b])) for a, b in row.pop("_act")]
+        # the float side is clamped to the Q range: ORT folds ReLU/ReLU6 into that clamp, which is not noise
+        act_db = [_sqnr_db(np.clip(np.concatenate(sums[a]), *rng), np.concatenate(sums[b]))
+                  for a, b, rng in row.pop("_act")]
         row["activation_sqnr_db"] = min(act_db) if act_db else None
         scores = [v for v in (row["activation_sqnr_db"], row["weight_sqnr_db"]) if v is not None]
         row["sensitivity_sqnr_db"] = min(scores)

@@ -142,3 +142,48 @@ def weight_only_int8(model: Any, node_names: list[str]) -> list[str]:
     for init in unused:
         graph.initializer.remove(init)
     return done
+
+
+def float_activation_inputs(model: Any, node_names: list[str]) -> list[str]:
+    """Give the named nodes their activation inputs in float: ``DQ(Q(x))`` → ``Clip(x, lo, hi)`` (in place).
+
+    Excluding a node from ORT's quantiser does not stop the *producer's* output from being
+    quantised, so its input would still carry 8-bit noise. The Clip keeps what the Q/DQ pair also
+    did on purpose — clamp to the calibrated range, which is how ORT folds a removed ReLU/ReLU6 —
+    and drops only the rounding. Returns the nodes changed.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    wanted = set(node_names)
+    ordered, changed = [], []
+    for node in graph.node:
+        if node.name in wanted:
+            for idx, name in enumerate(node.input):
+                dq = producer.get(name)
+                if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+                    continue
+                q = producer.get(dq.input[0])
+                if q is None or q.op_type != "QuantizeLinear" or q.input[1] not in inits:
+                    continue
+                scale = float(numpy_helper.to_array(inits[q.input[1]]).reshape(-1)[0])
+                zp_arr = numpy_helper.to_array(inits[q.input[2]]) if len(q.input) > 2 and q.input[2] in inits \
+                    else np.zeros(1, np.uint8)
+                info = np.iinfo(zp_arr.dtype)
+                zp = float(zp_arr.reshape(-1)[0])
+                base = f"{node.name}_in{idx}_float"
+                graph.initializer.extend([numpy_helper.from_array(np.array((info.min - zp) * scale, np.float32),
+                                                                  base + "_lo"),
+                                          numpy_helper.from_array(np.array((info.max - zp) * scale, np.float32),
+                                                                  base + "_hi")])
+                ordered.append(helper.make_node("Clip", [q.input[0], base + "_lo", base + "_hi"], [base],
+                                                name=base + "_clip"))
+                node.input[idx] = base
+                if node.name not in changed:
+                    changed.append(node.name)
+        ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return changed

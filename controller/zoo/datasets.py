@@ -68,11 +68,12 @@ def sentence_split(split: str) -> list[str]:
 # --------------------------------------------------------------------------------------------- photos
 
 # Calibration and evaluation photos are different source images (no crop of an eval photo is ever
-# seen during calibration). Grayscale photographs are stacked to three channels.
+# seen during calibration). Grayscale photographs are stacked to three channels. Synthetic
+# graphics (colorwheel, logo, checkerboard) are left out: they are not photographs.
 _CALIBRATION_PHOTOS = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "camera",
-                       "moon", "brick", "sklearn:flower.jpg")
-_EVAL_PHOTOS = ("chelsea", "rocket", "retina", "colorwheel", "logo", "coins", "clock", "grass", "gravel",
-                "page", "text", "sklearn:china.jpg")
+                       "moon", "brick", "cell", "sklearn:flower.jpg")
+_EVAL_PHOTOS = ("chelsea", "rocket", "retina", "coins", "clock", "grass", "gravel", "page", "text",
+                "stereo_motorcycle:0", "stereo_motorcycle:1", "sklearn:china.jpg")
 
 
 def _photo(name: str) -> np.ndarray:
@@ -83,7 +84,10 @@ def _photo(name: str) -> np.ndarray:
     else:
         import skimage.data
 
-        img = getattr(skimage.data, name)()
+        base, _, index = name.partition(":")
+        img = getattr(skimage.data, base)()
+        if index:  # loaders returning several images (stereo pairs)
+            img = img[int(index)]
     img = np.asarray(img)
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
