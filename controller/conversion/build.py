@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.profiles import DeviceProfile, load_profile
-from controller.conversion.recipes import BuildPlan, plan_build
+from controller.conversion.recipes import BuildPlan, fallback_options, plan_build
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class BuildReport:
     compression: dict[str, Any] | None = None
     conversion: dict[str, Any] | None = None
     versions: list[str] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     ok: bool = False
     error: str | None = None
 
@@ -141,12 +142,23 @@ def build(
     if torch_target and inputs.torch_module is None:
         raise ValueError(f"{plan.target} needs a torch model; {model} is ONNX only")
     artifact = out_dir / f"{inputs.name}.{prof.id}{plan.artifact_suffix}"
-    res = convert(
-        inputs.torch_module if torch_target else source, plan.target, prof, out=artifact, options=plan.options,
-        golden=inputs.golden, calibration=inputs.calibration, quality_metric=inputs.quality_metric,
-        example_inputs=inputs.example_inputs if torch_target else None,
-        input_names=inputs.input_names if torch_target else None,
-        output_names=inputs.output_names if torch_target else None, check=check)
+    ladder = fallback_options(plan.target, plan.options) if not plan.compression else [plan.options]
+    for i, options in enumerate(ladder):
+        last = i == len(ladder) - 1
+        res = convert(
+            inputs.torch_module if torch_target else source, plan.target, prof, out=artifact, options=options,
+            golden=inputs.golden, calibration=inputs.calibration, quality_metric=inputs.quality_metric,
+            example_inputs=inputs.example_inputs if torch_target else None,
+            input_names=inputs.input_names if torch_target else None,
+            output_names=inputs.output_names if torch_target else None, check=check and last)
+        report.attempts.append({"precision": res.precision, "ok": bool(res.check and res.check["ok"]),
+                                "outputs": [{k: o[k] for k in ("name", "cosine", "top1_agreement")}
+                                            for o in (res.check or {}).get("outputs", [])]})
+        if report.attempts[-1]["ok"]:
+            break
+        if not last:
+            log.warning("%s on %s: %s outside tolerance, trying the next precision", inputs.name, prof.id,
+                        res.precision)
     report.artifact, report.conversion = res.path, res.model_dump(mode="json")
     comp_ok = report.compression is None or report.compression["check"]["ok"]
     report.ok = bool(res.check and res.check["ok"]) and comp_ok

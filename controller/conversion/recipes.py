@@ -80,6 +80,22 @@ def options_for(target: str, profile: DeviceProfile) -> Any:
     return get_converter(target).options_type()
 
 
+# Precisions tried in order when an artifact misses the profile's tolerance ("measure, don't
+# assume": full-integer INT8 suits CNNs, transformers usually need dynamic-range INT8).
+_LADDERS = {"tflite": ("int8", "int8-dynamic", "fp16", "fp32"), "tensorrt": ("int8", "fp16", "fp32")}
+
+
+def fallback_options(target: str, options: Any) -> list[Any]:
+    """``options`` then the less aggressive precisions to try if it fails the cross-runtime check."""
+    import dataclasses
+
+    ladder = _LADDERS.get(target)
+    current = getattr(options, "precision", None)
+    if not ladder or current not in ladder:
+        return [options]
+    return [dataclasses.replace(options, precision=p) for p in ladder[ladder.index(current):]]
+
+
 _SUFFIX = {"onnx": ".onnx", "tensorrt": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
 
 

@@ -183,8 +183,10 @@ def _torch_source(module: Any, args: tuple[Any, ...], input_names: list[str] | N
                   output_names: list[str] | None) -> SourceModel:
     import torch
 
-    if hasattr(module, "eval"):
+    try:
         module.eval()
+    except (AttributeError, NotImplementedError):
+        pass  # a module from torch.export.load() is already in inference form and refuses eval()
     names = input_names or (["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))])
     if len(names) != len(args):
         raise UnsupportedSourceError(f"{len(names)} input names for {len(args)} example inputs")

@@ -4,6 +4,10 @@ Precisions:
 * ``fp32``: straight conversion.
 * ``fp16``: FP32 conversion, then ai-edge-quantizer's float-casting recipe stores
   weights as FP16 (half the download; XNNPACK computes in FP16 where the CPU has it).
+* ``int8-dynamic``: dynamic-range INT8 (ai-edge-quantizer ``dynamic_wi8_afp32``): INT8
+  weights, activations quantized on the fly by the kernels. The fallback for models
+  whose activations do not survive full-integer INT8 (transformers: LayerNorm, GELU,
+  softmax), at near-INT8 size and most of its speed.
 * ``int8``: full-integer static quantization with the PT2E flow (litert-torch's
   XNNPACK-style quantizer, per-channel weights), calibrated on a representative
   dataset; the model's I/O become INT8 with scale/zero-point, which
@@ -38,14 +42,15 @@ class TfliteOptions:
     """How to produce the ``.tflite`` artifact.
 
     Attributes:
-        precision: ``fp32``, ``fp16`` (weights) or ``int8`` (full integer, PT2E static).
+        precision: ``fp32``, ``fp16`` (weights), ``int8-dynamic`` (weights, dynamic-range
+            kernels) or ``int8`` (full integer, PT2E static).
         per_channel: per-output-channel INT8 weight scales (needed for depthwise convs).
         calibration_samples: at most this many representative samples for INT8.
         num_threads: interpreter threads for the check (the agent uses the profile's cores).
     """
 
     version: int = 1
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8-dynamic", "int8"] = "fp32"
     per_channel: bool = True
     calibration_samples: int = 64
     num_threads: int = 1
@@ -122,6 +127,13 @@ def _quantize_int8(module: Any, args: tuple[Any, ...], options: TfliteOptions,
     return graph, QuantConfig(pt2e_quantizer=quantizer)
 
 
+def _dynamic_int8(src: Path, dst: Path) -> None:
+    from ai_edge_quantizer import quantizer, recipe
+
+    qt = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
+    qt.quantize().export_model(str(dst), overwrite=True)
+
+
 def _fp16_weights(src: Path, dst: Path) -> None:
     from ai_edge_quantizer import qtyping, quantizer
 
@@ -158,11 +170,15 @@ def convert_tflite(source: SourceModel, profile: DeviceProfile, options: TfliteO
         raise
     except Exception as exc:  # noqa: BLE001 - litert-torch raises AssertionError/RuntimeError/... on lowering
         raise _translate(exc, module, args) from exc
-    if options.precision == "fp16":
+    if options.precision in ("fp16", "int8-dynamic"):
         fp32 = ctx.workdir / "fp32.tflite"
         edge.export(str(fp32))
-        _fp16_weights(fp32, out)
-        notes.append("FP16 weights via ai-edge-quantizer float casting")
+        if options.precision == "fp16":
+            _fp16_weights(fp32, out)
+            notes.append("FP16 weights via ai-edge-quantizer float casting")
+        else:
+            _dynamic_int8(fp32, out)
+            notes.append("dynamic-range INT8 via ai-edge-quantizer dynamic_wi8_afp32")
     else:
         edge.export(str(out))
     runner = tflite_runner(out, options.num_threads, source.input_names)

@@ -43,3 +43,23 @@ def test_convert_cli_reports_unsupported_op(custom_op_onnx, tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "MysteryOp" in err and "block3/mystery" in err
+
+
+def test_tflite_build_falls_back_to_a_precision_within_tolerance(tiny_cnn, tmp_path):
+    """A profile too strict for full-integer INT8: the build walks the ladder and says what it tried."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_litert")
+    import torch
+
+    from common.profiles import load_profile_file, profiles_dir
+
+    model, args = tiny_cnn
+    pt2 = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(model, args), str(pt2))
+    strict = tmp_path / "strict-phone.toml"
+    text = (profiles_dir() / "android-arm64.toml").read_text().replace('id = "android-arm64"', 'id = "strict-phone"')
+    strict.write_text(text + "\n[tolerance]\nmin_cosine = 0.999999\n")
+    report = build(pt2, load_profile_file(strict), out_dir=tmp_path / "out", golden_samples=4)
+    tried = [a["precision"] for a in report.attempts]
+    assert tried[0] == "int8" and not report.attempts[0]["ok"]
+    assert report.ok and report.attempts[-1]["ok"] and report.conversion["precision"] == tried[-1] != "int8"

@@ -174,6 +174,13 @@ class TestTfliteFp16(TestTfliteFp32):
         return TfliteOptions(precision="fp16")
 
 
+class TestTfliteInt8Dynamic(TestTfliteFp32):
+    def options(self):
+        from controller.conversion.to_tflite import TfliteOptions
+
+        return TfliteOptions(precision="int8-dynamic")
+
+
 class TestCoremlInt8(ConverterContract):
     target, profile, suffix = "coreml", "iphone", ".mlpackage"
     needs = ("coremltools",)

@@ -60,3 +60,15 @@ def test_registry_names_known_targets_and_refuses_duplicates():
         register_converter("onnx", options=spec.options_type)(lambda *a: None)
     with pytest.raises(TypeError, match="dataclass"):
         register_converter("x", options=int)
+
+
+def test_fallback_ladder_from_the_recipe_precision():
+    from controller.conversion.recipes import fallback_options
+    from controller.conversion.to_onnx import OnnxOptions
+    from controller.conversion.to_tensorrt import TensorrtOptions
+    from controller.conversion.to_tflite import TfliteOptions
+
+    assert [o.precision for o in fallback_options("tflite", TfliteOptions(precision="int8"))] == [
+        "int8", "int8-dynamic", "fp16", "fp32"]
+    assert [o.precision for o in fallback_options("tensorrt", TensorrtOptions(precision="fp16"))] == ["fp16", "fp32"]
+    assert fallback_options("onnx", OnnxOptions()) == [OnnxOptions()]
