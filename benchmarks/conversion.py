@@ -77,6 +77,8 @@ def bench_row(model: str, profile: str, out_dir: Path, golden: int, calib: int) 
     row.update(target=report.plan["target"], precision=conv["precision"], size_mb=round(conv["size_bytes"] / 2**20, 2),
                build_s=round(time.perf_counter() - t0, 1), convert_s=conv["seconds"], ok=report.ok,
                vs_source=conv["check"], artifact=str(report.artifact))
+    if report.attempts and len(report.attempts) > 1:
+        row["attempts"] = [{"precision": a["precision"], "ok": a["ok"]} for a in report.attempts]
     if report.compression:
         row["vs_fp32"] = {o["name"]: {"cosine": round(o["cosine"], 5), "top1": o["top1_agreement"]}
                           for o in report.compression["check"]["outputs"]}
@@ -123,8 +125,28 @@ def tflite_targets(out_dir: Path, golden: int, calib: int) -> dict:
     return out
 
 
+def _merged(rows: list[dict], extra: dict) -> tuple[list[dict], dict]:
+    """Rows of this run replace same (model, profile) rows of the previous results; others are kept."""
+    path = RESULTS / "conversion.json"
+    if not path.exists():
+        return rows, extra
+    old = json.loads(path.read_text())
+    mine = {(r["model"], r["profile"]) for r in rows}
+    kept = [r for r in old.get("rows", []) if (r["model"], r["profile"]) not in mine]
+    order = {(m, p): i for i, (m, p) in enumerate(sorted({(r["model"], r["profile"]) for r in kept + rows}))}
+    return sorted(kept + rows, key=lambda r: order[(r["model"], r["profile"])]), extra or old.get("tflite", {})
+
+
+def _verdict(r: dict) -> str:
+    text = "pass" if r["ok"] else "outside tolerance"
+    if r.get("attempts"):
+        text += " (tried " + ", ".join(f"{a['precision']}{'' if a['ok'] else ' ✗'}" for a in r["attempts"]) + ")"
+    return text
+
+
 def write(rows: list[dict], extra: dict, meta: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    rows, extra = _merged(rows, extra)
     (RESULTS / "conversion.json").write_text(json.dumps({"meta": meta, "rows": rows, "tflite": extra}, indent=2))
     lines = [f"# Conversion results ({meta['date']}, {meta['machine']})", "",
              "Artifact per (model, profile) from the profile's recipe. *vs source*: artifact vs the model it was "
@@ -142,7 +164,7 @@ def write(rows: list[dict], extra: dict, meta: dict) -> None:
         fp = next(iter(r["vs_fp32"].values()), {})
         lines.append(f"| {r['model']} | {r['profile']} | {r['target']} | {r['precision']} | {r['size_mb']} | "
                      f"{r['build_s']} | {src_cos} | {fp.get('cosine', '-')} | {fp.get('top1', '-')} | "
-                     f"{r.get('latency_p50_ms', '-')} | {'pass' if r['ok'] else 'outside tolerance'} |")
+                     f"{r.get('latency_p50_ms', '-')} | {_verdict(r)} |")
     if extra:
         lines += ["", "## TFLite targets (same process, interleaved latency)", "", "```", json.dumps(extra, indent=2),
                   "```"]

@@ -161,21 +161,31 @@ def convert_coreml(source: SourceModel, profile: DeviceProfile, options: CoremlO
     module, args = source.torch_program("coreml")
     if out.suffix != ".mlpackage":
         raise ConversionError(f"coreml: output must end in .mlpackage, got {out.name}")
+    kwargs = {"convert_to": "mlprogram",
+              "minimum_deployment_target": getattr(ct.target, options.minimum_deployment_target),
+              "compute_precision": ct.precision.FLOAT16 if options.compute_precision == "fp16"
+              else ct.precision.FLOAT32}
+    notes: list[str] = []
+    exported = torch.export.export(module, args)
     try:
-        program = torch.export.export(module, args).run_decompositions({})
-        mlmodel = ct.convert(
-            program, convert_to="mlprogram",
-            minimum_deployment_target=getattr(ct.target, options.minimum_deployment_target),
-            compute_precision=ct.precision.FLOAT16 if options.compute_precision == "fp16" else ct.precision.FLOAT32,
-        )
-    except Exception as exc:  # noqa: BLE001 - coremltools raises many types on an unsupported op
-        raise _translate(exc, module, args) from exc
+        # Empty table first: high-level ops (layer_norm, gelu, sdpa) map to fused MIL ops.
+        mlmodel = ct.convert(exported.run_decompositions({}), **kwargs)
+    except Exception as first:  # noqa: BLE001 - coremltools raises many types on an unsupported op
+        err = _translate(first, module, args)
+        if not isinstance(err, UnsupportedOpError):
+            raise err from first
+        try:  # e.g. BERT's aten.new_ones: the core-ATen decompositions lower it to ops coremltools has
+            mlmodel = ct.convert(exported.run_decompositions(), **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc, module, args) from exc
+        notes.append(f"{err.op} unsupported as is; converted after core-ATen decompositions")
     mlmodel = _rename_io(_compress(mlmodel, options), source)
     out.parent.mkdir(parents=True, exist_ok=True)
     mlmodel.save(str(out))
     structural = validate_mlpackage(out, source, options.weights)
     runner = _mac_runner(out, source)
-    notes = [] if runner else ["Core ML prediction needs macOS: validated structurally on this host"]
+    if runner is None:
+        notes.append("Core ML prediction needs macOS: validated structurally on this host")
     precision = {"int8": "int8", "palettize": f"lut{options.nbits}"}.get(options.weights, options.compute_precision)
     return Artifact(out, "coreml", precision,
                     [{"name": n, "shape": s} for n, s in structural["inputs"].items()],
