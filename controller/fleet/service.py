@@ -40,6 +40,7 @@ from common.manifest import BlobRef, Manifest, Thresholds, read_chunk
 from common.messages import BenchReport, ChunkRequest, Desired, DeviceCaps, DeviceState, JobReport, Telemetry, decode
 from common.topics import ParsedTopic, TopicError, TopicKind
 from controller.fleet.errors import FleetError
+from controller.fleet.telemetry import TelemetryStore
 from controller.registry import (
     DeploymentRecord,
     InvalidInputError,
@@ -129,6 +130,8 @@ class FleetService:
         actor: audit-log name for deployments made through this service.
         artifact_builder: finds/builds per-profile artifacts when deploying by version id
             (:class:`controller.artifacts.ArtifactBuilder`); without it only ready artifacts deploy.
+        telemetry: where telemetry goes (batched writer, retention, anomaly events); default one
+            :class:`controller.fleet.telemetry.TelemetryStore` on the registry.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class FleetService:
         publish_timeout: float = 10.0,
         actor: str = "controller",
         artifact_builder: ArtifactBuilder | None = None,
+        telemetry: TelemetryStore | None = None,
     ) -> None:
         self.registry = registry
         self.fleet = topics.validate_id(fleet, "fleet")
@@ -156,6 +160,8 @@ class FleetService:
         self.publish_timeout = publish_timeout
         self.artifact_builder = artifact_builder
         self._stats: Counter[str] = Counter()
+        self.telemetry = telemetry or TelemetryStore(registry)
+        self._active_sha: dict[str, str | None] = {}
         self._stats_lock = threading.Lock()
         self._changed = threading.Condition()
         self._subscribed = threading.Event()
@@ -218,6 +224,7 @@ class FleetService:
     def start(self, timeout: float = 15.0) -> FleetService:
         """Connect, subscribe, start the chunk sender; returns once subscriptions are acknowledged."""
         self._stopping = False
+        self.telemetry.start()
         self._sender = threading.Thread(target=self._send_chunks, name="fleet-chunks", daemon=True)
         self._sender.start()
         self.client.connect_async(self.host, self.port, keepalive=30)
@@ -242,6 +249,7 @@ class FleetService:
         if self._sender is not None:
             self._sender.join(timeout=10)
             self._sender = None
+        self.telemetry.stop()
 
     def __enter__(self) -> FleetService:
         return self.start()
@@ -340,6 +348,8 @@ class FleetService:
         if not self.registry.record_device_state(state=state):
             self._count("stale_state")
             log.info("ignored stale state of %s (session %s)", state.device_id, state.session_id)
+        elif state.online:
+            self._active_sha[state.device_id] = state.active.sha256 if state.active else None
         self._notify()
 
     def _on_caps(self, parsed: ParsedTopic, payload: bytes) -> None:
@@ -378,7 +388,11 @@ class FleetService:
     def _on_telemetry(self, parsed: ParsedTopic, payload: bytes) -> None:
         tm = decode(Telemetry, payload)
         if self._check_sender(parsed, tm.device_id):
-            self.registry.record_telemetry(telemetry=tm)
+            self.telemetry.put(tm, self._active_sha.get(tm.device_id))
+
+    def telemetry_lag(self) -> dict[str, float]:
+        """Device timestamp → stored, over the last 100k samples (seconds): is intake keeping up?"""
+        return self.telemetry.lag()
 
     def _on_chunk_request(self, parsed: ParsedTopic, payload: bytes) -> None:
         req = decode(ChunkRequest, payload)

@@ -69,6 +69,7 @@ class RolloutEngine:
         self.registry = fleet.registry
         self.store = RolloutStore(self.registry)
         self.tick_s = tick_s
+        self.min_interval_s = min(0.05, tick_s)
         self.actor = actor
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -102,13 +103,18 @@ class RolloutEngine:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the engine must outlive one bad tick
                 self.stats["tick_errors"] += 1
                 log.exception("rollout tick failed")
+            # a busy fleet notifies on every report: rest at least twice as long as the tick
+            # took (and min_interval_s), so the engine never starves report intake of the CPU
+            if self._stop.wait(max(self.min_interval_s, 2 * (time.monotonic() - started))):
+                return
             with self.fleet._changed:
-                self.fleet._changed.wait(self.tick_s)
+                self.fleet._changed.wait(max(0.0, self.tick_s - self.min_interval_s))
 
     # ------------------------------------------------------------------ operator API
     def create(
@@ -270,13 +276,13 @@ class RolloutEngine:
         running = [d for d in r.devices if d.outcome == "in_progress" and d.deployment_id]
         if not running:
             return r
-        deps = {dep_id: self.registry.get_deployment(deployment_id=dep_id)
+        deps = {dep_id: {x.device_id: x for x in self.registry.get_deployment(deployment_id=dep_id).devices}
                 for dep_id in {d.deployment_id for d in running}}
         now = time.time()
         changed: dict[str, list[str]] = {}
         expired: list[RolloutDevice] = []
         for d in running:
-            rec = next((x for x in deps[d.deployment_id].devices if x.device_id == d.device_id), None)  # type: ignore[index]
+            rec = deps[d.deployment_id].get(d.device_id)  # type: ignore[index]
             outcome = _outcome(rec.state.value, rec.reason) if rec else "failed"
             if outcome is not None:
                 changed.setdefault(outcome, []).append(d.device_id)

@@ -133,8 +133,8 @@ def test_timeout_retry_then_offline_device_reconciles(harness):
     assert h.sim.agents["sim-0011"].active.version == old
     h.sim.set_online("sim-0011")  # back: reconciles from its retained desired (the retry deployment)
     assert _wait(lambda: h.sim.agents["sim-0011"].active.version == new.version_id)
-    dev = h.registry.get_device(device_id="sim-0011")
-    assert h.registry.get_deployment(deployment_id=dev.desired_deployment_id).devices[0].state.value == "committed"
+    dep_id = h.registry.get_device(device_id="sim-0011").desired_deployment_id
+    assert _wait(lambda: h.registry.get_deployment(deployment_id=dep_id).devices[0].state.value == "committed")
 
 
 def test_newer_rollout_supersedes_and_pause_resume(harness):
