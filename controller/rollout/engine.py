@@ -62,6 +62,9 @@ class RolloutEngine:
         fleet: the started :class:`controller.fleet.FleetService` (publishing + report intake).
         tick_s: longest sleep between ticks; reports wake the engine earlier.
         actor: audit-log name.
+
+    Run exactly one engine per registry: two engines ticking the same rollouts would both
+    start waves (there is no cross-process lease yet; a server database would add one).
     """
 
     def __init__(self, fleet: FleetService, *, tick_s: float = 0.25, actor: str = "rollout-engine") -> None:
@@ -83,6 +86,9 @@ class RolloutEngine:
             self.store.event(r.id, "resumed", f"controller started; rollout was {r.state} in wave {r.wave}",
                              {"state": r.state, "wave": r.wave, "phase": r.phase, "outcomes": r.outcomes()})
             log.info("resuming rollout %s (%s, wave %d)", r.id, r.state, r.wave)
+        telemetry = getattr(self.fleet, "telemetry", None)
+        if telemetry is not None and self.on_anomaly not in telemetry.listeners:
+            telemetry.listeners.append(self.on_anomaly)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="rollout-engine", daemon=True)
         self._thread.start()
@@ -90,6 +96,9 @@ class RolloutEngine:
 
     def stop(self) -> None:
         """Stop ticking (rollouts stay persisted and resume on the next start)."""
+        telemetry = getattr(self.fleet, "telemetry", None)
+        if telemetry is not None and self.on_anomaly in telemetry.listeners:
+            telemetry.listeners.remove(self.on_anomaly)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
@@ -196,6 +205,19 @@ class RolloutEngine:
                 return r
             self._roll_back(r, reason, {})
         return self.store.get(rollout_id)
+
+    def on_anomaly(self, event: dict[str, Any]) -> None:
+        """Rollback policy for telemetry anomalies: an updated device of an active rollout drifts → roll back."""
+        device = event.get("device_id")
+        with self._lock:
+            for r in self.store.list(states=("running", "paused")):
+                hit = next((d for d in r.devices if d.device_id == device and d.outcome == "committed"), None)
+                if hit is None:
+                    continue
+                self.store.event(r.id, "anomaly", f"{device}: {event.get('detail', '')}", event.get("figures", {}))
+                if r.plan.rollback_on_anomaly:
+                    self._roll_back(r, f"telemetry anomaly on {device}: {event.get('kind')}", event)
+        self._wake()
 
     def _transition(self, rollout_id: str, allowed: tuple[str, ...], new: str, event: str, reason: str) -> Rollout:
         with self._lock:

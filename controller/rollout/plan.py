@@ -48,6 +48,8 @@ class RolloutPlan(BaseModel):
     abort_ratio: float = Field(0.2, gt=0, le=1)
     abort_min_count: int = Field(1, ge=1)
     gate: FleetGate = FleetGate()
+    rollback_on_anomaly: bool = True
+    """A telemetry anomaly (latency drift after activation) on an updated device rolls the rollout back."""
     thresholds: dict[str, float] | None = None
     """Device-level regression gate for artifacts built for this rollout (``Thresholds`` fields)."""
 

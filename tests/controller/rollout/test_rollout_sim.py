@@ -170,3 +170,43 @@ def test_controller_restart_mid_rollout_resumes(harness):
     assert r.state == "succeeded" and r.outcomes() == {"committed": 12}
     kinds = _kinds(h, rid)
     assert "resumed" in kinds and kinds.index("resumed") < kinds.index("bake_done")
+
+
+def test_ab_verdict_and_promote_winner(harness):
+    from controller.rollout import ab
+
+    h = harness
+    _baseline(h)
+    a = h.artifact(technique="fp32-b")  # same speed as the baseline
+    b = h.artifact(technique="int8")  # ~2.5x faster in the simulated benchmark
+    test = ab.start_ab(h.engine, a=a.id, b=b.id, device_ids=h.device_ids, ratio=0.5)
+    assert sorted(d.variant for d in test.devices).count("b") == 6
+    assert h.engine.wait(test.id, 30).state == "succeeded"
+    result = ab.verdict(h.engine, test.id)
+    lat = result["variants"]
+    assert lat["a"]["latency_p95_ms"]["n"] == 6 and lat["b"]["latency_p95_ms"]["n"] == 6
+    diff = result["difference_b_minus_a"]["latency_p95_ms"]
+    assert diff["absolute"] < 0 and diff["welch_t"] < -2
+    assert result["winner"] == "b" and "B wins" in result["reason"]
+    promoted = ab.promote_winner(h.engine, test.id)
+    assert h.engine.wait(promoted.id, 30).state == "succeeded"
+    assert h.sim.active_versions() == {b.version_id: 12}
+    assert [e["kind"] for e in h.engine.events(test.id)][-2:] == ["ab_verdict", "ab_promoted"]
+
+
+def test_latency_drift_after_activation_rolls_back(tmp_path):
+    from common.manifest import Thresholds
+
+    kw = {"bench_s": 0.02, "telemetry_interval_s": 0.1}
+    with SimHarness(tmp_path, agents=4, simulator_kw=kw) as h:
+        old = _baseline(h)
+        time.sleep(1.0)  # some telemetry with the old model: the "before" of the drift rule
+        slow = h.artifact(technique="slow", thresholds=Thresholds(max_latency_ratio=10.0))
+        plan = RolloutPlan(canary_count=2, waves=1, bake_s=30, gate=FleetGate(max_latency_ratio=10.0))
+        r = h.engine.create(artifact_id=slow.id, device_ids=h.device_ids, plan=plan)
+        r = h.engine.wait(r.id, 30, until=("rolled_back", "succeeded"))
+        assert r.state == "rolled_back", h.engine.events(r.id)
+        anomaly = next(e for e in h.engine.events(r.id) if e["kind"] == "anomaly")
+        assert anomaly["figures"]["ratio"] > 1.5
+        assert h.service.telemetry.events()[0]["kind"] == "latency_drift"
+        assert _wait(lambda: h.sim.active_versions() == {old: 4})
