@@ -8,6 +8,7 @@ exit non-zero with the reason in ``summary.json``.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -55,19 +56,31 @@ def bench_row(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ratio(new: Any, old: Any) -> str:
+    if not new or not old:
+        return ""
+    return f" ×{new / old:.2f}"
+
+
 def results_table(run: DemoRun) -> Table:
-    """Per device and stage: decision and the on-device figures behind it."""
-    table = Table(title="On-device decisions", show_lines=False)
-    for col in ("stage", "device", "profile", "decision", "p50 ms", "p95 ms", "mem MB", "quality", "reason"):
-        table.add_column(col)
-    profiles = run.device_profiles()
+    """Per device and stage: decision and the on-device figures behind it (ratios vs the active model)."""
+    table = Table(title="On-device decisions (ratios vs the model the device ran before)")
+    for col in ("stage", "device", "decision", "p50 ms", "p95 ms", "mem MB", "quality", "reason"):
+        table.add_column(col, no_wrap=col in ("stage", "device", "decision"))
     for stage in run.stages:
         for device, info in stage.devices.items():
             row = bench_row(info)
+            bench = info.get("bench") or {}
+            base = bench.get("baseline_metrics") or {}
             table.add_row(
-                stage.name, device, profiles[device], str(row["state"]), _fmt(row["p50_ms"], ".2f"),
-                _fmt(row["p95_ms"], ".2f"), _fmt(row["mem_mb"]), _fmt(row["quality"], ".4f"),
-                (row["reason"] or "ok")[:40],
+                stage.name,
+                device,
+                str(row["state"]),
+                _fmt(row["p50_ms"], ".1f"),
+                _fmt(row["p95_ms"], ".1f") + _ratio(row["p95_ms"], base.get("latency_p95_ms")),
+                _fmt(row["mem_mb"]) + _ratio(row["mem_mb"], base.get("peak_rss_delta_mb")),
+                _fmt(row["quality"], ".4f"),
+                row["reason"] or "ok",
             )
     return table
 
@@ -109,7 +122,7 @@ def validate_options(options: DemoOptions) -> None:
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     """Run the whole story; returns the process exit code (0 only if every device ends healthy)."""
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
     run = DemoRun(options)
     t_start = time.monotonic()
     problems: list[str] = []
