@@ -28,6 +28,7 @@ CONTROLLER_USER = "controller"
 ACL_TEMPLATE = """\
 user {controller}
 topic readwrite fl/v1/#
+topic readwrite homeassistant/#
 topic read $SYS/#
 
 pattern write fl/v1/+/dev/%u/state

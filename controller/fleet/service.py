@@ -617,6 +617,22 @@ class FleetService:
         self._publish_desired(dep, list(back))
         return dep
 
+    def publish_ha_discovery(self, device_ids: list[str] | None = None, *, prefix: str = "homeassistant") -> int:
+        """Publish retained Home Assistant discovery configs for devices (default: every known one).
+
+        Returns the number of configs published. See :mod:`controller.fleet.homeassistant`.
+        """
+        from controller.fleet.homeassistant import discovery_messages
+
+        devices = [self.registry.get_device(device_id=d) for d in device_ids] if device_ids else \
+            self.registry.list_devices()
+        infos = []
+        for dev in devices:
+            for topic, payload in discovery_messages(self.fleet, dev.id, profile=dev.profile, prefix=prefix):
+                infos.append(self.client.publish(topic, payload, qos=1, retain=True))
+        self._await(infos, "Home Assistant discovery configs")
+        return len(infos)
+
     # ------------------------------------------------------------------ waiting
     def wait_for(self, deployment_id: str | DeploymentRecord, timeout: float) -> DeploymentSummary:
         """Block until every device of the deployment is terminal, or ``timeout`` seconds pass."""

@@ -298,14 +298,20 @@ class RolloutEngine:
         running = [d for d in r.devices if d.outcome == "in_progress" and d.deployment_id]
         if not running:
             return r
-        deps = {dep_id: {x.device_id: x for x in self.registry.get_deployment(deployment_id=dep_id).devices}
-                for dep_id in {d.deployment_id for d in running}}
+        # a light query, not get_deployment(): this runs every tick for up to thousands of devices
+        dep_ids = sorted({d.deployment_id for d in running if d.deployment_id})
+        marks = ", ".join("?" for _ in dep_ids)
+        rows = self.registry._all(
+            f"SELECT deployment_id, device_id, state, reason FROM deployment_devices WHERE deployment_id IN ({marks})",
+            tuple(dep_ids),
+        )
+        status = {(row["deployment_id"], row["device_id"]): (row["state"], row["reason"]) for row in rows}
         now = time.time()
         changed: dict[str, list[str]] = {}
         expired: list[RolloutDevice] = []
         for d in running:
-            rec = deps[d.deployment_id].get(d.device_id)  # type: ignore[index]
-            outcome = _outcome(rec.state.value, rec.reason) if rec else "failed"
+            rec = status.get((d.deployment_id, d.device_id))  # type: ignore[arg-type]
+            outcome = _outcome(*rec) if rec else "failed"
             if outcome is not None:
                 changed.setdefault(outcome, []).append(d.device_id)
             elif now - (d.started_at or now) > r.plan.device_timeout_s:
