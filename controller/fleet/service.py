@@ -169,6 +169,8 @@ class FleetService:
         self._chunks: queue.Queue[_ChunkJob | object | None] = queue.Queue()
         self._sender: threading.Thread | None = None
         self._window: deque[mqtt.MQTTMessageInfo] = deque()
+        self._queued: dict[tuple[str, str], set[int]] = {}
+        self._queued_lock = threading.Lock()
         self._stopping = False
         self._handlers: dict[TopicKind, Callable[[ParsedTopic, bytes], None]] = {
             TopicKind.STATE: self._on_state,
@@ -408,8 +410,15 @@ class FleetService:
         indices = sorted({i for i in wanted if 0 <= i < ref.chunk_count})
         if len(indices) != len(set(wanted)):
             self._count("chunk_bad_index")
-        if indices:
-            self._chunks.put(_ChunkJob(parsed.device, ref, indices))
+        key = (parsed.device, ref.sha256)
+        with self._queued_lock:  # a re-request for chunks still queued adds nothing but load
+            queued = self._queued.setdefault(key, set())
+            fresh = [i for i in indices if i not in queued]
+            queued.update(fresh)
+        if len(fresh) < len(indices):
+            self._count("chunks_coalesced", len(indices) - len(fresh))
+        if fresh:
+            self._chunks.put(_ChunkJob(parsed.device, ref, fresh))
 
     # ------------------------------------------------------------------ chunk sender
     def _send_chunks(self) -> None:
@@ -434,9 +443,12 @@ class FleetService:
         """
         path = self.registry.blob_path(sha256=job.ref.sha256)
         window = self._window
+        queued = self._queued.get((job.device_id, job.ref.sha256), set())
         for index in job.indices:
             if self._stopping:
                 return
+            with self._queued_lock:
+                queued.discard(index)
             data = read_chunk(path, index, job.ref.chunk_size)
             info = self.client.publish(topics.chunk(self.fleet, job.device_id, job.ref.sha256, index), data, qos=1)
             window.append(info)

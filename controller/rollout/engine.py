@@ -388,8 +388,8 @@ class RolloutEngine:
                 self.registry.mark_deployment_rolled_back(deployment_id=dep_id, reason=reason, actor=self.actor)
             except ConflictError:
                 pass
-        back = self.fleet.send_back(plan, rollback_of=r.devices[0].deployment_id or "", actor=self.actor) \
-            if plan else None
+        first_dep = next((d.deployment_id for d in started if d.deployment_id), None)
+        back = self.fleet.send_back(plan, rollback_of=first_dep, actor=self.actor) if plan and first_dep else None
         ids = [back.id] if back else []
         self.store.update(r.id, state="rolling_back" if ids else "rolled_back", reason=reason,
                           rollback_deployments=json.dumps(ids))

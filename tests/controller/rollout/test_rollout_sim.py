@@ -210,3 +210,47 @@ def test_latency_drift_after_activation_rolls_back(tmp_path):
         assert anomaly["figures"]["ratio"] > 1.5
         assert h.service.telemetry.events()[0]["kind"] == "latency_drift"
         assert _wait(lambda: h.sim.active_versions() == {old: 4})
+
+
+def test_bad_input_is_counted_and_rollout_state_stays_correct(harness):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from common import topics
+    from common.messages import JobReport
+
+    h = harness
+    _baseline(h)
+    new = h.artifact(technique="int8")
+    r = h.engine.create(artifact_id=new.id, device_ids=h.device_ids, plan=RolloutPlan(canary_count=2, waves=1,
+                                                                                        bake_s=1.0))
+    assert _wait(lambda: h.engine.get(r.id).phase == "bake")
+    dep = h.engine.get(r.id).in_wave(0)[0].deployment_id
+    dev = "sim-0005"  # a wave-1 device, not started yet
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="intruder")
+    c.username_pw_set(dev, h.broker.credentials.users[dev])
+    c.connect(h.broker.host, h.broker.port)
+    c.loop_start()
+    try:
+        f = h.fleet
+        bogus = [
+            (topics.job(f, dev, "no-such-deployment"),
+             JobReport(device_id=dev, deployment_id="no-such-deployment", seq=1, state="commit").to_bytes()),
+            (topics.job(f, dev, dep),  # a canary's deployment, but this device is not targeted by it
+             JobReport(device_id=dev, deployment_id=dep, seq=99, state="failure").to_bytes()),
+            (topics.job(f, dev, dep),  # claims to be a canary device from this device's login
+             JobReport(device_id="sim-0000", deployment_id=dep, seq=99, state="failure").to_bytes()),
+            (topics.telemetry(f, dev), b"{not json"),
+            (topics.job(f, "sim-0000", dep),  # another device's topic: the broker ACL drops it
+             JobReport(device_id="sim-0000", deployment_id=dep, seq=999, state="failure").to_bytes()),
+        ]
+        for topic, payload in bogus:
+            c.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    r = h.engine.wait(r.id, 30)
+    assert r.state == "succeeded" and r.outcomes() == {"committed": 12}
+    stats = h.service.stats
+    assert stats.get("unknown_deployment") == 1 and stats.get("not_targeted") == 1
+    assert stats.get("spoofed") == 1 and stats.get("malformed") == 1
