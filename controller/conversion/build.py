@@ -87,12 +87,36 @@ def file_inputs(path: Path, golden_samples: int = 16, quality_metric: str = "cos
                        src.example_inputs or None, src.input_names, src.output_names, golden, calib, quality_metric)
 
 
-def _compress(inputs: BuildInputs, plan: BuildPlan, workdir: Path, profile: DeviceProfile) -> tuple[Path, dict]:
+def compression_ladder(plan: BuildPlan, profile: DeviceProfile, quality_metric: str) -> list[tuple[str, dict]]:
+    """The recipe's compression, then ``mixed`` (per-layer INT8 fallback aiming at the profile's
+    tolerance) when the recipe is static INT8. If both miss the tolerance, the FP32 model is shipped."""
+    if not plan.compression:
+        return []
+    ladder = [plan.compression]
+    if plan.compression[0] == "int8-static":
+        from controller.compression import techniques
+
+        if "mixed" in techniques():
+            target = profile.tolerance.min_top1_agreement if quality_metric == "top1" else profile.tolerance.min_cosine
+            ladder.append(("mixed", {"quality_target": target}))
+    return ladder
+
+
+def _compress(inputs: BuildInputs, compression: tuple[str, dict], workdir: Path,
+              profile: DeviceProfile) -> tuple[Path, dict]:
     from controller.compression import compress, make_config
     from controller.conversion.check import cross_runtime_check, onnx_runner
 
-    technique, params = plan.compression  # type: ignore[misc]
+    technique, params = compression
     config = make_config(technique, params)
+    if technique == "int8-static" and _is_zoo(inputs.name):
+        import dataclasses
+
+        from controller.compression.recipes import recommended_int8
+
+        # The compression engine's measured per-model settings (e.g. MiniLM's FFN output projections
+        # keep float activations), with the profile's device params (reduce_range, per_channel) on top.
+        config = dataclasses.replace(recommended_int8(inputs.name), **params)
     out = workdir / f"{inputs.name}.{technique}.onnx"
     model: Any = inputs.name if inputs.onnx_path is None or _is_zoo(inputs.name) else inputs.onnx_path
     result = compress(model, config, out=out, calibration=inputs.calibration, evaluate=False)
@@ -119,7 +143,13 @@ def build(
     calibration_samples: int = 64,
     check: bool = True,
 ) -> BuildReport:
-    """Build ``model`` for ``profile`` per its recipe; raises on a failed check when ``check``.
+    """Build ``model`` for ``profile`` per its recipe.
+
+    ``check=True`` (the CLI default) enforces the profile's tolerance: a compression or
+    precision that misses it is replaced by the next rung of its ladder (INT8 → mixed → FP32;
+    TFLite int8 → int8-dynamic → fp16 → fp32), every attempt recorded in ``attempts``, and a
+    final miss raises :class:`CrossRuntimeMismatchError`. ``check=False`` builds the recipe as
+    written and only reports the drift (what the benchmark measures).
 
     Example:
         >>> report = build("mobilenetv2", "rpi4", out_dir=Path("build"))  # doctest: +SKIP
@@ -136,13 +166,26 @@ def build(
     report = BuildReport(inputs.name, prof.id, plan_dict)
     out_dir.mkdir(parents=True, exist_ok=True)
     source: Any = inputs.onnx_path
-    if plan.compression:
-        source, report.compression = _compress(inputs, plan, out_dir, prof)
+    # check=False measures the recipe as written; check=True enforces the tolerance with fallbacks.
+    comp_ladder = compression_ladder(plan, prof, inputs.quality_metric) if check else (
+        [plan.compression] if plan.compression else [])
+    for compression in comp_ladder:
+        candidate, info = _compress(inputs, compression, out_dir, prof)
+        report.attempts.append({"stage": "compression", "precision": compression[0], "ok": info["check"]["ok"],
+                                "outputs": [
+            {k: o[k] for k in ("name", "cosine", "top1_agreement")} for o in info["check"]["outputs"]]})
+        if info["check"]["ok"] or not check:
+            source, report.compression = candidate, info
+            if info["check"]["ok"]:
+                break
+        log.warning("%s on %s: %s outside tolerance vs FP32", inputs.name, prof.id, compression[0])
+    if report.attempts and not report.compression and check:
+        log.warning("%s on %s: no compression met the tolerance; shipping FP32", inputs.name, prof.id)
     torch_target = plan.target in ("tflite", "coreml")
     if torch_target and inputs.torch_module is None:
         raise ValueError(f"{plan.target} needs a torch model; {model} is ONNX only")
     artifact = out_dir / f"{inputs.name}.{prof.id}{plan.artifact_suffix}"
-    ladder = fallback_options(plan.target, plan.options) if not plan.compression else [plan.options]
+    ladder = fallback_options(plan.target, plan.options) if check and not plan.compression else [plan.options]
     for i, options in enumerate(ladder):
         last = i == len(ladder) - 1
         res = convert(
@@ -151,7 +194,8 @@ def build(
             example_inputs=inputs.example_inputs if torch_target else None,
             input_names=inputs.input_names if torch_target else None,
             output_names=inputs.output_names if torch_target else None, check=check and last)
-        report.attempts.append({"precision": res.precision, "ok": bool(res.check and res.check["ok"]),
+        report.attempts.append({"stage": "conversion", "precision": res.precision,
+                                "ok": bool(res.check and res.check["ok"]),
                                 "outputs": [{k: o[k] for k in ("name", "cosine", "top1_agreement")}
                                             for o in (res.check or {}).get("outputs", [])]})
         if report.attempts[-1]["ok"]:
@@ -191,7 +235,7 @@ def record_lineage(registry: Any, inputs: BuildInputs, report: BuildReport, res:
             for f in sorted(p for p in path.rglob("*") if p.is_file()):
                 zf.write(f, f.relative_to(path.parent))
         path = zipped
-    technique = report.plan["technique"] if not report.compression else report.compression["technique"]
+    technique = report.compression["technique"] if report.compression else res.precision
     conv = registry.add_version(model_id=model.id, path=path, technique=technique.replace("_", "-"),
                                 config={"conversion": res.options, "target": res.target},
                                 format=res.format, profile=res.profile, parent_id=parent,

@@ -59,7 +59,22 @@ def test_tflite_build_falls_back_to_a_precision_within_tolerance(tiny_cnn, tmp_p
     strict = tmp_path / "strict-phone.toml"
     text = (profiles_dir() / "android-arm64.toml").read_text().replace('id = "android-arm64"', 'id = "strict-phone"')
     strict.write_text(text + "\n[tolerance]\nmin_cosine = 0.999999\n")
-    report = build(pt2, load_profile_file(strict), out_dir=tmp_path / "out", golden_samples=4)
-    tried = [a["precision"] for a in report.attempts]
+    report = build(pt2, load_profile_file(strict), out_dir=tmp_path / "out", golden_samples=4, check=True)
+    tried = [a["precision"] for a in report.attempts if a["stage"] == "conversion"]
     assert tried[0] == "int8" and not report.attempts[0]["ok"]
     assert report.ok and report.attempts[-1]["ok"] and report.conversion["precision"] == tried[-1] != "int8"
+
+
+def test_onnx_build_without_a_passing_compression_ships_fp32(tiny_cnn_onnx, tmp_path, monkeypatch):
+    """INT8 (and mixed) outside tolerance: the enforced build ships the FP32 model and says so."""
+    from common.profiles import load_profile
+    from controller.conversion import build as build_mod
+
+    strict = load_profile("rpi5").model_copy(update={"tolerance": load_profile("rpi5").tolerance.model_copy(
+        update={"min_cosine": 0.9999999})})
+    monkeypatch.setattr(build_mod, "compression_ladder", lambda plan, prof, metric: [plan.compression])
+    report = build(tiny_cnn_onnx, strict, out_dir=tmp_path, golden_samples=4, check=True)
+    assert [(a["stage"], a["precision"]) for a in report.attempts] == [
+        ("compression", "int8-static"), ("conversion", "fp32")]
+    assert not report.attempts[0]["ok"] and report.compression is None
+    assert report.conversion["precision"] == "fp32" and report.ok
