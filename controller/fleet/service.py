@@ -171,6 +171,7 @@ class FleetService:
         self._window: deque[mqtt.MQTTMessageInfo] = deque()
         self._queued: dict[tuple[str, str], set[int]] = {}
         self._queued_lock = threading.Lock()
+        self._authorized: dict[tuple[str, str], BlobRef] = {}
         self._stopping = False
         self._handlers: dict[TopicKind, Callable[[ParsedTopic, bytes], None]] = {
             TopicKind.STATE: self._on_state,
@@ -401,7 +402,12 @@ class FleetService:
         req = decode(ChunkRequest, payload)
         if req.sha256 != parsed.sha256:
             raise _mismatch("chunk request", req.sha256, parsed)
-        ref = self.registry.blob_for_device(device_id=parsed.device, sha256=req.sha256)
+        key = (parsed.device, req.sha256)
+        ref = self._authorized.get(key)
+        if ref is None:  # positives are cached: a blob once deployed to a device stays deployable to it
+            ref = self.registry.blob_for_device(device_id=parsed.device, sha256=req.sha256)
+            if ref is not None:
+                self._authorized[key] = ref
         if ref is None:
             self._count("chunk_refused")
             log.warning("refused chunks of %s to %s: not part of any deployment to it", req.sha256[:12], parsed.device)
@@ -410,7 +416,6 @@ class FleetService:
         indices = sorted({i for i in wanted if 0 <= i < ref.chunk_count})
         if len(indices) != len(set(wanted)):
             self._count("chunk_bad_index")
-        key = (parsed.device, ref.sha256)
         with self._queued_lock:  # a re-request for chunks still queued adds nothing but load
             queued = self._queued.setdefault(key, set())
             fresh = [i for i in indices if i not in queued]

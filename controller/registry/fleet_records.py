@@ -537,8 +537,13 @@ def _state_decision(row: dict[str, Any], state: DeviceState, ts: str) -> tuple[b
 
 def _refresh_deployment_state(conn: sqlite3.Connection, deployment_id: str) -> bool:
     """Recompute a deployment's aggregate state; returns True once every device is terminal."""
+    # aggregated in SQL: this runs once per report, and a 1,000-device deployment made it a
+    # Python loop over every device for every report (quadratic in fleet size)
     states = [
-        S(r[0]) for r in conn.execute("SELECT state FROM deployment_devices WHERE deployment_id = ?", (deployment_id,))
+        S(r[0])
+        for r in conn.execute(
+            "SELECT state FROM deployment_devices WHERE deployment_id = ? GROUP BY state", (deployment_id,)
+        )
     ]
     current = conn.execute("SELECT state FROM deployments WHERE id = ?", (deployment_id,)).fetchone()[0]
     done = all(s.terminal for s in states)
