@@ -29,6 +29,7 @@ class PruneStructuredConfig(CompressionConfig):
         finetune_epochs: fine-tune epochs after each step.
         lr: fine-tune learning rate.
         scope: ``auto`` (FFN neurons for transformers, channels otherwise), ``channels`` or ``ffn``.
+        max_samples: cap on fine-tuning samples.
     """
 
     technique: ClassVar[str] = "prune-structured"
@@ -40,6 +41,7 @@ class PruneStructuredConfig(CompressionConfig):
     finetune_epochs: int = 3
     lr: float = 5e-4
     scope: Literal["auto", "channels", "ffn"] = "auto"
+    max_samples: int = 4000
     version: int = 1
 
     def _validate(self) -> None:
@@ -96,7 +98,8 @@ def prune_structured(source: ModelSource, config: PruneStructuredConfig, ctx: An
     before = torch_tools.param_count(model)
     widths_before = {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
                      for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
-    data = torch_tools.train_data(source, ctx, max_samples=4000, batch=32) if config.finetune_epochs else None
+    data = (torch_tools.train_data(source, ctx, max_samples=config.max_samples, batch=32)
+            if config.finetune_epochs else None)
     history: list[dict[str, Any]] = []
 
     def between(step: int) -> None:

@@ -21,6 +21,10 @@ from controller.compression.source import ModelSource
 
 log = logging.getLogger(__name__)
 
+# Without labels the student learns from the FP32 model's outputs on real calibration inputs; on a
+# 2-core CPU a few hundred photos / sentences per epoch is what a job can afford.
+UNLABELLED_CAP = 256
+
 
 @dataclasses.dataclass
 class TrainData:
@@ -52,7 +56,7 @@ def train_data(source: ModelSource, ctx: Any, max_samples: int, batch: int) -> T
         train = [(xt[i : i + batch],) for i in range(n_val, len(x), batch)]
         train_labels = [yt[i : i + batch] for i in range(n_val, len(x), batch)]
         return TrainData(train, train_labels, [(xt[:n_val],)], [yt[:n_val]])
-    samples = ctx.calibration(max_samples)
+    samples = ctx.calibration(min(max_samples, UNLABELLED_CAP))
     names = [s.name for s in source.specs]
     n_val = max(len(samples) // 8, 1)
     train = [_stack(samples[i : i + batch], names) for i in range(n_val, len(samples), batch)]

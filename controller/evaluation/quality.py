@@ -28,7 +28,11 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, metric: str) -> dict
     if metric == "top1":
         p, q = _softmax(ref), _softmax(cand)
         kl = (p * (np.log(np.maximum(p, 1e-12)) - np.log(np.maximum(q, 1e-12)))).sum(1)
-        return {"top1_agreement": float((ref.argmax(1) == cand.argmax(1)).mean()), "kl_mean": float(kl.mean())}
+        agree = ref.argmax(1) == cand.argmax(1)
+        confident = p.max(1) >= 0.5  # where FP32 itself is sure; flips elsewhere are near-ties
+        return {"top1_agreement": float(agree.mean()), "kl_mean": float(kl.mean()),
+                "top1_agreement_confident": float(agree[confident].mean()) if confident.any() else None,
+                "confident_share": float(confident.mean())}
     raise ValueError(f"unknown quality metric {metric!r}; use 'cosine' or 'top1'")
 
 

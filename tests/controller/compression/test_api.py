@@ -133,3 +133,33 @@ def test_progress_is_reported(tiny_models, tmp_path):
              progress=lambda f, msg: seen.append((f, msg)), memory=False)
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_int8_dynamic_refuses_when_slower(tiny_models, tmp_path):
+    from controller.compression import Int8DynamicConfig, SlowerThanBaselineError
+
+    m = tiny_models["cnn"]
+    with pytest.raises(SlowerThanBaselineError, match="slower|latency"):
+        compress(m["onnx"], Int8DynamicConfig(op_types=("Conv", "Gemm"), on_slower="refuse", max_latency_ratio=0.01),
+                 out=tmp_path / "d.onnx", calibration=m["npz"], evaluate=False)
+    assert not (tmp_path / "d.onnx").exists()
+
+
+def test_unreachable_quality_target_is_reported_not_hidden(tiny_models, tmp_path):
+    from controller.compression import MixedPrecisionConfig
+
+    m = tiny_models["mlp"]
+    r = compress(m["onnx"], MixedPrecisionConfig(quality_target=1.0, max_fallback=0, calibration_samples=16,
+                                                 validation_samples=16),
+                 out=tmp_path / "m.onnx", calibration=m["npz"], evaluate=False)
+    assert r.report["target_met"] is False and any("not reached" in w for w in r.warnings)
+
+
+def test_bf16_and_torch_techniques_on_onnx_are_refused(tiny_models, tmp_path):
+    from controller.compression import Fp16Config, PruneStructuredConfig, UnsupportedModelError
+
+    m = tiny_models["mlp"]
+    with pytest.raises(UnsupportedModelError, match="BF16"):
+        compress(m["onnx"], Fp16Config(precision="bf16"), out=tmp_path / "b.onnx", evaluate=False)
+    with pytest.raises(UnsupportedModelError, match="torch module"):
+        compress(m["onnx"], PruneStructuredConfig(), out=tmp_path / "p.onnx", calibration=m["npz"], evaluate=False)

@@ -5,6 +5,8 @@ Kept to a few minutes in total on 2 cores: the full side-by-side lives in benchm
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from controller.compression import (
@@ -31,20 +33,21 @@ def test_mnist_int8_static_keeps_accuracy(tmp_path):
 
 
 def test_mnist_qat_within_half_a_point(tmp_path):
-    r = compress("mnist-cnn", QatConfig(epochs=1), out=tmp_path / "q.onnx", memory=False)
+    r = compress("mnist-cnn", QatConfig(epochs=1, max_samples=2000), out=tmp_path / "q.onnx", memory=False)
     assert r.report["int8_weight_tensors"] >= 4 and r.metrics["size_ratio"] < 0.35
     assert _acc(r)["candidate"] >= _acc(r)["reference"] - 0.005
 
 
 def test_mnist_structured_pruning_is_physically_smaller(tmp_path):
-    r = compress("mnist-cnn", PruneStructuredConfig(ratio=0.5, finetune_epochs=2), out=tmp_path / "p.onnx",
-                 memory=False)
+    config = PruneStructuredConfig(ratio=0.5, finetune_epochs=1, max_samples=2000)
+    r = compress("mnist-cnn", config, out=tmp_path / "p.onnx", memory=False)
     assert r.report["param_ratio"] < 0.35 and r.metrics["size_ratio"] < 0.35
     assert _acc(r)["candidate"] >= _acc(r)["reference"] - 0.01
 
 
 def test_mnist_distilled_student(tmp_path):
-    r = compress("mnist-cnn", DistillConfig(width=0.5, epochs=4), out=tmp_path / "d.onnx", memory=False)
+    config = DistillConfig(width=0.5, epochs=2, max_samples=2000)
+    r = compress("mnist-cnn", config, out=tmp_path / "d.onnx", memory=False)
     assert r.report["param_ratio"] <= 0.30
     assert _acc(r)["candidate"] >= 0.97 * _acc(r)["reference"]
 
@@ -55,7 +58,8 @@ def test_mobilenetv2_int8_static(tmp_path):
 
 
 def test_minilm_recommended_int8_cosine(tmp_path):
-    r = compress("minilm", recommended_int8("minilm"), out=tmp_path / "ml.onnx", memory=False)
+    config = dataclasses.replace(recommended_int8("minilm"), calibration_samples=32)
+    r = compress("minilm", config, out=tmp_path / "ml.onnx", memory=False)
     assert r.metrics["size_ratio"] <= 0.27 and r.metrics["quality"]["cosine_mean"] >= 0.99
 
 
