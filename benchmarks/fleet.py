@@ -285,6 +285,16 @@ def _md(res: dict[str, Any]) -> str:
         "Simulated agents: real MQTT clients with their own logins, real chunk transfer with per-chunk sha256 "
         "checks and signature checks; the on-device benchmark is simulated (0.2 s, figures by technique) and "
         "judged by the agent's real gate.",
+        "",
+        "Notes:",
+        "- The rollback rows are measured from the first canary BenchReport stored by the controller to the "
+        "rollout's `rolled_back` event (every device sent back has reported); the fleet check reads the "
+        "active version each device reported.",
+        "- Telemetry lag rises during the 1,000-device deployment: the controller's one MQTT network thread "
+        "also records ~7,000 job/bench reports, 2,000 state messages and the chunk (re-)requests; it is "
+        "back to the steady row once the deployment ends. QoS0 telemetry sent − received = samples in "
+        "flight when the simulator stopped, or dropped (QoS0 allows it); QoS1 reports are counted exactly.",
+        "- The machine is shared with other engineers' jobs (load average at start in fleet.json).",
     ]
     return "\n".join(lines) + "\n"
 
