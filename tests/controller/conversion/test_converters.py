@@ -210,3 +210,24 @@ def test_golden_outputs_are_identical_for_fp32_onnx(tiny_cnn_onnx, tmp_path):
     res = convert(tiny_cnn_onnx, "onnx", "x86-edge", out=tmp_path / "m.onnx", golden=cnn_golden(4))
     (out,) = res.check["outputs"]
     assert out["max_abs_error"] < 1e-4 and np.isclose(out["cosine"], 1.0)
+
+
+def test_coreml_retries_with_core_aten_decompositions(tmp_path):
+    """BERT's ``aten.new_ones`` has no coremltools lowering as is; the core-ATen table lowers it."""
+    pytest.importorskip("coremltools")
+    import torch
+
+    from controller.conversion.to_coreml import CoremlOptions
+
+    class NewOnes(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.proj(x) * x.new_ones(x.shape)
+
+    res = convert(NewOnes().eval(), "coreml", "iphone", out=tmp_path / "m.mlpackage",
+                  example_inputs=(torch.randn(1, 8),), options=CoremlOptions(weight_threshold=16))
+    assert res.check["ok"]
+    assert any("core-ATen" in n for n in res.notes), res.notes
