@@ -236,8 +236,12 @@ def record_lineage(registry: Any, inputs: BuildInputs, report: BuildReport, res:
                 zf.write(f, f.relative_to(path.parent))
         path = zipped
     technique = report.compression["technique"] if report.compression else res.precision
+    config: dict[str, Any] = {"conversion": res.options, "target": res.target}
+    for extra in res.extra_files:  # the TensorRT build recipe travels with the version it builds
+        if str(extra).endswith(".trt.json"):
+            config["tensorrt_recipe"] = json.loads(Path(extra).read_text())
     conv = registry.add_version(model_id=model.id, path=path, technique=technique.replace("_", "-"),
-                                config={"conversion": res.options, "target": res.target},
+                                config=config,
                                 format=res.format, profile=res.profile, parent_id=parent,
                                 metrics={"check": res.check, "size_bytes": res.size_bytes})
     ids.append(conv.id)

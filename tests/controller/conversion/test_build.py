@@ -35,6 +35,14 @@ def test_build_cli_for_jetson(tiny_cnn_onnx, tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "ok" in out and "fp16" in out and (tmp_path / "tiny_cnn.jetson-orin-nano.trt.json").exists()
+    from controller.registry import Registry
+
+    rc = main(["build", "--model", str(tiny_cnn_onnx), "--profile", "jetson-orin-nano", "--out", str(tmp_path),
+               "--golden-samples", "4", "--workspace", str(tmp_path / "ws")])
+    reg = Registry(tmp_path / "ws")
+    versions = reg.list_versions(model_id=reg.get_model(name="tiny_cnn").id)
+    converted = next(v for v in versions if v.profile == "jetson-orin-nano")
+    assert rc == 0 and converted.config["tensorrt_recipe"]["precision"] == "fp16"
 
 
 def test_convert_cli_reports_unsupported_op(custom_op_onnx, tmp_path, capsys):
