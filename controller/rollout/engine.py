@@ -113,6 +113,9 @@ class RolloutEngine:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
+            if getattr(self.fleet, "_stopping", False):  # fleet (and soon the registry) shutting down
+                self._stop.wait(self.tick_s)
+                continue
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the engine must outlive one bad tick
