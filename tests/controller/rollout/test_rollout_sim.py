@@ -150,7 +150,8 @@ def test_newer_rollout_supersedes_and_pause_resume(harness):
     with pytest.raises(RolloutStateError):
         h.engine.pause(ra.id)
     assert h.engine.resume(ra.id).state == "running"
-    rb = h.engine.create(artifact_id=b.id, device_ids=h.device_ids, plan=RolloutPlan(strategy="all_at_once"))
+    rb = h.engine.create(artifact_id=b.id, profile=h.profile, plan=RolloutPlan(strategy="all_at_once"))
+    assert sorted(d.device_id for d in rb.devices) == h.device_ids  # target by profile
     assert h.engine.get(ra.id).state == "superseded"
     assert h.engine.wait(rb.id, 30).state == "succeeded"
     assert h.sim.active_versions() == {b.version_id: 12}
@@ -254,3 +255,19 @@ def test_bad_input_is_counted_and_rollout_state_stays_correct(harness):
     stats = h.service.stats
     assert stats.get("unknown_deployment") == 1 and stats.get("not_targeted") == 1
     assert stats.get("spoofed") == 1 and stats.get("malformed") == 1
+
+
+def test_cancel_with_rollback_sends_updated_devices_back(harness):
+    h = harness
+    old = _baseline(h)
+    new = h.artifact(technique="int8")
+    r = h.engine.create(artifact_id=new.id, device_ids=h.device_ids,
+                        plan=RolloutPlan(canary_count=3, waves=2, bake_s=30))
+    assert _wait(lambda: h.engine.get(r.id).phase == "bake")
+    assert h.sim.active_versions()[new.version_id] == 3
+    h.engine.cancel(r.id, rollback=True, reason="operator saw errors")
+    r = h.engine.wait(r.id, 30, until=("rolled_back",))
+    assert r.state == "rolled_back" and r.outcomes() == {"sent_back": 3, "skipped": 9}
+    assert _wait(lambda: h.sim.active_versions() == {old: 12})
+    with pytest.raises(RolloutStateError):
+        h.engine.resume(r.id)
