@@ -98,6 +98,11 @@ class Desired(Message):
     kind: Literal["deploy", "rollback"] = "deploy"
     issued_at: datetime = Field(default_factory=utcnow)
 
+    def to_bytes(self) -> bytes:
+        """Wire JSON; ``kind`` is left out when it is the default, so agents built before the field
+        existed (which forbid unknown fields) still accept every ordinary deployment."""
+        return self.model_dump_json(exclude={"kind"} if self.kind == "deploy" else None).encode()
+
 
 class ChunkRequest(Message):
     """Agent asks for the chunks it is missing; an empty list means 'all'."""

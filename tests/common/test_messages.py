@@ -69,3 +69,18 @@ def test_bad_payloads_become_protocol_errors(payload, reason):
         decode(ChunkRequest, payload)
     assert err.value.reason is reason
     assert str(err.value).startswith(reason.value)
+
+
+def test_desired_kind_is_additive_and_omitted_when_default():
+    import json as _json
+
+    from common.manifest import Manifest
+    from common.messages import Desired, decode
+
+    man = Manifest(model_id="m", version="v1", profile="rpi4", format="onnx", quality_metric="cosine", files=[])
+    plain = Desired(deployment_id="d1", manifest=man)
+    assert "kind" not in _json.loads(plain.to_bytes())  # agents predating the field still accept it
+    assert decode(Desired, plain.to_bytes()).kind == "deploy"
+    back = Desired(deployment_id="d2", manifest=man, kind="rollback")
+    assert _json.loads(back.to_bytes())["kind"] == "rollback" and decode(Desired, back.to_bytes()).kind == "rollback"
+    assert _json.loads(back.to_bytes())["schema_version"] == 1
