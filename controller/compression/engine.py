@@ -39,6 +39,7 @@ Progress = Callable[[float, str], None]
 
 # Held-out samples used to judge a zoo model (latency cycles over them, so more costs little).
 EVAL_SAMPLES = {"minilm": 200, "mobilenetv2": 300, "mnist-cnn": 1000}
+COLLAPSE_BELOW = 0.5  # agreement / cosine under which a result is flagged as broken, not just degraded
 DEFAULT_CALIBRATION_SAMPLES = int(os.environ.get("CALIBRATION_SAMPLES", "128"))
 
 
@@ -169,6 +170,9 @@ def compress(
             metrics.update(run_evaluation(source.onnx_path, out, inputs, source.quality_metric, labels=labels,
                                           threads=threads, batches=batches, memory=memory))
             metrics["eval_data"] = origin
+            if metrics.get("quality_score", 1.0) < COLLAPSE_BELOW:
+                ctx.warn(f"quality collapsed: {source.quality_metric} {metrics['quality_score']:.3f} vs FP32 — this "
+                         "model is not usable as is (more fine-tuning data, a lower ratio or another technique)")
             if source.zoo is not None:
                 ref_task, cand_task = source.zoo.task_score(source.onnx_path), source.zoo.task_score(out)
                 metrics["task"] = {k: {"reference": ref_task[k], "candidate": cand_task[k]} for k in cand_task}
