@@ -186,7 +186,11 @@ class RolloutEngine:
         return self._transition(rollout_id, ("running",), "paused", "paused", reason)
 
     def resume(self, rollout_id: str, reason: str = "resumed by operator") -> Rollout:
-        """Continue a paused rollout."""
+        """Continue a paused rollout; one the fleet gate paused (too few canary reports) is promoted:
+        resuming it is the operator's decision to go on without the gate's verdict."""
+        r = self.store.get(rollout_id)
+        if r.state == "paused" and r.reason.startswith("fleet gate:"):
+            self.store.update(rollout_id, phase="gate_override")
         return self._transition(rollout_id, ("paused",), "running", "resumed", reason)
 
     def cancel(self, rollout_id: str, *, rollback: bool = False, reason: str = "cancelled by operator") -> Rollout:
@@ -257,6 +261,9 @@ class RolloutEngine:
                     self._advance(r)
 
     def _advance(self, r: Rollout) -> None:
+        if r.phase == "gate_override":
+            self._wave_done(r)
+            return
         if r.phase == "bake":
             if self._check_abort(r):
                 return
@@ -352,7 +359,7 @@ class RolloutEngine:
         return False
 
     def _wave_done(self, r: Rollout) -> None:
-        is_canary = r.wave == 0 and r.plan.strategy == "canary" and r.waves > 1
+        is_canary = r.wave == 0 and r.plan.strategy == "canary" and r.waves > 1 and r.phase != "gate_override"
         if is_canary:
             canary = {d.device_id: d.deployment_id for d in r.in_wave(0) if d.outcome == "committed"}
             decision = fleet_gate(self.registry, canary=canary, gate=r.plan.gate)  # type: ignore[arg-type]

@@ -271,3 +271,16 @@ def test_cancel_with_rollback_sends_updated_devices_back(harness):
     assert _wait(lambda: h.sim.active_versions() == {old: 12})
     with pytest.raises(RolloutStateError):
         h.engine.resume(r.id)
+
+
+def test_gate_without_enough_reports_pauses_and_resume_promotes(harness):
+    h = harness
+    _baseline(h)
+    new = h.artifact(technique="int8")
+    plan = RolloutPlan(canary_count=2, waves=1, gate=FleetGate(min_reports=3))
+    r = h.engine.wait(h.engine.create(artifact_id=new.id, device_ids=h.device_ids, plan=plan).id, 30)
+    assert r.state == "paused" and r.reason.startswith("fleet gate: only 2 committed canary")
+    assert "gate_pause" in _kinds(h, r.id)
+    h.engine.resume(r.id)
+    r = h.engine.wait(r.id, 30)
+    assert r.state == "succeeded" and r.outcomes() == {"committed": 12}
