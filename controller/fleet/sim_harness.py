@@ -127,14 +127,17 @@ class SimHarness:
         technique: str = "fp32",
         chunk_size: int = 128 << 10,
         thresholds: Thresholds | None = None,
+        model_bytes: bytes | None = None,
+        golden_bytes: bytes | None = None,
     ) -> ArtifactRecord:
-        """A signed artifact over ``size`` random bytes; the simulator's benchmark reads ``technique``."""
+        """A signed artifact over ``size`` random bytes (the simulated benchmark reads ``technique``),
+        or over a real model + golden set (for ``real_bench_dir`` simulators)."""
         assert self.registry is not None
         self._artifacts += 1
         reg = self.registry
         model = reg.ensure_model(name="simmodel")
-        version = reg.add_version(model_id=model.id, data=os.urandom(size), technique=technique)
-        golden = reg.put_blob(data=os.urandom(4096))
+        version = reg.add_version(model_id=model.id, data=model_bytes or os.urandom(size), technique=technique)
+        golden = reg.put_blob(data=golden_bytes or os.urandom(4096))
         files = [
             blob_ref("model", reg.blob_path(sha256=version.sha256), chunk_size, filename="model.onnx"),
             blob_ref("golden", Path(golden.path), chunk_size, filename="golden.npz"),

@@ -10,9 +10,11 @@ What is shared ("lightweight mode"): one I/O thread drives every client through 
 external-loop API (``loop_read``/``loop_write``/``loop_misc`` over one selector) instead of one
 thread per client; the Ed25519 signature check is cached per manifest; the benchmark is
 *simulated* — a ``bench`` callable maps a manifest to on-device figures (default: from the
-``technique``) — and the decision is taken by the agent's real gate (:func:`agent.compare.decide`)
+``technique``) — or, with ``real_bench_dir``, *real*: the received files are assembled (one copy
+per blob) and measured with the agent's own benchmark code once per model — and the decision
+is taken by the agent's real gate (:func:`agent.compare.decide`)
 including the fleet-rollback rule (``Desired.kind="rollback"`` to a model committed before).
-Chunks are checked and counted, not stored.
+Chunks are checked and counted; only real mode keeps them (one copy per blob).
 
 Example:
     >>> sim = FleetSimulator(host, port, fleet="demo", public_key=pub)  # doctest: +SKIP
@@ -35,6 +37,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -133,6 +136,8 @@ class FleetSimulator:
         bench_s: float = 0.05,
         telemetry_interval_s: float = 0.0,
         rerequest_s: float = 3.0,
+        real_bench_dir: Path | None = None,
+        real_bench_runs: int = 20,
     ) -> None:
         self.host, self.port, self.fleet = host, port, fleet
         self.public_key = public_key
@@ -140,6 +145,13 @@ class FleetSimulator:
         self.bench_s = bench_s
         self.telemetry_interval_s = telemetry_interval_s
         self.rerequest_s = rerequest_s
+        self.real_bench_dir = real_bench_dir
+        self.real_bench_runs = real_bench_runs
+        self._received: dict[str, dict[int, bytes]] = {}
+        self._measured: dict[str, BenchMetrics] = {}
+        if real_bench_dir is not None:
+            real_bench_dir.mkdir(parents=True, exist_ok=True)
+            self.bench = self._real_bench
         self.agents: dict[str, SimAgent] = {}
         self.stats: Counter[str] = Counter()
         self._sel = selectors.DefaultSelector()
@@ -474,6 +486,8 @@ class FleetSimulator:
             self.stats["chunks_corrupt"] += 1
             return
         dl.missing[sha].discard(index)
+        if self.real_bench_dir is not None:  # shared store: one copy per blob for the whole process
+            self._received.setdefault(sha, {}).setdefault(index, bytes(data))
         dl.last_progress = time.monotonic()
         self.stats["chunks_received"] += 1
         self.stats["bytes_received"] += len(data)
@@ -495,7 +509,11 @@ class FleetSimulator:
         if agent.deployment_id != desired.deployment_id:
             return
         m = desired.manifest
-        metrics = self.bench(m, agent.device_id)
+        try:
+            metrics = self.bench(m, agent.device_id)
+        except Exception as exc:  # noqa: BLE001 - a model that does not load or run is a failed benchmark
+            self._end(agent, desired.deployment_id, getattr(exc, "reason", ReasonCode.BENCHMARK_FAILED), str(exc))
+            return
         reinstating = desired.kind == "rollback" and m.blob("model").sha256 in agent.committed
         verdict = decide(metrics, agent.active_metrics, m.thresholds, reinstating=reinstating)
         bench = BenchReport(device_id=agent.device_id, deployment_id=desired.deployment_id, candidate=_ref(m),
@@ -513,6 +531,31 @@ class FleetSimulator:
         else:
             detail = "; ".join(r for r in verdict.reasons if not r.startswith("ok:"))
             self._end(agent, desired.deployment_id, verdict.reason, detail)
+
+    def _blob_path(self, manifest: Manifest, role: str) -> Path:
+        """The assembled, hash-checked file of one manifest entry (written once per blob)."""
+        assert self.real_bench_dir is not None
+        ref = manifest.blob(role)
+        path = self.real_bench_dir / ref.sha256
+        if not path.exists():
+            chunks = self._received.get(ref.sha256, {})
+            data = b"".join(chunks[i] for i in range(ref.chunk_count))
+            if hashlib.sha256(data).hexdigest() != ref.sha256:
+                raise ProtocolError(ReasonCode.HASH_MISMATCH, f"{role} file does not match its manifest")
+            path.write_bytes(data)
+        return path
+
+    def _real_bench(self, manifest: Manifest, device_id: str) -> BenchMetrics:
+        """Real on-CPU benchmark with the agent's own code (load, warm-up, timed runs, golden-set quality),
+        measured once per model and shared by every simulated agent (the 'shared runtime')."""
+        from agent.bench import BenchSpec, measure
+
+        sha = manifest.blob("model").sha256
+        if sha not in self._measured:
+            spec = BenchSpec(self._blob_path(manifest, "model"), self._blob_path(manifest, "golden"), manifest.format,
+                             manifest.quality_metric, threads=1, runs=self.real_bench_runs, warmup=2)
+            self._measured[sha] = measure(spec)
+        return self._measured[sha]
 
     def _end(self, agent: SimAgent, dep: str, reason: ReasonCode, detail: str) -> None:
         agent.download = None

@@ -284,3 +284,24 @@ def test_gate_without_enough_reports_pauses_and_resume_promotes(harness):
     h.engine.resume(r.id)
     r = h.engine.wait(r.id, 30)
     assert r.state == "succeeded" and r.outcomes() == {"committed": 12}
+
+
+def test_real_benchmark_mode_catches_a_degraded_model(tmp_path):
+    from tests.agent.artifacts import Reference
+
+    ref = Reference.make()
+    golden = ref.write_golden(tmp_path / "golden.npz").read_bytes()
+    kw = {"bench_s": 0.0, "real_bench_dir": tmp_path / "shared-runtime"}
+    with SimHarness(tmp_path / "h", agents=8, simulator_kw=kw) as h:
+        good = h.artifact(technique="fp32", model_bytes=ref.good_model(), golden_bytes=golden)
+        r = h.engine.create(artifact_id=good.id, device_ids=h.device_ids, plan=RolloutPlan(strategy="all_at_once"))
+        assert h.engine.wait(r.id, 30).state == "succeeded"
+        bad = h.artifact(technique="fp32-retrained", model_bytes=ref.degraded_model(), golden_bytes=golden)
+        r = h.engine.wait(h.engine.create(artifact_id=bad.id, device_ids=h.device_ids,
+                                          plan=RolloutPlan(canary_count=2, waves=2)).id, 30)
+        assert r.state == "rolled_back" and r.outcomes()["skipped"] == 6 and r.outcomes()["regressed"] >= 1
+        regressed = next(d for d in r.in_wave(0) if d.outcome == "regressed")
+        report = h.registry.bench_reports(deployment_id=regressed.deployment_id, device_id=regressed.device_id)[0]
+        assert report["candidate_metrics"]["runtime"] == "onnxruntime"  # measured for real, not simulated
+        assert report["candidate_metrics"]["quality"] < 0.9 and report["decision"] == "rollback"
+        assert h.sim.active_versions() == {good.version_id: 8}
