@@ -165,6 +165,10 @@ class RolloutEngine:
 
     def _resolve_target(self, device_ids: list[str] | None, profile: str | None) -> list[str]:
         if device_ids:
+            known = {d.id for d in self.registry.list_devices()}
+            unknown = [d for d in dict.fromkeys(device_ids) if d not in known]
+            if unknown:
+                raise RolloutPlanError(f"unknown device(s) {', '.join(unknown[:5])}: register them or let them connect")
             return list(dict.fromkeys(device_ids))
         if profile:
             found = [d.id for d in self.registry.list_devices(profile=profile)]

@@ -67,6 +67,8 @@ def test_rollout_lifecycle_ab_metrics_and_prometheus(api):
     assert client.get(f"{API_PREFIX}/rollouts/nope").status_code == 404
     bad = client.post(f"{API_PREFIX}/rollouts", json={"artifact_id": base.id, "plan": {"canary_percent": 500}})
     assert bad.status_code == 422
+    unknown = client.post(f"{API_PREFIX}/rollouts", json={"artifact_id": base.id, "device_ids": ["ghost-1"]})
+    assert unknown.status_code == 422 and "ghost-1" in unknown.json()["message"]
 
     # A/B: verdict with sample sizes and difference, then promote the winner
     a, b = h.artifact(technique="fp32-a"), h.artifact(technique="int8")
