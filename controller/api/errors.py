@@ -111,7 +111,8 @@ def domain_error_classes() -> list[type[Exception]]:
                           ("common.profiles", ["ProfileError"]),
                           ("controller.compression.errors", ["CompressionError"]),
                           ("controller.conversion.errors", ["ConversionError"]),
-                          ("controller.fleet.errors", ["FleetError"])]:
+                          ("controller.fleet.errors", ["FleetError"]),
+                          ("controller.rollout.errors", ["RolloutError"])]:
         try:
             mod = importlib.import_module(module)
         except ImportError:

@@ -59,6 +59,9 @@ class Services:
     def close(self) -> None:
         """Stop the runner and fleet, close the stores."""
         self.runner.shutdown()
+        engine = self.extra.pop("rollouts", None)  # the rollout engine ticks on the fleet: stop it first
+        if engine is not None:
+            engine.stop()
         if self.fleet is not None and hasattr(self.fleet, "stop"):
             try:
                 self.fleet.stop()

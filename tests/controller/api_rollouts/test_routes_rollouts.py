@@ -1,7 +1,7 @@
 """REST routes for rollouts, A/B, device metrics and Prometheus, in-process over a simulated fleet.
 
-The app is built from the API's own routers, dependencies and error handlers (only the
-rollout routers are added here, since ``controller/api/app.py`` registers them separately).
+The app is built from the API's own rollout routers, dependencies and error handlers over a
+simulated fleet (the production app registers the same routers: checked below).
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ def api(tmp_path):
                                   registry=h.registry, runner=None, fleet=h.service)  # type: ignore[arg-type]
     app.state.services.extra["rollouts"] = h.engine  # one engine per registry (the harness already runs one)
     try:
-        # RolloutError reaches the catch-all handler (409/404/422 by http_status) until
-        # controller.api.errors lists it in domain_error_classes; do not re-raise it here
-        with TestClient(app, raise_server_exceptions=False) as client:
+        with TestClient(app) as client:
             yield client, h
     finally:
         h.stop()
@@ -92,3 +90,11 @@ def test_rollout_lifecycle_ab_metrics_and_prometheus(api):
     text = client.get("/metrics").text
     assert f'edgefleet_device_online{{device="{h.device_ids[0]}",profile="x86-edge"}} 1' in text
     assert "edgefleet_device_cpu_percent{" in text and 'edgefleet_rollouts{state="succeeded"}' in text
+
+
+def test_production_app_registers_rollout_routes(tmp_path):
+    from controller.api.app import create_app
+
+    paths = set(create_app(Settings(compression_workspace=tmp_path / "ws")).openapi()["paths"])
+    assert {f"{API_PREFIX}/rollouts", f"{API_PREFIX}/rollouts/ab", f"{API_PREFIX}/rollouts/{{rollout_id}}/verdict",
+            f"{API_PREFIX}/devices/{{device_id}}/metrics", "/metrics"} <= paths
