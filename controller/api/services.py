@@ -90,6 +90,10 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
                             isolation=settings.job_isolation, child_config=child)
     services.runner = runner
     services.fleet = start_fleet(settings, registry)
+    if services.fleet is not None:  # resume rollouts persisted before a restart without waiting for a request
+        from controller.rollout import RolloutEngine
+
+        services.extra["rollouts"] = RolloutEngine(services.fleet).start()
     runner.start()
     return services
 
