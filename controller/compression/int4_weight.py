@@ -42,11 +42,19 @@ class Int4WeightConfig(CompressionConfig):
         check_choice("accuracy_level", self.accuracy_level, (0, 1, 2, 3, 4))
 
 
+def _pack(model: Any, ops: tuple[str, ...], config: Int4WeightConfig, out: Any) -> None:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=config.block_size, is_symmetric=config.symmetric,
+                                     accuracy_level=config.accuracy_level or None, op_types_to_quantize=ops)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+
+
 @register_handler(Int4WeightConfig)
 def int4_weight(source: ModelSource, config: Int4WeightConfig, ctx: Any) -> dict[str, Any]:
     """Pack MatMul weights to INT4 and report what stayed in float."""
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from controller.compression.errors import UnsupportedModelError
     from controller.compression.onnx_utils import gemm_to_matmul, weight_nodes
@@ -58,10 +66,23 @@ def int4_weight(source: ModelSource, config: Int4WeightConfig, ctx: Any) -> dict
                               ("Conv", "MatMul", "Gemm"))
     ops = ("MatMul", "Gather") if config.quantize_gather else ("MatMul",)
     ctx.progress(0.2, f"packing {', '.join(ops)} weights to INT4 (block {config.block_size})")
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=config.block_size, is_symmetric=config.symmetric,
-                                     accuracy_level=config.accuracy_level or None, op_types_to_quantize=ops)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(ctx.output), use_external_data_format=False)
+    _pack(model, ops, config, ctx.output)
+    try:
+        onnx.checker.check_model(str(ctx.output))
+        invalid = None
+    except onnx.checker.ValidationError as exc:  # without Gather, the engine's own check reports it
+        invalid = exc
+    if invalid is not None and "Gather" in ops:
+        exc = invalid
+        # Packing Gather raises the opset (GatherBlockQuantized) and leaves opset-17 ops such as
+        # ReduceL2 with an `axes` attribute invalid: fall back to MatMul-only and say so.
+        ctx.warn(f"INT4 Gather packing produced an invalid graph ({str(exc).splitlines()[0][:120]}); "
+                 "packed MatMul weights only")
+        ops = ("MatMul",)
+        model = onnx.load(str(source.onnx_path))
+        if config.convert_gemm:
+            gemm_to_matmul(model)
+        _pack(model, ops, config, ctx.output)
     out_names = {n.name for n in onnx.load(str(ctx.output), load_external_data=False).graph.node
                  if n.op_type in ("MatMulNBits", "GatherBlockQuantized")}
     covered, uncovered = [], []
