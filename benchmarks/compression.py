@@ -202,6 +202,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"| {row['model']} | {row['label']} | {m['size_ratio']:.3f} | {m['quality_score']:.4f} | "
                      f"{task_s} | {_fmt(param_ratio(row))} | {_fmt(_lat(m, 't1_b1'))} | {_fmt(_lat(m, 't2_b1'))} | "
                      f"{_fmt(_lat(m, 't1_b32'))} | {_fmt(m.get('memory_ratio'))} | {ac6_s} |")
+    lines += ["", "## Targets (issue 3)", "", *target_lines(rows), "",
+              "Why targets are missed, and what the numbers mean: docs/compression.md, section Results."]
     return "\n".join(lines) + "\n"
 
 
