@@ -355,17 +355,25 @@ class FleetRecords:
             self._audit(conn, actor, "device.clear_desired", device_id, {})
 
     # ------------------------------------------------------------------ reports
+    def _report_target(
+        self: Registry, deployment_id: str, device_id: str
+    ) -> tuple[ReportResult | None, dict[str, Any]]:
+        """The deployment-device row a report is about, or the outcome saying why the report is ignored."""
+        if self._one("SELECT 1 AS x FROM deployments WHERE id = ?", (deployment_id,)) is None:
+            return ReportResult(ReportOutcome.UNKNOWN_DEPLOYMENT), {}
+        dd = self._one(
+            "SELECT * FROM deployment_devices WHERE deployment_id = ? AND device_id = ?", (deployment_id, device_id)
+        )
+        if dd is None:
+            return ReportResult(ReportOutcome.NOT_TARGETED), {}
+        return None, dd
+
     def record_job_report(self: Registry, *, report: JobReport) -> ReportResult:
         """Store one job report and advance the device's status; idempotent on (deployment, device, seq)."""
         with self._tx() as conn:
-            if self._one("SELECT 1 AS x FROM deployments WHERE id = ?", (report.deployment_id,)) is None:
-                return ReportResult(ReportOutcome.UNKNOWN_DEPLOYMENT)
-            dd = self._one(
-                "SELECT * FROM deployment_devices WHERE deployment_id = ? AND device_id = ?",
-                (report.deployment_id, report.device_id),
-            )
-            if dd is None:
-                return ReportResult(ReportOutcome.NOT_TARGETED)
+            ignored, dd = self._report_target(report.deployment_id, report.device_id)
+            if ignored is not None:
+                return ignored
             cur = conn.execute(
                 "INSERT OR IGNORE INTO job_reports(deployment_id, device_id, seq, state, reason, detail, ts,"
                 " received_at)"
@@ -412,14 +420,9 @@ class FleetRecords:
         """Store a benchmark report (idempotent per deployment, device and candidate blob)."""
         text = report.model_dump_json()
         with self._tx() as conn:
-            if self._one("SELECT 1 AS x FROM deployments WHERE id = ?", (report.deployment_id,)) is None:
-                return ReportResult(ReportOutcome.UNKNOWN_DEPLOYMENT)
-            dd = self._one(
-                "SELECT * FROM deployment_devices WHERE deployment_id = ? AND device_id = ?",
-                (report.deployment_id, report.device_id),
-            )
-            if dd is None:
-                return ReportResult(ReportOutcome.NOT_TARGETED)
+            ignored, dd = self._report_target(report.deployment_id, report.device_id)
+            if ignored is not None:
+                return ignored
             cur = conn.execute(
                 "INSERT OR IGNORE INTO bench_reports(deployment_id, device_id, candidate_sha256, decision, report, ts,"
                 " received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
