@@ -510,31 +510,61 @@ class FleetService:
 
     def _artifacts_for(
         self,
-        target: Manifest | str,
+        target: Manifest | str | None,
         device_ids: list[str],
         thresholds: Thresholds | None,
         actor: str,
+        per_profile: dict[str, Manifest | str] | None = None,
     ) -> dict[str, str]:
-        """Device id → artifact id: one given artifact for all, or the version's artifact per profile."""
-        if isinstance(target, Manifest):
-            art = self.registry.find_artifact(manifest=target) or self.registry.add_artifact(
-                manifest=target, actor=actor
-            )
-            return dict.fromkeys(device_ids, art.id)
-        try:
-            return dict.fromkeys(device_ids, self.registry.get_artifact(artifact_id=target).id)
-        except NotFoundError:
-            version = self.registry.get_version(version_id=target)
+        """Device id → artifact id: one given artifact for all, or each profile's artifact.
+
+        ``per_profile`` (profile id → manifest, artifact id or version id) overrides ``target`` for
+        the devices of those profiles: one deployment can then carry an ONNX artifact to some devices
+        and a TFLite one to others, which a single version (one format) cannot.
+        """
+        if not per_profile and target is not None and not self._is_version(target):
+            return dict.fromkeys(device_ids, self._artifact_of(target, None, thresholds, actor))
         mapping: dict[str, str] = {}
-        by_profile: dict[str, str] = {}
+        resolved: dict[str, str] = {}  # profile → artifact id: the chosen target depends on the profile only
         for device_id in device_ids:
             profile = self.registry.get_device(device_id=device_id).profile
             if not profile:
                 raise InvalidInputError(f"device {device_id} has not reported its profile yet; wait for it to connect")
-            if profile not in by_profile:
-                by_profile[profile] = self._artifact_for_profile(version.id, profile, thresholds, actor)
-            mapping[device_id] = by_profile[profile]
+            chosen = (per_profile or {}).get(profile, target)
+            if chosen is None:
+                raise InvalidInputError(
+                    f"nothing to deploy to device {device_id} (profile {profile!r}): per_profile names "
+                    f"{sorted(per_profile or {})} and no default target was given"
+                )
+            if profile not in resolved:
+                resolved[profile] = self._artifact_of(chosen, profile, thresholds, actor)
+            mapping[device_id] = resolved[profile]
         return mapping
+
+    def _is_version(self, target: Manifest | str) -> bool:
+        """A string that is no artifact id is taken as a version id (resolved per profile)."""
+        if isinstance(target, Manifest):
+            return False
+        try:
+            self.registry.get_artifact(artifact_id=target)
+        except NotFoundError:
+            return True
+        return False
+
+    def _artifact_of(self, target: Manifest | str, profile: str | None, thresholds: Thresholds | None,
+                     actor: str) -> str:
+        """Artifact id of a manifest (recorded if new), an artifact id, or a version id's artifact for ``profile``."""
+        if isinstance(target, Manifest):
+            art = self.registry.find_artifact(manifest=target) or self.registry.add_artifact(
+                manifest=target, actor=actor
+            )
+            return art.id
+        if not self._is_version(target):
+            return target
+        version = self.registry.get_version(version_id=target)
+        if profile is None:
+            raise InvalidInputError(f"version {version.id} needs the device's profile to pick its artifact")
+        return self._artifact_for_profile(version.id, profile, thresholds, actor)
 
     def _artifact_for_profile(self, version_id: str, profile: str, thresholds: Thresholds | None, actor: str) -> str:
         if self.artifact_builder is not None:
@@ -556,6 +586,7 @@ class FleetService:
         *,
         version_id: str | None = None,
         thresholds: Thresholds | dict[str, float] | None = None,
+        per_profile: dict[str, Manifest | str] | None = None,
         actor: str | None = None,
         allow_profile_mismatch: bool = False,
     ) -> DeploymentRecord:
@@ -567,6 +598,10 @@ class FleetService:
                 artifact for its profile, found or built by the ``artifact_builder``.
             device_ids: devices known to the registry (connected once, or ``register_device``).
             thresholds: regression gate for artifacts built here (a dict of ``Thresholds`` fields).
+            per_profile: profile id → manifest, artifact id or version id for the devices of that
+                profile, overriding ``target`` (which may then be None if every device's profile is
+                named). One deployment then reaches devices that need different formats, e.g.
+                ``deploy(onnx_int8.id, ids, per_profile={"android-arm64": tflite_int8.id})``.
             allow_profile_mismatch: for tests that check agents refuse a wrong-profile artifact.
 
         Returns:
@@ -574,14 +609,16 @@ class FleetService:
         """
         actor = actor or self.actor
         target = target if target is not None else version_id
-        if target is None or not device_ids:
-            raise InvalidInputError("deploy needs a manifest, artifact id or version id, and at least one device id")
+        if (target is None and not per_profile) or not device_ids:
+            raise InvalidInputError(
+                "deploy needs a manifest, artifact id or version id (or per_profile=), and at least one device id"
+            )
         if isinstance(thresholds, dict):
             try:
                 thresholds = Thresholds(**thresholds)
             except ValueError as exc:  # pydantic.ValidationError is a ValueError
                 raise InvalidInputError(f"invalid thresholds: {exc}") from exc
-        mapping = self._artifacts_for(target, list(device_ids), thresholds, actor)
+        mapping = self._artifacts_for(target, list(device_ids), thresholds, actor, per_profile)
         dep = self.registry.create_deployment(
             device_ids=list(device_ids),
             device_artifacts=mapping,

@@ -137,19 +137,26 @@ class RolloutEngine:
         device_ids: list[str] | None = None,
         profile: str | None = None,
         plan: RolloutPlan | None = None,
+        per_profile: dict[str, str] | None = None,
         actor: str | None = None,
     ) -> Rollout:
         """Start a rollout of a version (artifact per profile) or one artifact to devices or a profile.
 
+        ``per_profile`` (profile id → version or artifact id) overrides the target for the devices
+        of those profiles, so one rollout can ship ONNX to some devices and TFLite to others; with
+        it, ``version_id``/``artifact_id`` may be omitted when every target device's profile is named.
         Active rollouts sharing a device with this one are superseded (no further waves);
         the registry supersedes their unfinished per-device deployments as the new waves start.
         """
         plan = plan or RolloutPlan()
-        if (version_id is None) == (artifact_id is None):
-            raise RolloutPlanError("give exactly one of version_id= or artifact_id=")
+        if version_id is not None and artifact_id is not None:
+            raise RolloutPlanError("give one of version_id= or artifact_id=, not both")
+        if version_id is None and artifact_id is None and not per_profile:
+            raise RolloutPlanError("give exactly one of version_id= or artifact_id= (or per_profile=)")
         devices = self._resolve_target(device_ids, profile)
-        target = {"version_id": version_id} if version_id else {"artifact_id": artifact_id}
+        target: dict[str, Any] = {k: v for k, v in (("version_id", version_id), ("artifact_id", artifact_id)) if v}
         target |= {"profile": profile} if profile else {}
+        target |= {"per_profile": dict(per_profile)} if per_profile else {}
         with self._lock:
             for old in self.store.active_for_devices(devices):
                 self.store.update(old, state="superseded", reason="a newer rollout targets its devices")
@@ -283,13 +290,14 @@ class RolloutEngine:
         if all(d.outcome in FINAL_OUTCOMES for d in wave):
             self._wave_done(r)
 
-    def _target(self, r: Rollout) -> str:
-        return r.target.get("version_id") or r.target["artifact_id"]
+    def _target(self, r: Rollout) -> str | None:
+        return r.target.get("version_id") or r.target.get("artifact_id")
 
     def _deploy(self, r: Rollout, devices: list[str]) -> str:
         """One deployment for a group of devices; returns its id (prior deployments recorded first)."""
         prior = {d: p for d, p in self.registry.desired_deployments().items() if d in set(devices)}
-        dep = self.fleet.deploy(self._target(r), devices, thresholds=r.plan.thresholds, actor=self.actor)
+        dep = self.fleet.deploy(self._target(r), devices, thresholds=r.plan.thresholds,
+                                per_profile=r.target.get("per_profile"), actor=self.actor)
         self.store.start_devices(r.id, devices, dep.id, prior)
         return dep.id
 

@@ -16,7 +16,7 @@ from common.errors import ReasonCode
 from common.manifest import Manifest, blob_ref, sign_manifest
 from controller.broker import Credentials, start_mosquitto
 from controller.fleet import FleetService
-from controller.registry import DeploymentState, DeviceDeploymentState, Registry
+from controller.registry import DeploymentState, DeviceDeploymentState, InvalidInputError, Registry
 from tests.controller.fleet.scripted_device import ScriptedDevice, assemble, sha
 
 S = DeviceDeploymentState
@@ -32,17 +32,17 @@ def wait_until(pred, timeout: float = 5.0) -> bool:
     return pred()
 
 
-def make_manifest(reg: Registry, size: int, profile: str = "rpi4", name: str = "m") -> Manifest:
+def make_manifest(reg: Registry, size: int, profile: str = "rpi4", name: str = "m", fmt: str = "onnx") -> Manifest:
     model = reg.ensure_model(name=name)
     data = os.urandom(size)
-    v = reg.add_version(model_id=model.id, data=data)
+    v = reg.add_version(model_id=model.id, data=data, format=fmt)
     golden = reg.put_blob(data=os.urandom(1500))
     files = [
-        blob_ref("model", reg.blob_path(sha256=v.sha256), 1024, filename="model.onnx"),
+        blob_ref("model", reg.blob_path(sha256=v.sha256), 1024, filename=f"model.{fmt}"),
         blob_ref("golden", Path(golden.path), 1024, filename="golden.npz"),
     ]
     man = Manifest(
-        model_id=model.id, version=v.id, profile=profile, format="onnx", quality_metric="cosine", files=files
+        model_id=model.id, version=v.id, profile=profile, format=fmt, quality_metric="cosine", files=files
     )
     return sign_manifest(man, KEY)
 
@@ -134,6 +134,37 @@ def test_deploy_publishes_retained_desired_and_serves_chunks(fleet_env):
     assert wait_until(lambda: svc.stats.get("chunk_refused", 0) == 1)
     time.sleep(0.3)
     assert other not in a.chunks
+
+
+def test_one_deployment_carries_an_artifact_per_profile(fleet_env):
+    """ONNX to the Pi, TFLite to the phone, in one deployment (per_profile overrides the default target)."""
+    svc, reg, device = fleet_env
+    pi, phone = device("pi", "rpi4"), device("phone", "android-arm64")
+    ids = [pi.device_id, phone.device_id]
+    assert svc.wait_for_devices(ids, timeout=5)
+    onnx = make_manifest(reg, 1500)
+    tfl = make_manifest(reg, 1600, profile="android-arm64", fmt="tflite")
+    dep = svc.deploy(onnx, ids, per_profile={"android-arm64": tfl})
+    got_pi, got_phone = pi.next_desired(), phone.next_desired()
+    assert got_pi.deployment_id == got_phone.deployment_id == dep.id
+    assert got_pi.manifest == onnx and got_phone.manifest.format == "tflite" and got_phone.manifest == tfl
+    # phone's model chunks are served to the phone only
+    model = tfl.blob("model")
+    phone.request_chunks(dep.id, model.sha256)
+    assert sha(assemble(phone.wait_chunks(model.sha256, model.chunk_count))) == model.sha256
+    # by version id: each profile's version resolves to that version's artifact for the profile
+    dep2 = svc.deploy(version_id=onnx.version, device_ids=ids, per_profile={"android-arm64": tfl.version})
+    arts = {d.device_id: reg.get_artifact(artifact_id=d.artifact_id).manifest["format"] for d in dep2.devices}
+    assert arts == {pi.device_id: "onnx", phone.device_id: "tflite"}
+    # per_profile alone is enough when it names every device's profile
+    dep3 = svc.deploy(None, ids, per_profile={"rpi4": onnx.version, "android-arm64": tfl.version})
+    assert {d.device_id: d.artifact_id for d in dep3.devices} == {d.device_id: d.artifact_id for d in dep2.devices}
+    # a profile with nothing to deploy is refused up front, naming the device and its profile
+    with pytest.raises(InvalidInputError, match=r"pi.*rpi4"):
+        svc.deploy(None, ids, per_profile={"android-arm64": tfl.version})
+    # without the override the phone would get the ONNX version, which has no artifact for its profile
+    with pytest.raises(InvalidInputError, match="android-arm64"):
+        svc.deploy(onnx.version, ids)
 
 
 def test_reports_drive_status_to_committed_and_rolled_back(fleet_env):

@@ -13,7 +13,7 @@ import pytest
 from common.messages import BenchMetrics
 from controller.fleet.sim_harness import SimHarness
 from controller.fleet.simulator import default_bench
-from controller.rollout import FleetGate, RolloutPlan, RolloutStateError
+from controller.rollout import FleetGate, RolloutPlan, RolloutPlanError, RolloutStateError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,6 +62,20 @@ def test_canary_passes_then_waves(harness):
     gate = next(e for e in h.engine.events(r.id) if e["kind"] == "gate_promote")
     fig = gate["figures"][h.profile]
     assert fig["n_canary"] == 2 and fig["canary_latency_p95_ms"] < fig["baseline_latency_p95_ms"]
+    assert h.sim.active_versions() == {new.version_id: 12}
+
+
+def test_rollout_with_per_profile_targets(harness):
+    """The per-profile mapping is stored with the rollout and used by every wave's deployment."""
+    h = harness
+    with pytest.raises(RolloutPlanError, match="per_profile"):
+        h.engine.create(device_ids=h.device_ids)
+    new = h.artifact(technique="int8")
+    r = h.engine.create(device_ids=h.device_ids, per_profile={h.profile: new.id},
+                        plan=RolloutPlan(canary_count=2, waves=1))
+    assert r.target == {"per_profile": {h.profile: new.id}}
+    r = h.engine.wait(r.id, 30)
+    assert r.state == "succeeded" and r.outcomes() == {"committed": 12}
     assert h.sim.active_versions() == {new.version_id: 12}
 
 
