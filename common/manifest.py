@@ -15,13 +15,22 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from common.errors import ProtocolError, ReasonCode
+from common.tensorrt_recipe import TensorrtRecipe
 
 DEFAULT_CHUNK_SIZE = 128 * 1024
 MAX_CHUNK_SIZE = 256 * 1024
@@ -71,7 +80,14 @@ class Thresholds(BaseModel):
 
 
 class Manifest(BaseModel):
-    """Signed description of an artifact for one device profile."""
+    """Signed description of an artifact for one device profile.
+
+    ``tensorrt_recipe`` (optional, ONNX artifacts only) tells a device with TensorRT how to build
+    the engine of the model blob; it is part of what is signed. It is additive: left out of the
+    JSON (and of the signed bytes) when absent, so manifests without it are byte-for-byte what
+    they were and ``schema_version`` stays 1. An agent that predates the field refuses a manifest
+    carrying it as ``malformed_payload`` (unknown field), never silently ignores it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: Literal[1] = 1
@@ -88,6 +104,29 @@ class Manifest(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     key_id: str = ""
     signature: str = ""
+    tensorrt_recipe: TensorrtRecipe | None = None
+
+    @model_validator(mode="after")
+    def _recipe_fits_model(self) -> Manifest:
+        """A recipe must describe the model blob this manifest ships, or the device would build
+        (and cache under that model's key) an engine from an ONNX nobody checked."""
+        recipe = self.tensorrt_recipe
+        if recipe is None:
+            return self
+        if self.format != "onnx":
+            raise ValueError(f"tensorrt_recipe needs format 'onnx', not {self.format!r}")
+        models = [ref for ref in self.files if ref.role == "model"]
+        if models and recipe.onnx_sha256 != models[0].sha256:
+            raise ValueError("tensorrt_recipe.onnx_sha256 is not the sha256 of the manifest's model file")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_recipe(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Keep manifests without a recipe exactly as before (wire JSON and signed bytes)."""
+        data = handler(self)
+        if data.get("tensorrt_recipe") is None:
+            data.pop("tensorrt_recipe", None)
+        return data
 
     def blob(self, role: str) -> BlobRef:
         """The file with the given role; a manifest without a model is refused at verification."""
