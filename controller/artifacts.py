@@ -21,7 +21,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import ValidationError
+
 from common.manifest import DEFAULT_CHUNK_SIZE, Manifest, Thresholds, blob_ref, sign_manifest
+from common.tensorrt_recipe import TensorrtRecipe
 from controller.registry import ArtifactRecord, InvalidInputError, ModelRecord, Registry, VersionRecord
 
 if TYPE_CHECKING:
@@ -116,6 +119,32 @@ def _resolve_version(
     return registry.get_version(version_id=source)
 
 
+def _artifact_recipe(
+    version: VersionRecord, given: TensorrtRecipe | dict[str, Any] | None, model_filename: str
+) -> TensorrtRecipe | None:
+    """The TensorRT build recipe the artifact carries: the one given, else the one ``edgefleet build``
+    recorded in the version's config (``config["tensorrt_recipe"]``), checked against the model blob."""
+    raw = given if given is not None else version.config.get("tensorrt_recipe")
+    if raw is None:
+        return None
+    if version.format != "onnx":
+        raise ArtifactBuildError(f"version {version.id} is {version.format!r}: a TensorRT recipe needs an ONNX model")
+    try:
+        recipe = raw if isinstance(raw, TensorrtRecipe) else TensorrtRecipe.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "recipe"
+        raise ArtifactBuildError(
+            f"TensorRT recipe of version {version.id} is invalid: {where}: {first['msg']}"
+        ) from exc
+    if recipe.onnx_sha256 != version.sha256:
+        raise ArtifactBuildError(
+            f"TensorRT recipe was written for ONNX {recipe.onnx_sha256[:12]}…, version {version.id} is "
+            f"{version.sha256[:12]}…; rebuild the recipe from this model (edgefleet convert --target tensorrt)"
+        )
+    return recipe.for_model_file(model_filename)
+
+
 def build_artifact(
     registry: Registry,
     source: str | Path,
@@ -133,6 +162,7 @@ def build_artifact(
     parent_id: str | None = None,
     format: str = "onnx",  # noqa: A002 - the domain word
     actor: str | None = None,
+    tensorrt_recipe: TensorrtRecipe | dict[str, Any] | None = None,
 ) -> tuple[Manifest, dict[str, Path]]:
     """Build, sign and store an artifact for one device profile.
 
@@ -149,6 +179,9 @@ def build_artifact(
             same lineage) instead of ``golden_inputs`` + ``reference_onnx``.
         thresholds: regression gate the agent applies; defaults to ``Thresholds()``.
         chunk_size: MQTT chunk size for both files (<= 256 KiB).
+        tensorrt_recipe: TensorRT build recipe to sign into the manifest (ONNX only); by default the
+            one ``edgefleet build`` recorded in the version's config, if any (Jetson builds). Its
+            ``onnx_sha256`` must be the version's model.
 
     Returns:
         The signed manifest and the stored files by role (``"model"``, ``"golden"``), read-only.
@@ -182,6 +215,7 @@ def build_artifact(
     else:
         golden_path = registry.blob_path(sha256=golden_sha256)  # type: ignore[arg-type]
     model_path = registry.blob_path(sha256=version.sha256)
+    recipe = _artifact_recipe(version, tensorrt_recipe, f"model.{version.format}")
     files = [
         blob_ref("model", model_path, chunk_size, filename=f"model.{version.format}"),
         blob_ref("golden", golden_path, chunk_size, filename="golden.npz"),
@@ -197,6 +231,7 @@ def build_artifact(
         quality_metric=quality_metric,
         files=files,
         thresholds=thresholds or Thresholds(),
+        tensorrt_recipe=recipe,
     )
     signed = sign_manifest(manifest, signing_key)
     registry.add_artifact(manifest=signed, actor=actor)
@@ -206,12 +241,17 @@ def build_artifact(
 def export_artifact(registry: Registry, manifest: Manifest, dest: Path) -> dict[str, Path]:
     """Copy an artifact's files (named as in the manifest) plus ``manifest.json`` into ``dest``.
 
-    For offline installs and debugging; the MQTT path never needs it.
+    For offline installs and debugging; the MQTT path never needs it. A TensorRT recipe is also
+    written as ``<model>.trt.json`` beside the model, so its trtexec line runs as written there.
     """
     dest.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     for ref in manifest.files:
         out[ref.role] = registry.blobs.copy_out(ref.sha256, dest / ref.filename)
+    if manifest.tensorrt_recipe is not None:
+        recipe_path = dest / (manifest.tensorrt_recipe.onnx.rsplit(".", 1)[0] + ".trt.json")
+        recipe_path.write_text(manifest.tensorrt_recipe.model_dump_json(indent=2))
+        out["trt-recipe"] = recipe_path
     with tempfile.NamedTemporaryFile("w", dir=dest, delete=False, suffix=".tmp") as fh:
         fh.write(manifest.model_dump_json(indent=2))
     Path(fh.name).replace(dest / "manifest.json")

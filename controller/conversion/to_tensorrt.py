@@ -20,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from common.tensorrt_recipe import (
+    ENGINE_CACHE_KEY_FORMULA,
+    FINGERPRINT_FIELDS,
+    RECIPE_SCHEMA_VERSION,
+    TensorrtRecipe,
+)
+from common.tensorrt_recipe import engine_cache_key as _engine_cache_key
 from controller.conversion.errors import ConversionError
 from controller.conversion.registry import Artifact, ConversionContext, register_converter
 
@@ -27,8 +34,7 @@ if TYPE_CHECKING:
     from common.profiles import DeviceProfile
     from controller.conversion.source import SourceModel
 
-RECIPE_SCHEMA_VERSION = 1
-FINGERPRINT_FIELDS = ("tensorrt_version", "jetpack_version", "cuda_version", "gpu_name", "compute_capability")
+__all__ = ["FINGERPRINT_FIELDS", "RECIPE_SCHEMA_VERSION", "TensorrtOptions", "build_recipe", "engine_cache_key"]
 
 
 @dataclass(frozen=True)
@@ -51,15 +57,23 @@ class TensorrtOptions:
     builder_optimization_level: int = 3
 
 
-def _shape_arg(name: str, shape: list[Any], batch: int) -> str:
-    dims = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 128)
+def _dims(shape: list[Any], batch: int) -> list[int]:
+    """Concrete dims for a profile: the batch for a dynamic first axis, 128 for any other dynamic axis."""
+    return [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 128)
             for i, d in enumerate(shape)]
-    return f"{name}:{'x'.join(str(d) for d in dims)}"
+
+
+def _shape_arg(name: str, shape: list[Any], batch: int) -> str:
+    return f"{name}:{'x'.join(str(d) for d in _dims(shape, batch))}"
 
 
 def build_recipe(onnx_file: Path, inputs: list[dict[str, Any]], options: TensorrtOptions,
                  profile: DeviceProfile) -> dict[str, Any]:
-    """The JSON the agent follows to build the engine (trtexec and ORT TensorRT-EP forms)."""
+    """The JSON the agent follows to build the engine (trtexec and ORT TensorRT-EP forms).
+
+    Validated by :class:`common.tensorrt_recipe.TensorrtRecipe` before it is returned, so a recipe
+    the agent would refuse never leaves the controller.
+    """
     sha = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
     engine = onnx_file.with_suffix(".engine").name
     cmd = ["trtexec", f"--onnx={onnx_file.name}", f"--saveEngine={engine}",
@@ -74,13 +88,17 @@ def build_recipe(onnx_file: Path, inputs: list[dict[str, Any]], options: Tensorr
         cmd += ["--minShapes=" + ",".join(_shape_arg(i["name"], i["shape"], 1) for i in dynamic),
                 "--optShapes=" + ",".join(_shape_arg(i["name"], i["shape"], options.opt_batch) for i in dynamic),
                 "--maxShapes=" + ",".join(_shape_arg(i["name"], i["shape"], options.max_batch) for i in dynamic)]
-    return {
+    recipe = {
         "schema_version": RECIPE_SCHEMA_VERSION,
         "kind": "tensorrt-build-recipe",
         "onnx": onnx_file.name,
         "onnx_sha256": sha,
         "precision": options.precision,
         "engine": engine,
+        "workspace_mb": options.workspace_mb,
+        "builder_optimization_level": options.builder_optimization_level,
+        "shapes": [{"name": i["name"], "min": _dims(i["shape"], 1), "opt": _dims(i["shape"], options.opt_batch),
+                    "max": _dims(i["shape"], options.max_batch)} for i in dynamic],
         "trtexec": cmd,
         "ort_tensorrt_options": {
             "trt_fp16_enable": options.precision in ("fp16", "int8"),
@@ -92,24 +110,21 @@ def build_recipe(onnx_file: Path, inputs: list[dict[str, Any]], options: Tensorr
             "trt_builder_optimization_level": options.builder_optimization_level,
         },
         "fingerprint_fields": list(FINGERPRINT_FIELDS),
-        "engine_cache_key": "sha256(onnx_sha256 | precision | " + " | ".join(FINGERPRINT_FIELDS) + ")",
+        "engine_cache_key": ENGINE_CACHE_KEY_FORMULA,
         "fallback_providers": [ep for ep in profile.execution_providers if ep != "TensorrtExecutionProvider"],
         "inputs": inputs,
     }
+    return TensorrtRecipe.model_validate(recipe).model_dump(mode="json")
 
 
-def engine_cache_key(recipe: dict[str, Any], fingerprint: dict[str, str]) -> str:
-    """Key an engine by the ONNX, the precision and the device's TensorRT/JetPack/CUDA/GPU fingerprint.
+def engine_cache_key(recipe: dict[str, Any] | TensorrtRecipe, fingerprint: dict[str, str]) -> str:
+    """Key an engine by the ONNX, the build settings and the device's TensorRT/JetPack/CUDA/GPU fingerprint.
 
-    A change to any of these invalidates the cached engine (an engine from
-    another TensorRT version or GPU fails to deserialize, or worse, loads with
-    different tactics). The agent computes the same key; this is the reference.
+    The one implementation is :func:`common.tensorrt_recipe.engine_cache_key`, which the agent
+    uses too; this accepts the recipe as the JSON dict ``build_recipe`` returns.
     """
-    missing = [f for f in FINGERPRINT_FIELDS if f not in fingerprint]
-    if missing:
-        raise ValueError(f"fingerprint lacks {missing}")
-    parts = [recipe["onnx_sha256"], recipe["precision"], *(str(fingerprint[f]) for f in FINGERPRINT_FIELDS)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+    model = recipe if isinstance(recipe, TensorrtRecipe) else TensorrtRecipe.model_validate(recipe)
+    return _engine_cache_key(model, fingerprint)
 
 
 def _to_fp16(model: Any) -> Any:

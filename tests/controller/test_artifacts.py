@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,55 @@ def test_zoo_golden_source_refuses_unknown_models(env):
     v = reg.add_version(model_id=m.id, path=fp32)
     with pytest.raises(ArtifactBuildError, match="not a zoo model"):
         builder.artifact_for(version_id=v.id, profile="rpi4")
+
+
+def _jetson_version(reg: Registry, fp32: Path, tmp: Path):
+    """A Jetson build as ``edgefleet build`` records it: the ONNX plus its recipe in the version config."""
+    from common.profiles import load_profile
+    from controller.conversion.to_tensorrt import TensorrtOptions, build_recipe
+
+    onnx_file = tmp / "tiny.jetson-orin-nano.onnx"
+    onnx_file.write_bytes(fp32.read_bytes())
+    recipe = build_recipe(onnx_file, [{"name": "x", "shape": ["batch", 8], "dtype": "float32"}],
+                          TensorrtOptions(workspace_mb=512), load_profile("jetson-orin-nano"))
+    m = reg.create_model(name="tiny")
+    version = reg.add_version(model_id=m.id, path=onnx_file, technique="fp16", format="onnx",
+                              profile="jetson-orin-nano", config={"tensorrt_recipe": recipe})
+    return version, recipe
+
+
+def test_jetson_artifact_carries_the_signed_tensorrt_recipe(env):
+    reg, key, fp32, tmp = env
+    version, recipe = _jetson_version(reg, fp32, tmp)
+    manifest, files = build_artifact(reg, version.id, profile="jetson-orin-nano", golden_inputs=_inputs(2),
+                                     reference_onnx=fp32, quality_metric="cosine", signing_key=key)
+    verify_manifest(manifest, load_public_key(tmp / "keys" / "controller.pub"))
+    carried = manifest.tensorrt_recipe
+    assert carried is not None and carried.onnx_sha256 == manifest.blob("model").sha256 == recipe["onnx_sha256"]
+    assert carried.workspace_mb == 512 and carried.precision == "fp16"
+    assert carried.onnx == "model.onnx" and "--onnx=model.onnx" in carried.trtexec  # named as in the artifact
+    assert carried.shapes[0].name == "x" and carried.shapes[0].max == [4, 8]
+    stored = reg.manifest(artifact_id=reg.find_artifact(manifest=manifest).id)
+    assert stored == manifest  # what the fleet sends is what was signed
+    out = export_artifact(reg, manifest, tmp / "export")
+    assert json.loads(out["trt-recipe"].read_text())["onnx"] == "model.onnx"
+    assert out["trt-recipe"].name == "model.trt.json"
+
+
+def test_plain_artifacts_have_no_recipe(env):
+    reg, key, fp32, _ = env
+    manifest, _ = build_artifact(reg, fp32, model_name="plain", profile="rpi4", golden_inputs=_inputs(2),
+                                 reference_onnx=fp32, quality_metric="cosine", signing_key=key)
+    assert manifest.tensorrt_recipe is None and "tensorrt_recipe" not in manifest.model_dump_json()
+
+
+def test_recipe_for_another_model_or_an_invalid_recipe_is_refused(env):
+    reg, key, fp32, tmp = env
+    version, recipe = _jetson_version(reg, fp32, tmp)
+    kw = dict(profile="jetson-orin-nano", golden_inputs=_inputs(1), reference_onnx=fp32, quality_metric="cosine",
+              signing_key=key)
+    with pytest.raises(ArtifactBuildError, match="written for ONNX"):
+        build_artifact(reg, version.id, tensorrt_recipe=recipe | {"onnx_sha256": "0" * 64}, **kw)
+    with pytest.raises(ArtifactBuildError, match="precision"):
+        build_artifact(reg, version.id, tensorrt_recipe=recipe | {"precision": "int4"}, **kw)
+    assert reg.list_artifacts(version_id=version.id) == []

@@ -43,6 +43,20 @@ def test_build_cli_for_jetson(tiny_cnn_onnx, tmp_path, capsys):
     versions = reg.list_versions(model_id=reg.get_model(name="tiny_cnn").id)
     converted = next(v for v in versions if v.profile == "jetson-orin-nano")
     assert rc == 0 and converted.config["tensorrt_recipe"]["precision"] == "fp16"
+    # deploying that version ships the recipe inside the signed manifest, for the agent to build from
+    from common.keys import load_or_create_private_key
+    from common.manifest import verify_manifest
+    from controller.artifacts import build_artifact
+
+    from .conftest import cnn_golden
+
+    key = load_or_create_private_key(tmp_path / "ctl.key")
+    manifest, _ = build_artifact(reg, converted.id, profile="jetson-orin-nano", reference_onnx=tiny_cnn_onnx,
+                                 golden_inputs=[{"input": x[None]} for x in cnn_golden(2)["input"]],
+                                 quality_metric="cosine", signing_key=key)
+    verify_manifest(manifest, key.public_key())
+    assert manifest.tensorrt_recipe.onnx_sha256 == manifest.blob("model").sha256 == converted.sha256
+    assert manifest.tensorrt_recipe.precision == "fp16" and manifest.tensorrt_recipe.shapes[0].name == "input"
 
 
 def test_convert_cli_reports_unsupported_op(custom_op_onnx, tmp_path, capsys):

@@ -95,6 +95,9 @@ def test_tensorrt_ships_fp16_onnx_and_a_build_recipe(tiny_cnn_onnx, tmp_path):
     # dynamic batch → an optimisation profile
     assert any(a.startswith("--minShapes=input:1x3x16x16") for a in recipe["trtexec"])
     assert any(a.startswith("--maxShapes=input:4x3x16x16") for a in recipe["trtexec"])
+    assert recipe["shapes"] == [{"name": "input", "min": [1, 3, 16, 16], "opt": [1, 3, 16, 16],
+                                 "max": [4, 3, 16, 16]}]  # the same profile, typed, for the agent's builder
+    assert recipe["workspace_mb"] == 1024 and recipe["ort_tensorrt_options"]["trt_max_workspace_size"] == 2**30
     assert recipe["fallback_providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert res.check["ok"] and res.check["outputs"][0]["cosine"] > 0.999
 
@@ -119,7 +122,12 @@ def test_engine_cache_key_changes_with_the_device_fingerprint(tiny_cnn_onnx, tmp
     key = engine_cache_key(recipe, fp)
     assert key == engine_cache_key(recipe, dict(fp))
     assert key != engine_cache_key(recipe, fp | {"tensorrt_version": "10.7.0"})
-    assert key != engine_cache_key(recipe | {"precision": "int8"}, fp)
+    int8 = recipe | {"precision": "int8",
+                     "ort_tensorrt_options": recipe["ort_tensorrt_options"] | {"trt_int8_enable": True}}
+    assert key != engine_cache_key(int8, fp)
+    assert key != engine_cache_key(recipe | {"shapes": []}, fp)  # another optimisation profile, another engine
+    with pytest.raises(ValueError, match="trt_int8_enable"):  # a recipe that contradicts itself is refused
+        engine_cache_key(recipe | {"precision": "int8"}, fp)
     with pytest.raises(ValueError, match="gpu_name"):
         engine_cache_key(recipe, {k: v for k, v in fp.items() if k != "gpu_name"})
 
