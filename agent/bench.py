@@ -16,8 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.errors import BenchmarkError
 from common.errors import ReasonCode
@@ -41,12 +43,17 @@ class BenchSpec:
     runs: int = 50
     warmup: int = 5
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    tensorrt_recipe: dict[str, Any] | None = None
+    """The manifest's signed TensorRT recipe (JSON form): build/cache an engine, or fall back to ORT."""
+    engine_cache_dir: Path | None = None
+    """Where engines are cached (``<data-dir>/engines``); required with ``tensorrt_recipe``."""
 
     def to_json(self) -> str:
         """Serialised for the child's command line."""
         data = asdict(self)
         data["model_path"] = str(self.model_path)
         data["golden_path"] = str(self.golden_path)
+        data["engine_cache_dir"] = str(self.engine_cache_dir) if self.engine_cache_dir else None
         return json.dumps(data)
 
     @classmethod
@@ -55,6 +62,8 @@ class BenchSpec:
         data = json.loads(text)
         data["model_path"] = Path(data["model_path"])
         data["golden_path"] = Path(data["golden_path"])
+        if data.get("engine_cache_dir"):
+            data["engine_cache_dir"] = Path(data["engine_cache_dir"])
         return cls(**data)
 
 
@@ -127,6 +136,27 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def _opener(spec: BenchSpec, default: Callable[[Path, int, list[str]], Any]) -> Callable[[Path, int, list[str]], Any]:
+    """How to load the model. With a TensorRT recipe the engine is built or found in the cache
+    *here*, before memory and load time are measured: a one-off build (minutes on a Jetson) is
+    not the model's load time, and the builder's memory is not what the model needs to run."""
+    if spec.tensorrt_recipe is None:
+        return default
+    from agent.trt_engine import prepare
+    from common.tensorrt_recipe import TensorrtRecipe
+
+    if spec.engine_cache_dir is None:
+        raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, "a TensorRT recipe needs engine_cache_dir")
+    try:
+        plan = prepare(spec.model_path, TensorrtRecipe.model_validate(spec.tensorrt_recipe), spec.providers,
+                       spec.engine_cache_dir)
+    except BenchmarkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TensorRT/CUDA raise their own types; all mean "cannot load"
+        raise BenchmarkError(ReasonCode.LOAD_FAILED, f"preparing the TensorRT engine failed: {exc}") from exc
+    return plan.open
+
+
 def measure(spec: BenchSpec) -> BenchMetrics:
     """Benchmark in this process (the child calls this). See the module docstring.
 
@@ -139,9 +169,10 @@ def measure(spec: BenchSpec) -> BenchMetrics:
     runtime = get_runtime(spec.format)
     runtime.preload()  # the runtime library and the golden set are not the model's memory
     arrays = read_golden(spec.golden_path)
+    open_model = _opener(spec, runtime.open)
     memory = PeakMemory()
     start = time.perf_counter()
-    session = runtime.open(spec.model_path, spec.threads, spec.providers)
+    session = open_model(spec.model_path, spec.threads, spec.providers)
     load_ms = (time.perf_counter() - start) * 1000
     golden = load_golden(arrays, session)
     try:
@@ -168,7 +199,7 @@ def measure(spec: BenchSpec) -> BenchMetrics:
         quality=round(quality, 6),
         quality_metric=spec.quality_metric,
         runs=spec.runs,
-        runtime=runtime.name,
+        runtime=getattr(session, "runtime_label", runtime.name),
     )
 
 

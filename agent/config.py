@@ -97,6 +97,11 @@ class AgentConfig:
         return self.data_dir / "slots"
 
     @property
+    def engines_dir(self) -> Path:
+        """TensorRT engines built on this device, one folder per engine cache key (``agent.trt_engine``)."""
+        return self.data_dir / "engines"
+
+    @property
     def downloads_dir(self) -> Path:
         """Partial downloads (one folder of chunk files per blob sha256)."""
         return self.data_dir / "downloads"

@@ -8,7 +8,7 @@ import platform
 import psutil
 
 from agent.config import AgentConfig
-from agent.runtimes import available_formats, ort_providers
+from agent.runtimes import available_formats, ort_providers, tensorrt_installed
 from common.messages import DeviceCaps, Telemetry
 
 _PROCESS = psutil.Process()
@@ -19,6 +19,8 @@ def build_caps(cfg: AgentConfig) -> DeviceCaps:
     profile = cfg.device_profile
     formats = [f for f in profile.formats if f in available_formats()]
     runtimes = (["onnxruntime"] if "onnx" in formats else []) + (["litert"] if "tflite" in formats else [])
+    if "onnx" in formats and tensorrt_installed():  # builds engines from artifacts with a TensorRT recipe
+        runtimes.append("tensorrt")
     return DeviceCaps(
         device_id=cfg.device_id,
         profile=profile.id,

@@ -63,6 +63,11 @@ def _importable(*modules: str) -> bool:
     return False
 
 
+def tensorrt_installed() -> bool:
+    """The ``tensorrt`` Python module is installed (checked without importing it: it loads CUDA)."""
+    return _importable("tensorrt")
+
+
 def available_formats() -> list[str]:
     """Formats this machine can run right now."""
     return sorted(fmt for fmt, rt in _REGISTRY.items() if rt.available())
@@ -80,9 +85,16 @@ def get_runtime(fmt: str) -> Runtime:
 
 
 class OrtSession:
-    """onnxruntime InferenceSession behind the Session surface."""
+    """onnxruntime InferenceSession behind the Session surface.
 
-    def __init__(self, path: Path, threads: int, providers: list[str]) -> None:
+    ``runtime_label`` is what the benchmark reports as ``BenchMetrics.runtime``: ``onnxruntime``, or
+    with ``label_provider`` (artifacts with a TensorRT recipe, where it matters which provider won)
+    ``onnxruntime:<provider>`` naming the first provider ORT actually kept: ORT silently drops a
+    provider whose libraries fail to load, so the requested list is not proof of what ran.
+    """
+
+    def __init__(self, path: Path, threads: int, providers: list[str], *,
+                 provider_options: dict[str, dict[str, Any]] | None = None, label_provider: bool = False) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -91,10 +103,14 @@ class OrtSession:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         usable = [p for p in providers if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
+        options = provider_options or {}
         try:
-            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=usable)
+            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=usable,
+                                              provider_options=[options.get(p, {}) for p in usable])
         except Exception as exc:  # noqa: BLE001 - ORT raises several untyped errors for bad models
             raise BenchmarkError(ReasonCode.LOAD_FAILED, f"onnxruntime could not load {path.name}: {exc}") from exc
+        self.providers = list(self._sess.get_providers())
+        self.runtime_label = f"onnxruntime:{self.providers[0]}" if label_provider else "onnxruntime"
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
         self._shapes = {i.name: list(i.shape) for i in self._sess.get_inputs()}

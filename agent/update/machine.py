@@ -31,6 +31,7 @@ from agent.errors import AgentError, BenchmarkError, UnsupportedFormatError, Upd
 from agent.journal import Journal, JournalData
 from agent.runtimes import available_formats
 from agent.slots import Slot, SlotStore, model_ref
+from agent.trt_engine import EngineCache
 from agent.update.states import PRE_COMMIT, Event, State, next_state, resume_state
 from common.errors import ProtocolError, ReasonCode
 from common.manifest import Manifest, verify_manifest
@@ -428,6 +429,10 @@ class UpdateMachine:
         return self.slots.slots[name]  # type: ignore[index]
 
     def _spec(self, slot: Slot, manifest: Manifest) -> BenchSpec:
+        # The TensorRT recipe belongs to the model in the slot (the active model re-measured as a
+        # baseline keeps its own), not to the manifest whose thresholds and metric are applied.
+        installed = slot.manifest()
+        recipe = installed.tensorrt_recipe if installed is not None else manifest.tensorrt_recipe
         return BenchSpec(
             model_path=slot.file("model"),
             golden_path=slot.file("golden"),
@@ -437,6 +442,8 @@ class UpdateMachine:
             runs=self.cfg.bench_runs,
             warmup=self.cfg.bench_warmup,
             providers=list(self.cfg.device_profile.execution_providers),
+            tensorrt_recipe=recipe.model_dump(mode="json") if recipe is not None else None,
+            engine_cache_dir=self.cfg.engines_dir,
         )
 
     def _bench(self, slot: Slot, manifest: Manifest) -> BenchMetrics:
@@ -537,6 +544,7 @@ class UpdateMachine:
             self.data.remember_committed(manifest.blob("model").sha256)
         self.slots.activate(slot.name)
         self._cleanup_downloads()
+        self._prune_engines()
         if self.data.deployment_id:
             self.data.remember_finished(self.data.deployment_id)
         return Event.COMMITTED
@@ -552,12 +560,26 @@ class UpdateMachine:
         if name in self.slots.slots and name != self.slots.current_name():
             self.slots.slots[name].clear()  # type: ignore[index]
         self._cleanup_downloads()
+        self._prune_engines()
         return Event.ROLLED_BACK
 
     def _failure(self) -> Event:
         if self.data.deployment_id:
             self.data.remember_finished(self.data.deployment_id)
         return Event.REPORTED
+
+    def _prune_engines(self) -> None:
+        """Drop TensorRT engines of models neither slot holds any more (they are large, and a model
+        that comes back is rebuilt from its recipe). Never fails the step it runs in."""
+        keep = {ref.sha256 for slot in self.slots.slots.values() if (m := slot.manifest()) for ref in m.files
+                if ref.role == "model"}
+        try:
+            removed = EngineCache(self.cfg.engines_dir).prune(keep)
+        except OSError:
+            log.warning("could not prune the engine cache", exc_info=True)
+            return
+        if removed:
+            log.info("removed %d cached engine(s) of models no longer installed", len(removed))
 
     def _cleanup_downloads(self) -> None:
         if self.data.desired is None:

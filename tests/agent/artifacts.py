@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from common.manifest import Manifest, Thresholds, blob_ref, sign_manifest
+from common.manifest import Manifest, Thresholds, blob_ref, sha256_file, sign_manifest
+from common.tensorrt_recipe import TensorrtRecipe
 
 IN_DIM = 64
 OUT_DIM = 32
@@ -156,6 +157,23 @@ def tflite_linear_int8(weight: np.ndarray, bias: np.ndarray, x_absmax: float, y_
     return bytes(builder.Output())
 
 
+def linear_recipe(model_path: Path, precision: str = "fp16", workspace_mb: int = 256) -> TensorrtRecipe:
+    """A TensorRT recipe for the linear test model, as the controller's tensorrt converter writes one
+    (dynamic batch axis → one shape profile)."""
+    return TensorrtRecipe(
+        onnx=model_path.name,
+        onnx_sha256=sha256_file(model_path),
+        precision=precision,
+        engine=model_path.with_suffix(".engine").name,
+        workspace_mb=workspace_mb,
+        shapes=[{"name": "x", "min": [1, IN_DIM], "opt": [1, IN_DIM], "max": [4, IN_DIM]}],
+        trtexec=["trtexec", f"--onnx={model_path.name}", f"--memPoolSize=workspace:{workspace_mb}M"],
+        ort_tensorrt_options={"trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8",
+                              "trt_max_workspace_size": workspace_mb * 2**20},
+        inputs=[{"name": "x", "shape": ["N", IN_DIM], "dtype": "float32"}],
+    )
+
+
 @dataclass
 class Reference:
     """The 'true' model: weights and a golden set of its real outputs."""
@@ -230,8 +248,10 @@ def make_artifact(
     thresholds: Thresholds | None = None,
     model_id: str = "linear",
     fmt: str = "onnx",
+    tensorrt: bool = False,
 ) -> Artifact:
-    """Write model + golden into ``out_dir/<version>`` and sign a manifest for them."""
+    """Write model + golden into ``out_dir/<version>`` and sign a manifest for them (with ``tensorrt``,
+    plus a TensorRT build recipe for the model, as Jetson artifacts have)."""
     folder = out_dir / f"{model_id}-{version}-{profile}-{fmt}"
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / f"model.{fmt}"
@@ -246,5 +266,6 @@ def make_artifact(
         quality_metric=quality_metric,
         files=[blob_ref("model", model_path, chunk_size), blob_ref("golden", golden_path, chunk_size)],
         thresholds=thresholds or Thresholds(latency_slack_ms=5.0, memory_slack_mb=64.0),
+        tensorrt_recipe=linear_recipe(model_path) if tensorrt else None,
     )
     return Artifact(sign_manifest(manifest, key), {"model": model_path, "golden": golden_path})
