@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # TFLite / Core ML converters need pins that clash with the main venv: their own venv, used by the
-# conversion tests only.
+# conversion tests and by the demo, which builds its TFLite artifacts there
+# (python -m controller.demo.tflite_build, cached under $EDGEFLEET_CACHE/demo-tflite).
 $(CSTAMP): pyproject.toml
 	$(PYTHON) -m venv $(CVENV)
 	$(CVENV)/bin/pip install -q -U pip wheel setuptools
@@ -39,7 +40,7 @@ broker-dep:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null); \
 	else echo "mosquitto not installed and not root: the demo uses the embedded amqtt broker"; fi
 
-demo: $(STAMP) broker-dep
+demo: $(STAMP) $(CSTAMP) broker-dep
 	$(VENV)/bin/edgefleet demo
 
 # Coverage adds up both runs: the main suite, then the conversion tests in the convert venv

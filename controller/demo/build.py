@@ -1,7 +1,10 @@
 """The model versions the demo deploys, all recorded in the registry with lineage.
 
-FP32 (zoo export) → INT8 static QDQ per profile family (``reduce_range`` where the
-profile has no INT8 dot-product instructions) → a degraded child of the INT8 build.
+ONNX profiles: FP32 (zoo export) → INT8 static QDQ per profile family (``reduce_range``
+where the profile has no INT8 dot-product instructions) → a degraded child of the INT8 build.
+TFLite profiles (``android-arm64``): FP32 ``.tflite`` → dynamic-range INT8 → degraded INT8,
+built in the convert venv (:mod:`controller.demo.tflite`), all children of the same FP32
+ONNX root, so every device is judged against the same golden set.
 """
 
 from __future__ import annotations
@@ -9,19 +12,28 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.profiles import load_profile
 from controller.demo.degrade import perturb_int8_weights
+
+if TYPE_CHECKING:
+    from controller.demo.tflite import TfliteSet
 
 Progress = Callable[[str], None]
 
 
 def build_versions(
     registry: Any, *, model: str, profiles: tuple[str, ...], out_dir: Path, calibration_samples: int,
-    say: Progress,
+    say: Progress, tflite: TfliteSet | None = None, tflite_profiles: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Register FP32, compress INT8 per reduce_range family, derive the degraded build; return their ids."""
+    """Register FP32, compress INT8 per reduce_range family, derive the degraded build; return their ids.
+
+    ``profiles`` are the ONNX devices' profiles; ``tflite_profiles`` get the versions of the
+    ``tflite`` set instead (registered by :func:`register_tflite`). The result maps each
+    stage to a version per profile: ``fp32`` (the ONNX root, the default target),
+    ``fp32_per_profile``, ``int8`` and ``degraded``.
+    """
     import dataclasses
 
     from controller import zoo
@@ -64,9 +76,45 @@ def build_versions(
             config={"perturbation": "gaussian", "sigma_int8_steps": 48, "tensors": changed},
             parent_id=version.id, actor="demo",
         )
-    return {
+    out = {
         "fp32": fp32,
+        "fp32_per_profile": {},
         "int8": {p: int8_by_rr[rr] for p, rr in families.items()},
         "degraded": {p: degraded[rr] for p, rr in families.items()},
         "compress_metrics": compress_metrics,
     }
+    if tflite is not None and tflite_profiles:
+        say("registering the TFLite builds (FP32, dynamic-range INT8, degraded INT8)")
+        tfl = register_tflite(registry, model_id=model_rec.id, root_id=fp32.id, tflite=tflite)
+        for stage, key in (("fp32_per_profile", "fp32"), ("int8", "int8"), ("degraded", "degraded")):
+            out[stage].update(dict.fromkeys(tflite_profiles, tfl[key]))
+    return out
+
+
+TFLITE_TECHNIQUES = {"fp32": "fp32", "int8": "int8-dynamic", "degraded": "int8-dynamic-degraded"}
+
+
+def register_tflite(registry: Any, *, model_id: str, root_id: str, tflite: TfliteSet) -> dict[str, Any]:
+    """Record the TFLite builds as a lineage under the FP32 ONNX root: FP32 → INT8 → degraded.
+
+    The versions carry no profile: a dynamic-range INT8 ``.tflite`` runs on any XNNPACK CPU,
+    so every TFLite profile of the demo gets the same versions (the manifest names the profile).
+    Their config holds the conversion (precision, tools) and their metrics the cosine to FP32
+    measured at build time, next to what each device then measures itself.
+    """
+    report = tflite.report
+    versions: dict[str, Any] = {}
+    parent = root_id
+    for name, technique in TFLITE_TECHNIQUES.items():
+        info = report["builds"][name]
+        config: dict[str, Any] = {"zoo": report["model"], "conversion": {"target": "tflite",
+                                  "precision": info["precision"], "notes": info["notes"]},
+                                  "tool_versions": report["tool_versions"], "checked_for": report["profile"]}
+        if name == "degraded":
+            config["perturbation"] = report["degradation"]
+        versions[name] = registry.add_version(
+            model_id=model_id, path=tflite.path(name), technique=technique, format="tflite", config=config,
+            parent_id=parent, metrics={"vs_fp32": info["vs_fp32"], "size_bytes": info["size_bytes"]}, actor="demo",
+        )
+        parent = versions[name].id
+    return versions

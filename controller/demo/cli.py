@@ -23,10 +23,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``demo`` to the ``edgefleet`` command."""
-    p = sub.add_parser("demo", help="end-to-end demo: FP32 → INT8 (committed) → degraded (rolled back)")
+    p = sub.add_parser("demo", help="end-to-end demo: FP32 → INT8 (committed) → degraded (rolled back), "
+                                    "ONNX and TFLite devices")
     p.add_argument("--workdir", type=Path, default=Path("build/demo"))
     p.add_argument("--model", default="minilm", choices=["minilm", "mobilenetv2", "mnist-cnn"])
-    p.add_argument("--profiles", default="rpi4,jetson-orin-nano,visionfive2", help="one agent per profile")
+    # scenario.DEFAULT_PROFILES, spelled out so `edgefleet --help` does not import the demo
+    p.add_argument("--profiles", default="rpi4,jetson-orin-nano,visionfive2,android-arm64",
+                   help="one agent per profile; TFLite profiles (android-arm64) need the convert venv")
     p.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
     p.add_argument("--bench-runs", type=int, default=30)
     p.add_argument("--stage-timeout", type=float, default=600.0, help="seconds per deployment stage")

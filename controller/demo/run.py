@@ -1,15 +1,18 @@
 """Drive the demo with a live display and decide whether it succeeded.
 
 Success means what the product promises: every device ends on the committed INT8
-build, after refusing the degraded one on its own measurement. Anything else
-(a device without a working model, a wrong decision, a timeout) makes the demo
-exit non-zero with the reason in ``summary.json``.
+build of its format (ONNX or TFLite), after refusing the degraded one on its own
+measurement. Anything else (a device without a working model, a wrong decision, a
+timeout, a failed TFLite build) makes the demo exit non-zero with the reason in
+``summary.json``. A TFLite profile is skipped, with a clear notice and without failing
+the demo, only when this machine has no TFLite converter (no ``.venv-convert``).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -21,6 +24,7 @@ from controller.demo.scenario import (
     DemoRun,
     StageResult,
     active_versions,
+    delivered_format,
     deploy_stage,
     prepare_workdir,
     shutdown,
@@ -65,8 +69,8 @@ def _ratio(new: Any, old: Any) -> str:
 def results_table(run: DemoRun) -> Table:
     """Per device and stage: decision and the on-device figures behind it (ratios vs the active model)."""
     table = Table(title="On-device decisions (ratios vs the model the device ran before)")
-    for col in ("stage", "device", "decision", "p50 ms", "p95 ms", "mem MB", "quality", "reason"):
-        table.add_column(col, no_wrap=col in ("stage", "device", "decision"))
+    for col in ("stage", "device", "format", "decision", "p50 ms", "p95 ms", "mem MB", "quality", "reason"):
+        table.add_column(col, no_wrap=col in ("stage", "device", "format", "decision"))
     for stage in run.stages:
         for device, info in stage.devices.items():
             row = bench_row(info)
@@ -75,6 +79,7 @@ def results_table(run: DemoRun) -> Table:
             table.add_row(
                 stage.name,
                 device,
+                f"{info.get('format', '?')} {info.get('technique', '')}".strip(),
                 str(row["state"]),
                 _fmt(row["p50_ms"], ".1f"),
                 _fmt(row["p95_ms"], ".1f") + _ratio(row["p95_ms"], base.get("latency_p95_ms")),
@@ -108,6 +113,13 @@ def check_outcome(run: DemoRun, final: dict[str, Any]) -> list[str]:
     return problems
 
 
+def tflite_line(report: dict[str, Any]) -> str:
+    """One line of the TFLite builds' own figures (size, cosine to FP32 measured at build time)."""
+    parts = [f"{name} {b['precision']} {b['size_bytes'] / 2**20:.1f} MB cos {b['vs_fp32']['cosine']:.4f}"
+             for name, b in report["builds"].items()]
+    return "TFLite builds (vs FP32 ONNX on the golden set): " + ", ".join(parts)
+
+
 def validate_options(options: DemoOptions) -> None:
     """Fail in a second, before anything starts, on a profile or model that does not exist."""
     from controller.zoo import ZOO_NAMES
@@ -126,11 +138,12 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     run = DemoRun(options)
     t_start = time.monotonic()
     problems: list[str] = []
+    story_problems: list[str] = []
     extra: dict[str, Any] = {}
     prepare_workdir(options.workdir)
     try:
         validate_options(options)
-        problems, extra = _story(run, console)
+        story_problems, extra = _story(run, console)
     except (ValueError, OSError) as exc:
         problems = [f"demo failed: {exc}"]
     except Exception as exc:  # noqa: BLE001 - reported in summary.json and as exit code
@@ -143,7 +156,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
             problems.append(f"could not read final device state: {exc}")
         shutdown(run)
     if not problems and "final" in extra:
-        problems = check_outcome(run, extra["final"])
+        problems = story_problems + check_outcome(run, extra["final"])
     extra["seconds_total"] = round(time.monotonic() - t_start, 1)
     ok = not problems
     summary_path = options.workdir / "summary.json"
@@ -152,14 +165,45 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         console.print(results_table(run))
     for line in problems:
         console.print(f"[red]✗ {line}[/red]")
-    verdict = "[green]✓ every device runs the committed INT8 model; the degraded build was rolled back on-device"
+    for profile, reason in run.skipped.items():
+        console.print(f"[yellow]! no {profile} device in this run: {reason}[/yellow]")
+    formats = " and ".join(sorted({str(delivered_format(p)) for p in run.device_profiles().values()}))
+    verdict = f"[green]✓ every device runs its committed INT8 build ({formats}); the degraded builds were rolled back"
     console.print(verdict if ok else "[red]✗ demo failed")
     console.print(f"summary: {summary_path}  ({extra['seconds_total']} s)")
     return 0 if ok else 1
 
 
+def prepare_tflite(run: DemoRun, say: Callable[[str], None]) -> list[str]:
+    """Find or build the TFLite set for the demo's TFLite profiles, before any agent starts.
+
+    No converter here: the profiles are skipped with a notice (the ONNX story still runs).
+    A build that fails: skipped too, and the failure returned as a problem (non-zero exit).
+    """
+    from controller.demo.tflite import TfliteBuildError, ensure_tflite_set, tflite_profiles, unavailable_reason
+
+    opts = run.options
+    wanted = tflite_profiles(opts.profiles)
+    if not wanted:
+        return []
+    reason = unavailable_reason(opts.model, wanted[0])
+    if reason is not None:
+        run.skipped.update(dict.fromkeys(wanted, reason))
+        say(f"[yellow]TFLite devices ({', '.join(wanted)}) skipped: {reason}[/yellow]")
+        return []
+    say(f"TFLite builds of {opts.model} for {', '.join(wanted)} (convert venv; cached after the first run)")
+    try:
+        run.tflite = ensure_tflite_set(opts.model, wanted[0], log_path=opts.workdir / "tflite-build.log")
+    except TfliteBuildError as exc:
+        run.skipped.update(dict.fromkeys(wanted, "TFLite build failed"))
+        return [f"TFLite build failed, {', '.join(wanted)} skipped: {exc}"]
+    say(tflite_line(run.tflite.report))
+    return []
+
+
 def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
     from controller.demo.build import build_versions
+    from controller.demo.tflite import tflite_profiles
 
     opts = run.options
 
@@ -167,25 +211,35 @@ def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
         console.log(msg)
 
     with console.status("starting broker, controller and agents") as status:
+        status.update("TFLite builds")
+        problems = prepare_tflite(run, say)
+        status.update("starting broker, controller and agents")
         start_infrastructure(run)
         say(f"broker: {run.broker.kind} on {run.broker.host}:{run.broker.port}")  # type: ignore[union-attr]
         start_agents(run)
         say(f"agents online: {', '.join(f'{d} ({p})' for d, p in run.device_profiles().items())}")
         status.update("building model versions")
+        active = tuple(run.device_profiles().values())
+        tfl_profiles = tflite_profiles(active)
         versions = build_versions(
-            run.registry, model=opts.model, profiles=opts.profiles, out_dir=opts.workdir / "models",
-            calibration_samples=opts.calibration_samples, say=say,
+            run.registry, model=opts.model, profiles=tuple(p for p in active if p not in tfl_profiles),
+            out_dir=opts.workdir / "models", calibration_samples=opts.calibration_samples, say=say,
+            tflite=run.tflite, tflite_profiles=tfl_profiles,
         )
+        def techniques(by_profile: dict[str, Any], *default: Any) -> str:
+            return ", ".join(sorted({v.technique for v in (*by_profile.values(), *default)}))
+
         stages = [
-            StageResult("fp32", versions["fp32"].id, "fp32", "commit"),
-            StageResult("int8", "", "int8-static", "commit",
+            StageResult("fp32", versions["fp32"].id, techniques(versions["fp32_per_profile"], versions["fp32"]),
+                        "commit", per_profile={p: v.id for p, v in versions["fp32_per_profile"].items()}),
+            StageResult("int8", "", techniques(versions["int8"]), "commit",
                         per_profile={p: v.id for p, v in versions["int8"].items()}),
-            StageResult("degraded", "", "int8-static-degraded", "rollback",
+            StageResult("degraded", "", techniques(versions["degraded"]), "rollback",
                         per_profile={p: v.id for p, v in versions["degraded"].items()}),
         ]
         for stage in stages:
             status.update(f"deploying {stage.name}")
-            say(f"deploying {stage.name} ({stage.technique}) to {len(run.agents)} devices")
+            say(f"deploying {stage.name} ({stage.technique}) to {len(run.agents)} devices in one deployment")
 
             def show(states: dict[str, dict[str, Any]], name: str = stage.name) -> None:
                 status.update(f"{name}: " + "  ".join(f"{d}={s['job'] or s['state']}" for d, s in states.items()))
@@ -193,4 +247,8 @@ def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
             run.stages.append(deploy_stage(run, stage, on_progress=show))
             decided = ", ".join(f"{d}: {i.get('state')}" for d, i in stage.devices.items())
             say(f"{stage.name} done in {stage.seconds:.1f} s — {decided}")
-    return [], {"compression": versions["compress_metrics"]}
+    extra: dict[str, Any] = {"compression": versions["compress_metrics"]}
+    if run.tflite is not None:
+        extra["tflite_build"] = {k: run.tflite.report[k] for k in ("profile", "degradation", "tool_versions",
+                                                                   "builds")}
+    return problems, extra

@@ -3,6 +3,9 @@
 The demo process is the operator: it starts the broker, the controller (its fleet
 service and registry, in this process) and one agent *process* per device profile,
 then drives three deployments and checks what every device decided on its own.
+Each deployment is *one* deployment to every device, carrying per profile the artifact
+that profile runs (ONNX INT8 with or without ``reduce_range``, or TFLite for Android):
+``FleetService.deploy(..., per_profile=...)``.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Any
 from common.profiles import load_profile
 from controller.broker import BrokerHandle, Credentials, start_broker
 from controller.demo.processes import Child, python_module, stop_all
+from controller.demo.tflite import tflite_profiles
 
-DEFAULT_PROFILES = ("rpi4", "jetson-orin-nano", "visionfive2")
+DEFAULT_PROFILES = ("rpi4", "jetson-orin-nano", "visionfive2", "android-arm64")
 
 
 @dataclass
@@ -46,6 +50,7 @@ class StageResult:
     technique: str
     expect: str
     per_profile: dict[str, str] = field(default_factory=dict)
+    deployment_id: str = ""
     deployments: dict[str, str] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -63,10 +68,14 @@ class DemoRun:
     agents: dict[str, Child] = field(default_factory=dict)
     stages: list[StageResult] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """profile id → why the demo runs no device of it (e.g. no TFLite converter here)."""
+    tflite: Any = None
+    """The TFLite builds (:class:`controller.demo.tflite.TfliteSet`) when a TFLite profile takes part."""
 
     def device_profiles(self) -> dict[str, str]:
-        """device id → profile id."""
-        return {f"{p}-01": p for p in self.options.profiles}
+        """device id → profile id, for the profiles that take part (not skipped)."""
+        return {f"{p}-01": p for p in self.options.profiles if p not in self.skipped}
 
 
 def prepare_workdir(workdir: Path) -> None:
@@ -98,6 +107,7 @@ def start_infrastructure(run: DemoRun) -> None:
         password=creds.users["controller"],
         fleet=opts.fleet,
         actor="demo",
+        artifact_builder=run.builder,
     ).start()
 
 
@@ -136,12 +146,13 @@ def start_agents(run: DemoRun) -> None:
 def deploy_stage(
     run: DemoRun, stage: StageResult, on_progress: Callable[[dict[str, dict[str, Any]]], None] | None = None
 ) -> StageResult:
-    """Deploy one version to every device (an artifact per profile) and wait for their decisions."""
+    """Deploy one stage to every device in one deployment (an artifact per profile); wait for their decisions."""
     t0 = time.monotonic()
-    for device, profile in run.device_profiles().items():
-        version_id = stage.per_profile.get(profile, stage.version_id)
-        art = run.builder.artifact_for(version_id=version_id, profile=profile, actor="demo")
-        stage.deployments[device] = run.fleet_service.deploy(art.id, [device], actor="demo").id
+    devices = list(run.device_profiles())
+    per_profile = {p: v for p, v in stage.per_profile.items() if p not in run.skipped}
+    dep = run.fleet_service.deploy(stage.version_id or None, devices, per_profile=per_profile, actor="demo")
+    stage.deployment_id = dep.id
+    stage.deployments = dict.fromkeys(devices, dep.id)
     deadline = t0 + run.options.stage_timeout
     while True:
         states = stage_progress(run, stage)
@@ -150,11 +161,12 @@ def deploy_stage(
         if all(s["terminal"] for s in states.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    for device, dep_id in stage.deployments.items():
-        summary = run.fleet_service.wait_for(dep_id, timeout=0)
-        info = summary.as_dict()["devices"][device]
-        info["timed_out"] = summary.timed_out
-        info["deployment_id"] = dep_id
+    summary = run.fleet_service.wait_for(dep.id, timeout=0)
+    artifacts = {d.device_id: d.artifact_id for d in summary.deployment.devices}
+    for device, info in summary.as_dict()["devices"].items():
+        manifest = run.registry.get_artifact(artifact_id=artifacts[device]).manifest
+        info |= {"timed_out": summary.timed_out, "deployment_id": dep.id, "format": manifest["format"],
+                 "technique": manifest["technique"], "version_id": manifest["version"]}
         stage.devices[device] = info
     stage.seconds = round(time.monotonic() - t0, 2)
     return stage
@@ -197,6 +209,14 @@ def shutdown(run: DemoRun) -> None:
         run.registry.close()
 
 
+def delivered_format(profile: str) -> str | None:
+    """The artifact format the demo ships to a profile: TFLite where its recipe says so, else ONNX."""
+    try:
+        return "tflite" if tflite_profiles((profile,)) else "onnx"
+    except ValueError:  # unknown profile: the demo already reports it
+        return None
+
+
 def _profile_cards(ids: tuple[str, ...]) -> dict[str, Any]:
     cards: dict[str, Any] = {}
     for pid in ids:
@@ -214,7 +234,8 @@ def write_summary(run: DemoRun, path: Path, *, ok: bool, problems: list[str], ex
         "problems": problems,
         "model": run.options.model,
         "broker": run.broker.kind if run.broker else None,
-        "devices": {d: {"profile": p} for d, p in run.device_profiles().items()},
+        "devices": {d: {"profile": p, "format": delivered_format(p)} for d, p in run.device_profiles().items()},
+        "skipped_profiles": run.skipped,
         "profiles": _profile_cards(run.options.profiles),
         "stages": [
             {

@@ -37,6 +37,34 @@ def test_demo_commits_int8_and_rolls_back_degraded(tmp_path):
     assert mine == []
 
 
+@pytest.mark.slow
+def test_one_deployment_per_stage_reaches_onnx_and_tflite_devices(tmp_path):
+    """The Android device gets TFLite builds (made in the convert venv), the Pi ONNX, in the same deployments."""
+    from controller.demo.tflite import unavailable_reason
+
+    reason = unavailable_reason("mnist-cnn", "android-arm64")
+    if reason:
+        pytest.skip(reason)
+    opts = DemoOptions(workdir=tmp_path / "demo", model="mnist-cnn", profiles=("rpi4", "android-arm64"),
+                       broker="mosquitto", bench_runs=60, calibration_samples=32)
+    code = run_demo(opts)
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert code == 0, summary["problems"]
+    assert {d: i["format"] for d, i in summary["devices"].items()} == {"rpi4-01": "onnx", "android-arm64-01": "tflite"}
+    stages = {s["name"]: s for s in summary["stages"]}
+    for stage in stages.values():
+        assert len({i["deployment_id"] for i in stage["devices"].values()}) == 1  # one deployment, two formats
+        assert stage["devices"]["android-arm64-01"]["format"] == "tflite"
+        assert stage["devices"]["rpi4-01"]["format"] == "onnx"
+    phone = {name: s["devices"]["android-arm64-01"] for name, s in stages.items()}
+    assert phone["int8"]["state"] == "committed" and phone["int8"]["technique"] == "int8-dynamic"
+    assert phone["int8"]["bench"]["candidate_metrics"]["runtime"] == "litert"
+    assert phone["degraded"]["state"] == "rolled_back" and phone["degraded"]["reason"] == "regression_quality"
+    assert summary["final"]["android-arm64-01"]["active"]["version"] == stages["int8"]["per_profile_versions"][
+        "android-arm64"]
+    assert summary["tflite_build"]["builds"]["int8"]["precision"] == "int8-dynamic"
+
+
 def test_failed_start_is_reported_and_nothing_left(tmp_path):
     opts = DemoOptions(workdir=tmp_path / "demo", model="mnist-cnn", profiles=("no-such-profile",), broker="amqtt")
     code = run_demo(opts)
