@@ -47,6 +47,8 @@ class BenchSpec:
     """The manifest's signed TensorRT recipe (JSON form): build/cache an engine, or fall back to ORT."""
     engine_cache_dir: Path | None = None
     """Where engines are cached (``<data-dir>/engines``); required with ``tensorrt_recipe``."""
+    ort_tuning: dict[str, Any] | None = None
+    """The device profile's ``[onnxruntime]`` session tuning (``OrtTuning`` JSON form); None = defaults."""
 
     def to_json(self) -> str:
         """Serialised for the child's command line."""
@@ -167,6 +169,11 @@ def measure(spec: BenchSpec) -> BenchMetrics:
     from agent.runtimes import get_runtime
 
     runtime = get_runtime(spec.format)
+    if spec.ort_tuning is not None:
+        from agent.runtimes import set_ort_tuning
+        from common.profiles import OrtTuning
+
+        set_ort_tuning(OrtTuning.model_validate(spec.ort_tuning))
     runtime.preload()  # the runtime library and the golden set are not the model's memory
     arrays = read_golden(spec.golden_path)
     open_model = _opener(spec, runtime.open)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from agent.errors import BenchmarkError, UnsupportedFormatError
 from common.errors import ReasonCode
+from common.profiles import OrtTuning
 
 
 class Session(Protocol):
@@ -83,6 +84,19 @@ def get_runtime(fmt: str) -> Runtime:
 
 # --- ONNX Runtime -----------------------------------------------------------------------------
 
+_ORT_TUNING: OrtTuning = OrtTuning()
+
+
+def set_ort_tuning(tuning: OrtTuning) -> None:
+    """Session tuning for every ONNX session this process opens from now on.
+
+    Process-wide on purpose: the benchmark child measures one model with its device profile's
+    ``[onnxruntime]`` tuning, and the runtime registry's ``open`` signature stays format-neutral.
+    """
+    global _ORT_TUNING
+    _ORT_TUNING = tuning
+
+
 
 class OrtSession:
     """onnxruntime InferenceSession behind the Session surface.
@@ -102,11 +116,13 @@ class OrtSession:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        disabled = _ORT_TUNING.apply(opts)
         usable = [p for p in providers if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
         options = provider_options or {}
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=usable,
-                                              provider_options=[options.get(p, {}) for p in usable])
+                                              provider_options=[options.get(p, {}) for p in usable],
+                                              disabled_optimizers=disabled)
         except Exception as exc:  # noqa: BLE001 - ORT raises several untyped errors for bad models
             raise BenchmarkError(ReasonCode.LOAD_FAILED, f"onnxruntime could not load {path.name}: {exc}") from exc
         self.providers = list(self._sess.get_providers())

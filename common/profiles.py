@@ -56,6 +56,33 @@ class Tolerance(BaseModel):
     max_abs_error: float | None = Field(default=None, gt=0)
 
 
+class OrtTuning(BaseModel):
+    """ONNX Runtime session settings measured to matter on a device class.
+
+    Why a profile field and not code: kernel speed differs per CPU. On the x86 VNNI box the fused
+    ``SkipLayerNormalization`` kernel measured 2-3× slower than the plain Add + LayerNormalization
+    it replaces (MiniLM INT8 0.43× → 0.38× FP32 latency without it), while other CPUs may gain from
+    it. Flushing denormals to zero is on everywhere: attention masks built from ``finfo.min``
+    push Softmax into denormal arithmetic (MiniLM FP32 Softmax 8 ms → 0.7 ms per inference with it).
+    The controller's evaluation and the agent apply the same tuning, so the figures the
+    controller reports are the ones the device sees.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    session_config: dict[str, str] = {"session.set_denormal_as_zero": "1"}
+    disabled_optimizers: list[str] = []
+
+    def apply(self, options: object) -> list[str] | None:
+        """Put the session config entries on an ``ort.SessionOptions``; returns ``disabled_optimizers``.
+
+        The return value goes to ``ort.InferenceSession(..., disabled_optimizers=...)``, the only
+        place ORT accepts it.
+        """
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)  # type: ignore[attr-defined]
+        return list(self.disabled_optimizers) or None
+
+
 class DeviceProfile(BaseModel):
     """One device class."""
 
@@ -77,6 +104,7 @@ class DeviceProfile(BaseModel):
     recipe: Recipe
     max_artifact_mb: float = Field(default=256, gt=0)
     tolerance: Tolerance = Tolerance()
+    onnxruntime: OrtTuning = OrtTuning()
 
     @field_validator("recipe")
     @classmethod

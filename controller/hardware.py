@@ -224,11 +224,14 @@ def profile_to_toml(profile: DeviceProfile) -> str:
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"
         if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
+            return "{ " + ", ".join(f"{key(k)} = {val(x)}" for k, x in v.items()) + " }"
         return str(v)
 
+    def key(k: str) -> str:  # dotted keys (ORT's "session.x") must be quoted or TOML nests them
+        return k if k.replace("_", "").replace("-", "").isalnum() else val(k)
+
     data = profile.model_dump(mode="json", exclude_none=True)
-    tables = {k: data.pop(k) for k in ("slo", "recipe", "tolerance")}
+    tables = {k: data.pop(k) for k in ("slo", "recipe", "tolerance", "onnxruntime")}
     lines = [f"{k} = {val(v)}" for k, v in data.items()]
     for name, table in tables.items():
         lines += ["", f"[{name}]"] + [f"{k} = {val(v)}" for k, v in table.items() if v is not None]

@@ -444,6 +444,7 @@ class UpdateMachine:
             providers=list(self.cfg.device_profile.execution_providers),
             tensorrt_recipe=recipe.model_dump(mode="json") if recipe is not None else None,
             engine_cache_dir=self.cfg.engines_dir,
+            ort_tuning=self.cfg.device_profile.onnxruntime.model_dump(mode="json"),
         )
 
     def _bench(self, slot: Slot, manifest: Manifest) -> BenchMetrics:

@@ -17,16 +17,10 @@ Inputs = dict[str, np.ndarray]
 
 
 def session(path: Path | str, threads: int = 1) -> Any:
-    """A CPU ORT session with ``threads`` intra-op threads and full graph optimisation."""
-    import onnxruntime as ort
+    """A CPU ORT session with ``threads`` intra-op threads, full graph optimisation and the host's tuning."""
+    from controller.ort_tuning import cpu_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads)
 
 
 def make_batches(inputs: Sequence[Inputs], batch: int) -> list[Inputs]:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.ort_tuning import host_tuning
+
 Inputs = dict[str, np.ndarray]
 
 
@@ -37,10 +39,12 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def _child(model: str, inputs_npz: str, threads: int) -> dict[str, float]:
+def _child(model: str, inputs_npz: str, threads: int, tuning_json: str = "{}") -> dict[str, float]:
     import time
 
     import onnxruntime as ort
+
+    from common.profiles import OrtTuning
 
     with np.load(inputs_npz, allow_pickle=False) as npz:
         feeds = {k: npz[k] for k in npz.files}
@@ -48,9 +52,10 @@ def _child(model: str, inputs_npz: str, threads: int) -> dict[str, float]:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    disabled = OrtTuning.model_validate_json(tuning_json).apply(opts)
     baseline = _maxrss_mb()
     t0 = time.perf_counter()
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
     load_s = time.perf_counter() - t0
     for _ in range(3):
         sess.run(None, feeds)
@@ -65,8 +70,9 @@ def peak_rss_delta(model: Path | str, sample: Inputs, *, threads: int = 1, timeo
         npz = Path(tmp) / "inputs.npz"
         np.savez(npz, **sample)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        proc = subprocess.run([sys.executable, "-m", "controller.evaluation.memory", str(model), str(npz),
-                               str(threads)], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        argv = [sys.executable, "-m", "controller.evaluation.memory", str(model), str(npz), str(threads),
+                host_tuning().model_dump_json()]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"memory probe failed for {model}: {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -83,7 +89,8 @@ def compare_memory(reference: Path | str, candidate: Path | str, sample: Inputs,
 def main(argv: Sequence[str] | None = None) -> int:
     """Child entry point: print one JSON line with the measurement."""
     args = list(sys.argv[1:] if argv is None else argv)
-    print(json.dumps(_child(args[0], args[1], int(args[2]) if len(args) > 2 else 1)))
+    threads = int(args[2]) if len(args) > 2 else 1
+    print(json.dumps(_child(args[0], args[1], threads, args[3] if len(args) > 3 else "{}")))
     return 0
 
 

@@ -92,10 +92,6 @@ class ZooModel(abc.ABC):
 
 def ort_session(path: Path | str, threads: int = 1) -> Any:
     """A deterministic single-stream ORT CPU session (used for task scores)."""
-    import onnxruntime as ort
+    from controller.ort_tuning import cpu_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads)

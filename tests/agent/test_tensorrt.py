@@ -199,7 +199,7 @@ class _FakeOrtSession:
     kept: list[str] = []
     calls: list[dict] = []
 
-    def __init__(self, path, sess_options=None, providers=None, provider_options=None) -> None:
+    def __init__(self, path, sess_options=None, providers=None, provider_options=None, **_: object) -> None:
         _FakeOrtSession.calls.append({"providers": providers, "provider_options": provider_options})
         io = types.SimpleNamespace
         self._inputs, self._outputs = [io(name="x", shape=["N", 64])], [io(name="y", shape=["N", 32])]

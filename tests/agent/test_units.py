@@ -210,3 +210,20 @@ def test_peak_memory_counts_the_model_not_the_agent(tmp_path):
     m = run_benchmark(BenchSpec(model, golden, "onnx", "cosine", runs=2, warmup=0))
     assert ballast.sum() > 0
     assert 8 <= m.peak_rss_delta_mb < 200, m
+
+
+def test_benchmark_applies_the_profile_ort_tuning(art, monkeypatch):
+    """The child opens ONNX sessions with the profile's [onnxruntime] tuning; a bad optimizer name fails loudly."""
+    import agent.runtimes as runtimes
+    from agent.bench import measure
+    from common.profiles import OrtTuning
+
+    seen = []
+    real = runtimes.OrtTuning.apply
+    monkeypatch.setattr(runtimes.OrtTuning, "apply", lambda self, opts: seen.append(self) or real(self, opts))
+    monkeypatch.setattr(runtimes, "_ORT_TUNING", OrtTuning())
+    tuning = {"session_config": {"session.set_denormal_as_zero": "1"}, "disabled_optimizers": ["SkipLayerNormFusion"]}
+    assert measure(_spec(art, ort_tuning=tuning)).quality > 0.9999
+    assert seen and seen[-1].disabled_optimizers == ["SkipLayerNormFusion"]
+    assert _spec(art, ort_tuning=tuning).to_json() and BenchSpec.from_json(_spec(art, ort_tuning=tuning).to_json()
+                                                                       ).ort_tuning == tuning

@@ -123,3 +123,23 @@ def test_provider_fallback_keeps_profile_order_and_cpu_floor():
     assert select_execution_providers(
         jetson, ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
     ) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class _FakeOptions:
+    def __init__(self) -> None:
+        self.entries: dict[str, str] = {}
+
+    def add_session_config_entry(self, key: str, value: str) -> None:
+        self.entries[key] = value
+
+
+def test_ort_tuning_flushes_denormals_everywhere_and_disables_skip_layernorm_on_x86():
+    from common.profiles import OrtTuning, load_profile
+
+    x86, pi = load_profile("x86-edge").onnxruntime, load_profile("rpi4").onnxruntime
+    opts = _FakeOptions()
+    assert x86.apply(opts) == ["SkipLayerNormFusion"]
+    assert opts.entries == {"session.set_denormal_as_zero": "1"}
+    assert pi.apply(_FakeOptions()) is None  # nothing disabled: ORT wants None, not []
+    with pytest.raises(ValueError, match="disabled_optimizer"):
+        OrtTuning.model_validate({"disabled_optimizer": ["typo"]})
