@@ -90,6 +90,16 @@ def extreme_range_nodes(model: Path, samples: list[Inputs], workdir: Path, limit
     return nodes
 
 
+def activation_matmuls(model: Path) -> list[str]:
+    """MatMul nodes neither of whose inputs is a constant (attention's Q·Kᵀ and P·V in transformers)."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
+
+
 _WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1}
 _CHANNEL_AXIS = {"MatMul": 1, "Conv": 0}
 

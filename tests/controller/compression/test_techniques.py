@@ -15,6 +15,7 @@ import pytest
 
 from controller.compression import (
     CompressionConfig,
+    CompressionError,
     DistillConfig,
     Fp16Config,
     Int4WeightConfig,
@@ -85,6 +86,54 @@ class TestInt8StaticPercentileReduceRange(TechniqueTemplate):
     model = "mlp"
     max_size_ratio = 0.4
     min_quality = 0.95
+
+
+class TestInt8StaticEncoder(TechniqueTemplate):
+    config = Int8StaticConfig(calibration_samples=32)
+    model = "encoder"
+    max_size_ratio = 0.6
+    min_quality = 0.98
+
+    def test_attention_matmuls_stay_float(self, result):
+        # Q·Kᵀ and P·V have no constant input: kept float (measured faster), one pair per block.
+        assert len(result.report["float_activation_matmuls"]) == 6
+
+    def test_matmul_outputs_are_not_requantised(self, result):
+        # A Q right after a weight MatMul would stop ORT fusing DQ→MatMul into MatMulIntegerToFloat.
+        graph = onnx.load(str(result.output)).graph
+        float_matmuls = set(result.report["float_activation_matmuls"])
+        matmul_outputs = {o for n in graph.node if n.op_type == "MatMul" and n.name not in float_matmuls
+                          for o in n.output}
+        assert not [n.name for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in matmul_outputs]
+        assert result.report["quantized_ops"].get("MatMul", 0) >= 12  # q, k, v, o and the FFN pair per block
+
+
+class TestPruneLayersEncoder(TechniqueTemplate):
+    config = PruneStructuredConfig(ratio=0.34, scope="layers", finetune_epochs=1, lr=1e-4)
+    model = "encoder"
+    torch_input = True
+    max_size_ratio = 0.75
+    min_quality = 0.5
+
+    def test_one_block_of_three_removed_after_ranking_all(self, result):
+        report = result.report
+        assert report["blocks_before"] == 3 and len(report["blocks_kept"]) == 2
+        trial = report["greedy_trials"][0]
+        assert [c["block"] for c in trial["candidates"]] == [0, 1, 2]
+        assert trial["removed"] == min(trial["candidates"], key=lambda c: c["loss"])["block"]
+        assert report["param_ratio"] < 0.72
+
+    def test_fewer_matmuls_in_the_exported_graph(self, result, tiny_models):
+        count = [sum(n.op_type == "MatMul" for n in onnx.load(str(p)).graph.node)
+                 for p in (tiny_models["encoder"]["onnx"], result.output)]
+        assert count[1] < count[0]
+
+
+def test_layer_scope_on_a_model_without_encoder_blocks_says_why(tiny_models, tmp_path):
+    m = tiny_models["mlp"]
+    config = PruneStructuredConfig(ratio=0.5, scope="layers", finetune_epochs=0)
+    with pytest.raises(CompressionError, match="encoder.layer"):
+        compress((m["module"], m["example"]), config, out=tmp_path / "x.onnx", calibration=m["npz"], evaluate=False)
 
 
 class TestInt8DynamicMlp(TechniqueTemplate):
