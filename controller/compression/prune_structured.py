@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, ClassVar, Literal
 
 from controller.compression.config import CompressionConfig, check_choice, check_range, register_handler
+from controller.compression.errors import UnsupportedModelError
 from controller.compression.source import ModelSource
 
 
@@ -28,7 +29,11 @@ class PruneStructuredConfig(CompressionConfig):
         importance: ``l2`` / ``l1`` weight magnitude of each channel group.
         finetune_epochs: fine-tune epochs after each step.
         lr: fine-tune learning rate.
-        scope: ``auto`` (FFN neurons for transformers, channels otherwise), ``channels`` or ``ffn``.
+        scope: ``auto`` (FFN neurons for transformers, channels otherwise), ``channels``, ``ffn`` or
+            ``layers`` (depth pruning of a transformer encoder: ``ratio`` of its blocks removed, the
+            block whose removal costs least on held-out inputs first, then distillation). Depth is
+            what latency follows most directly: every block costs the same, and the attention,
+            LayerNorm and GELU work that FFN pruning leaves untouched goes with it.
         max_samples: cap on fine-tuning samples.
     """
 
@@ -40,7 +45,7 @@ class PruneStructuredConfig(CompressionConfig):
     importance: Literal["l2", "l1"] = "l2"
     finetune_epochs: int = 3
     lr: float = 5e-4
-    scope: Literal["auto", "channels", "ffn"] = "auto"
+    scope: Literal["auto", "channels", "ffn", "layers"] = "auto"
     max_samples: int = 4000
     version: int = 1
 
@@ -86,6 +91,48 @@ def prune_model(model: Any, example: tuple[Any, ...], config: PruneStructuredCon
     return {"scope": scope}
 
 
+def encoder_blocks(model: Any) -> tuple[Any, str]:
+    """The module holding a transformer encoder's block list (``encoder.layer`` in BERT-style models)."""
+    from torch import nn
+
+    for name, module in model.named_modules():
+        blocks = getattr(module, "layer", None)
+        if name.endswith("encoder") and isinstance(blocks, nn.ModuleList) and len(blocks) > 1:
+            return module, name
+    raise UnsupportedModelError("scope='layers' needs a transformer encoder with an `encoder.layer` block list; "
+                                "none found in this model (use scope='channels' or 'ffn')")
+
+
+def drop_blocks(model: Any, ratio: float, loss_of: Any) -> dict[str, Any]:
+    """Greedily remove ``ratio`` of the encoder blocks, each time the one whose removal ``loss_of`` minds least.
+
+    Measured, not positional: which blocks a model can lose depends on the model (DistilBERT's
+    "every other layer" is a guess; here each candidate removal is scored on held-out inputs).
+    """
+    from torch import nn
+
+    encoder, name = encoder_blocks(model)
+    blocks = list(encoder.layer)
+    n_drop = min(max(round(len(blocks) * ratio), 1), len(blocks) - 1)
+    kept = list(range(len(blocks)))
+    trials: list[dict[str, Any]] = []
+    for _ in range(n_drop):
+        scores = {}
+        for i in kept:
+            encoder.layer = nn.ModuleList(blocks[j] for j in kept if j != i)
+            scores[i] = loss_of(model)
+        victim = min(scores, key=scores.__getitem__)
+        trials.append({"removed": victim, "loss": scores[victim],
+                       "candidates": [{"block": i, "loss": loss} for i, loss in scores.items()]})
+        kept.remove(victim)
+    encoder.layer = nn.ModuleList(blocks[j] for j in kept)
+    config = getattr(model, "config", None) or getattr(getattr(model, "bert", None), "config", None)
+    if config is not None and hasattr(config, "num_hidden_layers"):
+        config.num_hidden_layers = len(kept)
+    return {"scope": "layers", "encoder": name, "blocks_before": len(blocks), "blocks_kept": kept,
+            "greedy_trials": trials}
+
+
 @register_handler(PruneStructuredConfig)
 def prune_structured(source: ModelSource, config: PruneStructuredConfig, ctx: Any) -> dict[str, Any]:
     """Prune, fine-tune (per step), export; report parameter and width changes."""
@@ -110,7 +157,14 @@ def prune_structured(source: ModelSource, config: PruneStructuredConfig, ctx: An
                                                  epochs=config.finetune_epochs, lr=config.lr,
                                                  progress=lambda f, m: ctx.progress(0.1 + 0.8 * frac * f, m)))
 
-    info = prune_model(model, torch_tools.example_inputs(source), config, between)
+    if config.scope == "layers":
+        scoring = data or torch_tools.train_data(source, ctx, max_samples=config.max_samples, batch=32)
+        ctx.progress(0.1, "ranking encoder blocks by the cost of removing each")
+        info = drop_blocks(model, config.ratio,
+                           lambda m: torch_tools.validation_loss(m, teacher, scoring, source.quality_metric))
+        between(0)
+    else:
+        info = prune_model(model, torch_tools.example_inputs(source), config, between)
     torch_tools.export(model, source, ctx.output)
     after = torch_tools.param_count(model)
     widths = {n: [widths_before.get(n), m.out_channels if isinstance(m, nn.Conv2d) else m.out_features]
