@@ -42,7 +42,6 @@ def recipes(model: str, quick: bool) -> list[tuple[str, list[Any]]]:
         QatConfig,
         SvdConfig,
         TuckerConfig,
-        recommended_int8,
     )
 
     if model == "mnist-cnn":
@@ -62,12 +61,13 @@ def recipes(model: str, quick: bool) -> list[tuple[str, list[Any]]]:
             ("tucker (rank 0.5) + fine-tune", [TuckerConfig(rank_ratio=0.5, finetune_epochs=2)]),
             ("prune-structured 50% -> int8-static", [PruneStructuredConfig(ratio=0.5, finetune_epochs=3),
                                                      Int8StaticConfig()]),
+            ("prune-structured 75% + fine-tune", [PruneStructuredConfig(ratio=0.75, finetune_epochs=3)]),
         ]
     elif model == "mobilenetv2":
         rows = [
             ("int8-static (minmax)", [Int8StaticConfig()]),
             ("int8-static (percentile 99.99)", [Int8StaticConfig(calibration_method="percentile", percentile=99.99)]),
-            ("mixed (percentile, target 0.99)", [MixedPrecisionConfig(quality_target=0.99, max_fallback=32,
+            ("mixed (percentile, target 0.99)", [MixedPrecisionConfig(quality_target=0.99, max_fallback=8,
                                                                       calibration_method="percentile")]),
             ("int8-dynamic", [Int8DynamicConfig()]),
             ("int4-weight", [Int4WeightConfig()]),
@@ -80,13 +80,16 @@ def recipes(model: str, quick: bool) -> list[tuple[str, list[Any]]]:
     else:
         rows = [
             ("int8-static (defaults)", [Int8StaticConfig()]),
-            ("int8-static (recommended: FFN-out weight-only)", [recommended_int8("minilm")]),
+            ("int8-static (v1 defaults: MatMul outputs re-quantised, attention MatMuls INT8)",
+             [Int8StaticConfig(float_output_ops=(), quantize_activation_matmuls=True)]),
             ("mixed (target 0.99)", [MixedPrecisionConfig(quality_target=0.99, max_fallback=16)]),
             ("int8-dynamic", [Int8DynamicConfig()]),
             ("int4-weight", [Int4WeightConfig(quantize_gather=True)]),
             ("fp16", [Fp16Config()]),
-            ("prune-structured FFN 30% + KD (sentences) -> int8 recommended",
-             [PruneStructuredConfig(ratio=0.3, finetune_epochs=1, lr=5e-5), recommended_int8("minilm")]),
+            ("prune-structured FFN 30% + KD (sentences) -> int8-static",
+             [PruneStructuredConfig(ratio=0.3, finetune_epochs=1, lr=5e-5), Int8StaticConfig()]),
+            ("prune-structured depth 2 of 6 blocks + KD (sentences) -> int8-static",
+             [PruneStructuredConfig(ratio=0.34, scope="layers", finetune_epochs=3, lr=5e-5), Int8StaticConfig()]),
         ]
     if quick:
         rows = rows[:2]
@@ -185,7 +188,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "increase of a fresh process loading + running the model. Quality = mean cosine (minilm) or top-1 "
              "agreement (classifiers) with FP32 on held-out real data; task = MNIST accuracy / MiniLM "
              "name→description retrieval@1 (475 ImageNet classes). AC6 = size < 0.5, quality loss < 5 % (task "
-             "score where one exists, else agreement), ≥ 3× faster (1 thread, batch 1 or 32), ≥ 60 % less memory.",
+             "score where one exists, else agreement), ≥ 3× faster (1 thread, batch 1 or 32), ≥ 60 % less memory. "
+             "Every session (FP32 included) uses the ORT tuning of the host's profile (x86-edge: denormals flushed "
+             "to zero, SkipLayerNormFusion off), as the agent does. ORT's own session floor (a one-node model) is "
+             f"{meta.get('ort_session_floor_mb', '?')} MB: no model's memory delta can go below it.",
              "",
              "| model | technique | size | quality vs FP32 | task (FP32 → cand.) | params | lat 1T | lat 2T | "
              "lat 1T b32 | memory | AC6 |", "|" + "---|" * 11]
@@ -223,7 +229,7 @@ def target_lines(rows: list[dict[str, Any]]) -> list[str]:  # noqa: C901 - one b
     def check(name: str, ok: bool | None, value: str) -> None:
         out.append(f"- {'met' if ok else ('n/a' if ok is None else '**MISSED**')}: {name} — {value}")
 
-    r = _row(rows, "minilm", "int8-static (recommended")
+    r = _row(rows, "minilm", "int8-static (defaults")
     if r:
         m = r["metrics"]
         check("MiniLM INT8 static size <= 0.27", m["size_ratio"] <= 0.27, f"{m['size_ratio']:.3f}")
@@ -233,13 +239,14 @@ def target_lines(rows: list[dict[str, Any]]) -> list[str]:  # noqa: C901 - one b
             check(f"MiniLM INT8 static latency <= 0.40 ({key})", lat is not None and lat <= 0.40, _fmt(lat))
     mb = [x for x in (_row(rows, "mobilenetv2", p) for p in ("int8-static (minmax", "int8-static (percentile",
                                                               "mixed")) if x]
-    if mb:
-        best = max(mb, key=lambda x: x["metrics"]["quality_score"])
+    for best in (max(mb, key=lambda x: x["metrics"]["quality_score"]),
+                 min(mb, key=lambda x: _lat(x["metrics"], "t1_b1") or 9)) if mb else ():
         m = best["metrics"]
-        check(f"MobileNetV2 INT8 top-1 agreement >= 0.99 (best: {best['label']})", m["quality_score"] >= 0.99,
+        check(f"MobileNetV2 INT8 top-1 agreement >= 0.99 ({best['label']})", m["quality_score"] >= 0.99,
               f"{m['quality_score']:.4f} (on photos where FP32 is >= 50% sure: "
               f"{_fmt(m['quality'].get('top1_agreement_confident'), '.4f')})")
-        check("MobileNetV2 INT8 latency <= 0.5", (_lat(m, "t1_b1") or 9) <= 0.5, _fmt(_lat(m, "t1_b1")))
+        check(f"MobileNetV2 INT8 latency <= 0.5 ({best['label']})", (_lat(m, "t1_b1") or 9) <= 0.5,
+              _fmt(_lat(m, "t1_b1")))
     q = _row(rows, "mnist-cnn", "qat")
     if q:
         check("MNIST QAT within 0.5 points", _acc_drop(q) <= 0.5, f"drop {_acc_drop(q):.2f} points")
@@ -265,6 +272,27 @@ def target_lines(rows: list[dict[str, Any]]) -> list[str]:  # noqa: C901 - one b
     return out
 
 
+def session_floor_mb() -> float:
+    """Peak-RSS delta of ORT loading and running a one-node model: what no compression can remove.
+
+    Why it is in the results: MNIST's FP32 delta is only a few MB above it, so "60 % less
+    inference memory" is out of reach for that model whatever is done to its weights.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from controller.evaluation.memory import peak_rss_delta
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 28, 28])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "floor", [x], [y])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "floor.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return round(peak_rss_delta(path, {"x": np.zeros((1, 1, 28, 28), np.float32)})["peak_rss_delta_mb"], 1)
+
+
 def machine() -> dict[str, Any]:
     import onnxruntime
     import torch
@@ -281,6 +309,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "cores": os.cpu_count(),
+            "ort_session_floor_mb": session_floor_mb(),
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
