@@ -58,8 +58,9 @@ def _judge_profile(profile: str, reports: list[dict[str, Any]], base: list[dict[
     if not base:
         return failures, fig
     c_lat, b_lat = fig["canary_latency_p95_ms"], fig["baseline_latency_p95_ms"]
-    if b_lat and c_lat > b_lat * gate.max_latency_ratio:
-        failures.append(f"{profile}: median p95 {c_lat:.3f} ms > {gate.max_latency_ratio} x fleet {b_lat:.3f} ms")
+    if b_lat and c_lat > b_lat * gate.max_latency_ratio + gate.latency_slack_ms:
+        failures.append(f"{profile}: median p95 {c_lat:.3f} ms > {gate.max_latency_ratio} x fleet {b_lat:.3f} ms "
+                        f"+ {gate.latency_slack_ms} ms")
     c_mem, b_mem = fig["canary_peak_rss_delta_mb"], fig["baseline_peak_rss_delta_mb"]
     if b_mem and c_mem > b_mem * gate.max_memory_ratio + 1.0:
         failures.append(f"{profile}: median peak RSS {c_mem:.1f} MB > {gate.max_memory_ratio} x fleet {b_mem:.1f} MB")
