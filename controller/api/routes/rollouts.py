@@ -39,6 +39,8 @@ class RolloutRequest(BaseModel):
     artifact_id: str | None = None
     device_ids: list[str] | None = Field(None, max_length=10_000)
     profile: str | None = None
+    per_profile: dict[str, str] | None = Field(None, max_length=64)
+    """Profile id → version or artifact id for that profile's devices (e.g. TFLite for android-arm64)."""
     plan: RolloutPlan = RolloutPlan()
 
 
@@ -76,7 +78,7 @@ def create_rollout(body: RolloutRequest, services: ServicesDep, who: Writer) -> 
     """Canary then waves (or all at once) with abort criteria, timeouts, retries and the fleet gate."""
     r = engine_for(services).create(version_id=body.version_id, artifact_id=body.artifact_id,
                                     device_ids=body.device_ids, profile=body.profile, plan=body.plan,
-                                    actor=who.name)
+                                    per_profile=body.per_profile, actor=who.name)
     return ok(r.as_dict(), f"rollout {r.id} started: {r.waves} wave(s)")
 
 

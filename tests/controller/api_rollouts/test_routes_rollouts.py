@@ -98,3 +98,18 @@ def test_production_app_registers_rollout_routes(tmp_path):
     paths = set(create_app(Settings(compression_workspace=tmp_path / "ws")).openapi()["paths"])
     assert {f"{API_PREFIX}/rollouts", f"{API_PREFIX}/rollouts/ab", f"{API_PREFIX}/rollouts/{{rollout_id}}/verdict",
             f"{API_PREFIX}/devices/{{device_id}}/metrics", "/metrics"} <= paths
+
+
+def test_rollout_per_profile_target_over_rest(api):
+    """One rollout, the target named per device profile (how the demo ships TFLite to Android, ONNX elsewhere)."""
+    client, h = api
+    int8 = h.artifact(technique="int8")
+    resp = client.post(f"{API_PREFIX}/rollouts", json={"per_profile": {h.profile: int8.id},
+                                                        "device_ids": h.device_ids,
+                                                        "plan": {"strategy": "all_at_once"}})
+    assert resp.status_code == 201, resp.text
+    done = _until(client, resp.json()["data"]["id"], {"succeeded", "failed", "rolled_back"})
+    assert done["state"] == "succeeded" and done["outcomes"] == {"committed": 6}
+    assert done["target"]["per_profile"] == {h.profile: int8.id}
+    too_many = client.post(f"{API_PREFIX}/rollouts", json={"per_profile": {f"p{i}": "x" for i in range(65)}})
+    assert too_many.status_code == 422
