@@ -22,7 +22,7 @@ from typing import Any
 from common.profiles import DeviceProfile, load_profile
 
 # Recipe params that configure a converter rather than the compression engine.
-_CONVERTER_PARAMS = {"tensorrt", "full_integer", "palettize", "nbits", "optimization", "opset", "slim"}
+_CONVERTER_PARAMS = {"tensorrt", "full_integer", "float_io", "palettize", "nbits", "optimization", "opset", "slim"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ def options_for(target: str, profile: DeviceProfile) -> Any:
         from controller.conversion.to_tflite import TfliteOptions
 
         precision = {"int8-static": "int8", "fp16": "fp16"}.get(technique, "fp32")
-        return TfliteOptions(precision=precision, per_channel=bool(params.get("per_channel", True)))  # type: ignore[arg-type]
+        # float_io = false: INT8 graph I/O for runtimes that feed quantized tensors themselves
+        return TfliteOptions(precision=precision, per_channel=bool(params.get("per_channel", True)),  # type: ignore[arg-type]
+                             float_io=bool(params.get("float_io", True)))
     if target == "coreml":
         from controller.conversion.to_coreml import CoremlOptions
 

@@ -72,3 +72,13 @@ def test_fallback_ladder_from_the_recipe_precision():
         "int8", "int8-dynamic", "fp16", "fp32"]
     assert [o.precision for o in fallback_options("tensorrt", TensorrtOptions(precision="fp16"))] == ["fp16", "fp32"]
     assert fallback_options("onnx", OnnxOptions()) == [OnnxOptions()]
+
+
+def test_tflite_int8_float_io_by_default_and_int8_io_on_request(tmp_path):
+    """INT8 TFLite keeps float32 I/O (quantize inside the graph) unless the profile asks for INT8 I/O."""
+    assert plan_build("android-arm64").options.float_io
+    path = tmp_path / "int8-io-phone.toml"
+    text = (profiles_dir() / "android-arm64.toml").read_text().replace('id = "android-arm64"', 'id = "int8-io-phone"')
+    path.write_text(text.replace("full_integer = true", "full_integer = true, float_io = false"))
+    plan = plan_build(load_profile_file(path))
+    assert plan.options.precision == "int8" and not plan.options.float_io and plan.compression is None
