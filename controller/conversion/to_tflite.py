@@ -141,6 +141,36 @@ def _pt2e_graph(module: Any, args: tuple[Any, ...]) -> tuple[Any, str | None]:
         return torch.export.export(module, args).module(), note
 
 
+def _is_float(model: Any, node: Any) -> bool:
+    """True unless ``node`` is known to be a non-float tensor (scalars become get_attr constants)."""
+    if getattr(node, "op", None) == "get_attr":
+        value = model
+        for part in str(node.target).split("."):
+            value = getattr(value, part, None)
+    else:
+        value = node.meta.get("val") if hasattr(node, "meta") else None
+    dtype = getattr(value, "dtype", None)
+    return dtype is None or dtype.is_floating_point
+
+
+def _drop_integer_annotations(model: Any) -> Any:
+    """Remove PT2E quantization specs from integer tensors.
+
+    litert-torch's ``add``/``mul`` annotators match by source function, not dtype, so in a
+    strict graph they also annotate index arithmetic (a transformer's ``arange + offset``
+    position ids), and calibration then fails (``"histogram_cpu" not implemented for
+    'Long'``). Integer tensors are exact already; only float tensors get observers.
+    """
+    for node in model.graph.nodes:
+        ann = node.meta.get("quantization_annotation")
+        if ann is None:
+            continue
+        ann.input_qspec_map = {arg: spec for arg, spec in ann.input_qspec_map.items() if _is_float(model, arg)}
+        if not _is_float(model, node):
+            ann.output_qspec = None
+    return model
+
+
 def _quantize_int8(module: Any, args: tuple[Any, ...], options: TfliteOptions,
                    calibration: list[dict[str, np.ndarray]], names: list[str]) -> tuple[Any, Any, str | None]:
     import torch
@@ -148,7 +178,11 @@ def _quantize_int8(module: Any, args: tuple[Any, ...], options: TfliteOptions,
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    quantizer = pq.PT2EQuantizer().set_global(
+    class FloatOnlyQuantizer(pq.PT2EQuantizer):
+        def annotate(self, model: Any) -> Any:
+            return _drop_integer_annotations(super().annotate(model))
+
+    quantizer = FloatOnlyQuantizer().set_global(
         pq.get_symmetric_quantization_config(is_per_channel=options.per_channel, is_dynamic=False))
     graph, note = _pt2e_graph(module, args)
     graph = quantize_pt2e.prepare_pt2e(graph, quantizer)

@@ -117,3 +117,31 @@ def test_structure_reports_a_float_detour(residual_net, tmp_path, monkeypatch):
     res = _int8(residual_net, tmp_path / "nonstrict.tflite")
     assert res.check["structural"]["float_ops"].get("ADD") == 2
     assert any("not full-integer" in n for n in res.notes)
+
+
+class _PositionalEncoder(nn.Module):
+    """Token + position embeddings with ``arange + offset`` ids (RoBERTa/BERT-style index arithmetic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(100, 16)
+        self.pos = nn.Embedding(40, 16)
+        self.proj = nn.Linear(16, 8)
+
+    def forward(self, input_ids):
+        positions = torch.arange(input_ids.shape[1]).unsqueeze(0) + 2  # an integer ADD
+        return self.proj(self.tok(input_ids) + self.pos(positions)).mean(1)
+
+
+def test_int8_leaves_integer_arithmetic_unquantized(tmp_path):
+    """Strict export lets the ADD annotator see integer adds too; observing them broke calibration."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 100, (4, 12)).astype(np.int64)
+    res = convert(_PositionalEncoder().eval(), "tflite", "android-arm64", out=tmp_path / "enc.tflite",
+                  options=TfliteOptions(precision="int8"), golden={"input_ids": ids},
+                  calibration=[{"input_ids": ids[i:i + 1]} for i in range(4)],
+                  example_inputs=(torch.from_numpy(ids[:1]),), input_names=["input_ids"], output_names=["y"],
+                  check=False)
+    assert res.check["outputs"][0]["cosine"] > 0.95
+    assert not any("strict torch.export failed" in n for n in res.notes)
