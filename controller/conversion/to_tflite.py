@@ -153,44 +153,95 @@ def _is_float(model: Any, node: Any) -> bool:
     return dtype is None or dtype.is_floating_point
 
 
-def _drop_integer_annotations(model: Any) -> Any:
-    """Remove PT2E quantization specs from integer tensors.
+# An activation whose calibrated range exceeds this is not quantizable: its INT8 step would
+# be > 7 800. In practice these are additive attention masks filled with finfo(float32).min.
+_MAX_ACTIVATION_RANGE = 1e6
 
-    litert-torch's ``add``/``mul`` annotators match by source function, not dtype, so in a
-    strict graph they also annotate index arithmetic (a transformer's ``arange + offset``
-    position ids), and calibration then fails (``"histogram_cpu" not implemented for
-    'Long'``). Integer tensors are exact already; only float tensors get observers.
+
+def _drop_annotations(model: Any, skip: set[str]) -> Any:
+    """Remove PT2E quantization specs from integer tensors and from the nodes named in ``skip``.
+
+    litert-torch's ``add``/``mul`` annotators match by source function, not dtype or range, so
+    in a strict graph they also annotate index arithmetic (a transformer's ``arange + offset``
+    position ids: calibration fails, ``"histogram_cpu" not implemented for 'Long'``) and the
+    additive attention mask (range ±3.4e38: LiteRT's INT8 ADD then *aborts the process* in
+    ``Prepare``). Integer tensors are exact already; ``skip`` holds nodes whose calibrated
+    range is unquantizable (:func:`_unquantizable`). Specs shared with a dropped tensor go too.
     """
-    for node in model.graph.nodes:
-        ann = node.meta.get("quantization_annotation")
-        if ann is None:
-            continue
-        ann.input_qspec_map = {arg: spec for arg, spec in ann.input_qspec_map.items() if _is_float(model, arg)}
-        if not _is_float(model, node):
-            ann.output_qspec = None
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    dropped = {n for n in model.graph.nodes if n.name in skip or not _is_float(model, n)}
+
+    def tied(spec: Any) -> bool:
+        if not isinstance(spec, SharedQuantizationSpec):
+            return False
+        edge = spec.edge_or_node
+        return any(n in dropped for n in (edge if isinstance(edge, tuple) else (edge,)))
+
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.nodes:
+            ann = node.meta.get("quantization_annotation")
+            if ann is None:
+                continue
+            ann.input_qspec_map = {a: s for a, s in ann.input_qspec_map.items() if a not in dropped and not tied(s)}
+            if ann.output_qspec is not None and (node in dropped or tied(ann.output_qspec)):
+                ann.output_qspec = None
+                changed |= node not in dropped
+                dropped.add(node)
     return model
 
 
+def _unquantizable(graph: Any) -> set[str]:
+    """Names of nodes whose observed output range is non-finite or beyond ``_MAX_ACTIVATION_RANGE``."""
+    import torch
+
+    names = set()
+    for node in graph.graph.nodes:
+        observer = getattr(graph, str(node.target), None) if node.op == "call_module" else None
+        lo, hi = getattr(observer, "min_val", None), getattr(observer, "max_val", None)
+        if not isinstance(lo, torch.Tensor) or not isinstance(hi, torch.Tensor) or lo.numel() == 0:
+            continue
+        bound = torch.maximum(lo.abs().max(), hi.abs().max())
+        if not torch.isfinite(bound) or bound > _MAX_ACTIVATION_RANGE:
+            names.update(a.name for a in node.args if hasattr(a, "name"))
+    return names
+
+
 def _quantize_int8(module: Any, args: tuple[Any, ...], options: TfliteOptions,
-                   calibration: list[dict[str, np.ndarray]], names: list[str]) -> tuple[Any, Any, str | None]:
+                   calibration: list[dict[str, np.ndarray]], names: list[str]) -> tuple[Any, Any, list[str]]:
+    """PT2E static INT8: annotate, calibrate, and recalibrate without unquantizable tensors if any."""
+    import copy
+
     import torch
     from litert_torch.quantize import pt2e_quantizer as pq
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    class FloatOnlyQuantizer(pq.PT2EQuantizer):
-        def annotate(self, model: Any) -> Any:
-            return _drop_integer_annotations(super().annotate(model))
+    skip: set[str] = set()
 
-    quantizer = FloatOnlyQuantizer().set_global(
+    class FloatSafeQuantizer(pq.PT2EQuantizer):
+        def annotate(self, model: Any) -> Any:
+            return _drop_annotations(super().annotate(model), skip)
+
+    quantizer = FloatSafeQuantizer().set_global(
         pq.get_symmetric_quantization_config(is_per_channel=options.per_channel, is_dynamic=False))
-    graph, note = _pt2e_graph(module, args)
-    graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for sample in calibration[: options.calibration_samples]:
-            graph(*[torch.from_numpy(np.ascontiguousarray(sample[n])) for n in names])
+    exported, note = _pt2e_graph(module, args)
+    notes = [note] if note else []
+    for _ in range(3):  # each pass can only add names; a mask's consumers surface one pass later at most
+        graph = quantize_pt2e.prepare_pt2e(copy.deepcopy(exported), quantizer)
+        with torch.no_grad():
+            for sample in calibration[: options.calibration_samples]:
+                graph(*[torch.from_numpy(np.ascontiguousarray(sample[n])) for n in names])
+        extreme = _unquantizable(graph) - skip
+        if not extreme:
+            break
+        skip |= extreme
+    if skip:
+        notes.append(f"kept in float (calibrated range beyond ±{_MAX_ACTIVATION_RANGE:g}): {', '.join(sorted(skip))}")
     graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
-    return graph, QuantConfig(pt2e_quantizer=quantizer), note
+    return graph, QuantConfig(pt2e_quantizer=quantizer), notes
 
 
 def _dynamic_int8(src: Path, dst: Path) -> None:
@@ -226,11 +277,11 @@ def convert_tflite(source: SourceModel, profile: DeviceProfile, options: TfliteO
         if options.precision == "int8":
             if not ctx.calibration:
                 raise ConversionError("tflite: int8 needs a representative dataset (calibration=)")
-            graph, qcfg, export_note = _quantize_int8(module, args, options, ctx.calibration, source.input_names)
+            graph, qcfg, quant_notes = _quantize_int8(module, args, options, ctx.calibration, source.input_names)
             edge = litert_torch.convert(graph, args, quant_config=qcfg)
             notes.append(f"PT2E static INT8, {min(len(ctx.calibration), options.calibration_samples)} "
                          f"calibration samples, per_channel={options.per_channel}")
-            notes += [export_note] if export_note else []
+            notes += quant_notes
         else:
             edge = litert_torch.convert(module, args)
     except (ConversionError, UnsupportedOpError):

@@ -145,3 +145,35 @@ def test_int8_leaves_integer_arithmetic_unquantized(tmp_path):
                   check=False)
     assert res.check["outputs"][0]["cosine"] > 0.95
     assert not any("strict torch.export failed" in n for n in res.notes)
+
+
+class _MaskedAttention(nn.Module):
+    """Self-attention with a HF-style additive mask, ``(1 - mask) * finfo(float32).min``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(100, 16)
+        self.qkv = nn.Linear(16, 48)
+
+    def forward(self, input_ids, attention_mask):
+        q, k, v = self.qkv(self.emb(input_ids)).chunk(3, dim=-1)
+        bias = (1.0 - attention_mask[:, None, :].to(q.dtype)) * torch.finfo(torch.float32).min
+        weights = torch.softmax(q @ k.transpose(1, 2) / 4.0 + bias, dim=-1)
+        return (weights @ v).mean(1)
+
+
+def test_int8_keeps_an_additive_attention_mask_in_float(tmp_path):
+    """A quantized mask ADD (scale ~1e36) made LiteRT abort the whole process in ADD's Prepare."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 100, (6, 10)).astype(np.int64)
+    mask = np.ones((6, 10), np.int64)
+    mask[:, 7:] = 0  # padding: the mask term is finfo.min there
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    res = convert(_MaskedAttention().eval(), "tflite", "android-arm64", out=tmp_path / "attn.tflite",
+                  options=TfliteOptions(precision="int8"), golden=feeds,
+                  calibration=[{k: v[i:i + 1] for k, v in feeds.items()} for i in range(6)],
+                  example_inputs=(torch.from_numpy(ids[:1]), torch.from_numpy(mask[:1])),
+                  input_names=["input_ids", "attention_mask"], output_names=["y"], check=False)
+    assert any(n.startswith("kept in float (calibrated range beyond") for n in res.notes)
+    assert res.check["outputs"][0]["cosine"] > 0.9
