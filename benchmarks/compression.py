@@ -132,14 +132,19 @@ def worker(model: str, quick: bool, out: Path) -> None:
     threads = (1, 2)
     batches = (1, 32)
     rows = []
+    only = [p for p in os.environ.get("EDGEFLEET_BENCH_ONLY", "").split("|") if p]
     for label, configs in recipes(model, quick):
+        if only and not any(label.startswith(p) for p in only):
+            continue
         print(f"[{model}] {label} ...", file=sys.stderr, flush=True)
+        load_before = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix="edgefleet-bench-") as tmp:
             try:
                 row = run_chain(model, configs, Path(tmp), threads, batches)
             except Exception as exc:  # a failing technique is a result too
                 row = {"error": f"{type(exc).__name__}: {exc}"}
-        rows.append({"model": model, "label": label, **row})
+        rows.append({"model": model, "label": label, **row, "measured_at": time.strftime("%H:%M UTC", time.gmtime()),
+                     "load_avg_1m": round(load_before, 2)})
         out.write_text(json.dumps(rows, indent=1, default=str))
         print(f"[{model}] {label}: {summarise(rows[-1])}", file=sys.stderr, flush=True)
 
@@ -181,8 +186,10 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    loads = [r["load_avg_1m"] for r in rows if "load_avg_1m" in r]
+    load_s = f"1-min load average when each row started: {min(loads):.1f}–{max(loads):.1f}" if loads else "load unknown"
     lines = [f"# Compression benchmark ({meta['date']})", "",
-             f"Hardware: {meta['cpu']} ({meta['cores']} cores; shared with other jobs while measuring), "
+             f"Hardware: {meta['cpu']} ({meta['cores']} cores; {load_s}; per row in the JSON), "
              f"onnxruntime {meta['onnxruntime']}, torch {meta['torch']}. Ratios are candidate / FP32 measured in "
              "the same process, interleaved; latency = p50, ORT CPU, batch 1 unless noted; memory = peak-RSS "
              "increase of a fresh process loading + running the model. Quality = mean cosine (minilm) or top-1 "
@@ -321,6 +328,8 @@ def main() -> int:
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--merge", action="store_true", help="keep rows of models not run this time")
     parser.add_argument("--render", action="store_true", help="only re-render the .md from the .json")
+    parser.add_argument("--only", help="re-run only rows whose label starts with one of these '|'-separated "
+                                       "prefixes, replacing them in the existing results (implies --merge)")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.quick, Path(args.worker_out))
@@ -332,19 +341,25 @@ def main() -> int:
         print((RESULTS / "compression.md").read_text())
         return 0
     models = [m for m in args.models.split(",") if m]
-    previous = json.loads((RESULTS / "compression.json").read_text()) if args.merge and (
+    merge = args.merge or bool(args.only)
+    previous = json.loads((RESULTS / "compression.json").read_text()) if merge and (
         RESULTS / "compression.json").exists() else {"rows": []}
-    rows = [r for r in previous["rows"] if r["model"] not in models]
+    env = {**os.environ, "EDGEFLEET_BENCH_ONLY": args.only or ""}
+    rerun = [p for p in (args.only or "").split("|") if p]
+    rows = [r for r in previous["rows"] if r["model"] not in models
+            or (rerun and not any(r["label"].startswith(p) for p in rerun))]
     for model in models:
         part = RESULTS / f".compression-{model}.partial.json"
         cmd = [sys.executable, __file__, "--worker", model, "--worker-out", str(part)] + (["--quick"] if args.quick
                                                                                           else [])
-        subprocess.run(cmd, check=False, cwd=ROOT)
+        subprocess.run(cmd, check=False, cwd=ROOT, env=env)
         if part.exists():
             rows += json.loads(part.read_text())
             part.unlink()
     order = {m: i for i, m in enumerate(MODELS)}
-    rows.sort(key=lambda r: order.get(r["model"], 99))
+    labels = {m: [label for label, _ in recipes(m, False)] for m in models}
+    rows.sort(key=lambda r: (order.get(r["model"], 99), labels.get(r["model"], []).index(r["label"])
+                             if r["label"] in labels.get(r["model"], []) else 99))
     meta = machine()
     (RESULTS / "compression.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
     md = markdown(rows, meta)
