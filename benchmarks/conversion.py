@@ -98,8 +98,49 @@ def bench_row(model: str, profile: str, out_dir: Path, golden: int, calib: int, 
     return row
 
 
+def _confident_agreement(inp, path: Path, min_prob: float = 0.5) -> dict:
+    """Top-1 agreement on the golden inputs where FP32 torch is confident (max softmax ≥ ``min_prob``).
+
+    The eval photos (textures, documents, microscopy) give many near-tie predictions that any
+    INT8 rounding flips; this subset shows how the artifact does where FP32 has a clear answer.
+    """
+    import torch
+
+    from controller.conversion.to_tflite import tflite_runner
+
+    name = inp.input_names[0]
+    x = inp.golden[name]
+    with torch.no_grad():
+        ref = inp.torch_module.eval()(torch.from_numpy(x)).numpy()
+    prob = np.exp(ref - ref.max(1, keepdims=True))
+    confident = (prob / prob.sum(1, keepdims=True)).max(1) >= min_prob
+    run = tflite_runner(path, 1, inp.input_names)
+    out = np.concatenate([run({name: x[i:i + 1]})[0] for i in range(len(x))])
+    agree = out.argmax(1) == ref.argmax(1)
+    return {"min_prob": min_prob, "samples": int(confident.sum()), "of": len(x),
+            "top1": round(float(agree[confident].mean()), 4) if confident.any() else None}
+
+
+def _invoke_latency(paths: dict[str, Path], runs: int) -> dict[str, float]:
+    """p50 ms of ``Interpreter.invoke`` alone (inputs set once), interleaved: the kernels without Python I/O."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    invokes = {}
+    for key, path in paths.items():
+        interp = Interpreter(model_path=str(path), num_threads=1)
+        interp.allocate_tensors()
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        invokes[key] = (lambda it: lambda _feeds: it.invoke())(interp)
+    return _latency(invokes, {}, runs=runs)
+
+
 def tflite_targets(out_dir: Path, golden: int, calib: int) -> dict:
-    """The issue's TFLite targets, measured in one process: INT8 vs FP32 torch and vs FP32 TFLite."""
+    """The issue's TFLite targets, measured in one process: INT8 vs FP32 torch and vs FP32 TFLite.
+
+    Latency is measured twice, both interleaved at 1 thread: through ``tflite_runner`` (what a
+    caller pays, Python I/O included) and ``invoke()`` alone (XNNPACK's kernels only).
+    """
     from controller.conversion import convert
     from controller.conversion.build import zoo_inputs
     from controller.conversion.to_tflite import TfliteOptions, tflite_runner
@@ -116,13 +157,22 @@ def tflite_targets(out_dir: Path, golden: int, calib: int) -> dict:
                           output_names=inp.output_names, quality_metric=metric, check=False)
             o = res.check["outputs"][0]
             arts[prec] = res
+            st = res.check["structural"]
             out[f"{model}_{prec}"] = {"size_mb": round(res.size_mb, 2), "convert_s": round(time.perf_counter() - t, 1),
                                       "cosine_vs_torch_fp32": round(o["cosine"], 5),
-                                      "top1_vs_torch_fp32": o["top1_agreement"]}
+                                      "top1_vs_torch_fp32": o["top1_agreement"],
+                                      "float_ops": sum(st.get("float_ops", {}).values()),
+                                      "xnnpack_partitions": st.get("delegate_partitions"),
+                                      "fully_delegated": st.get("fully_delegated")}
+            if metric == "top1":
+                out[f"{model}_{prec}"]["top1_vs_torch_fp32_confident"] = _confident_agreement(inp, res.path)
         feeds = {k: v[:1] for k, v in inp.golden.items()}
         lat = _latency({p: tflite_runner(a.path, 1, inp.input_names) for p, a in arts.items()}, feeds, runs=60)
+        raw = _invoke_latency({p: a.path for p, a in arts.items()}, runs=60)
         out[f"{model}_latency_ms"] = lat
         out[f"{model}_int8_over_fp32_latency"] = round(lat["int8"] / lat["fp32"], 3)
+        out[f"{model}_invoke_latency_ms"] = raw
+        out[f"{model}_int8_over_fp32_invoke_latency"] = round(raw["int8"] / raw["fp32"], 3)
     return out
 
 
@@ -134,6 +184,8 @@ def _merged(rows: list[dict], extra: dict) -> tuple[list[dict], dict]:
     old = json.loads(path.read_text())
     mine = {(r["model"], r["profile"]) for r in rows}
     kept = [r for r in old.get("rows", []) if (r["model"], r["profile"]) not in mine]
+    for r in kept:  # a kept row says which run measured it
+        r.setdefault("measured", old.get("meta", {}).get("date", "earlier run"))
     order = {(m, p): i for i, (m, p) in enumerate(sorted({(r["model"], r["profile"]) for r in kept + rows}))}
     return sorted(kept + rows, key=lambda r: order[(r["model"], r["profile"])]), extra or old.get("tflite", {})
 
@@ -148,6 +200,7 @@ def _verdict(r: dict) -> str:
 def write(rows: list[dict], extra: dict, meta: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows, extra = _merged(rows, extra)
+    earlier = sorted({r["measured"] for r in rows if r.get("measured")})
     (RESULTS / "conversion.json").write_text(json.dumps({"meta": meta, "rows": rows, "tflite": extra}, indent=2))
     lines = [f"# Conversion results ({meta['date']}, {meta['machine']})", "",
              "Artifact per (model, profile) from the profile's recipe. *vs source*: artifact vs the model it was "
@@ -157,7 +210,8 @@ def write(rows: list[dict], extra: dict, meta: dict) -> None:
              "enforced (`--ladder`: what `edgefleet build` ships); the others show the recipe as written. "
              "Core ML rows are structural (spec, I/O names/shapes, compressed-weight ops): no Core ML runtime "
              "on Linux. *top1* of an embedding model (minilm) is the argmax of embedding dimensions: reported, "
-             "not enforced (its gate is cosine).", "",
+             "not enforced (its gate is cosine)."
+             + "".join(f" [{i}]: row kept from the run of {d}." for i, d in enumerate(earlier, 1)), "",
              "| model | profile | target | precision | size MB | build s | vs source cos | vs FP32 cos | vs FP32 top1 "
              "| p50 ms | check |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -167,7 +221,8 @@ def write(rows: list[dict], extra: dict, meta: dict) -> None:
         vs = r["vs_source"]["outputs"]
         src_cos = f"{vs[0]['cosine']:.5f}" if vs else "structural " + ("ok" if r["vs_source"]["ok"] else "FAIL")
         fp = next(iter(r["vs_fp32"].values()), {})
-        lines.append(f"| {r['model']} | {r['profile']} | {r['target']} | {r['precision']} | {r['size_mb']} | "
+        mark = f" [{earlier.index(r['measured']) + 1}]" if r.get("measured") else ""
+        lines.append(f"| {r['model']} | {r['profile']}{mark} | {r['target']} | {r['precision']} | {r['size_mb']} | "
                      f"{r['build_s']} | {src_cos} | {fp.get('cosine', '-')} | {fp.get('top1', '-')} | "
                      f"{r.get('latency_p50_ms', '-')} | {_verdict(r)} |")
     if extra:
