@@ -269,3 +269,24 @@ def make_artifact(
         tensorrt_recipe=linear_recipe(model_path) if tensorrt else None,
     )
     return Artifact(sign_manifest(manifest, key), {"model": model_path, "golden": golden_path})
+
+
+class Recorder:
+    """Stands in for the daemon's callbacks: records job and bench reports and chunk requests."""
+
+    def __init__(self) -> None:
+        self.jobs: list = []
+        self.benches: list = []
+        self.requests: list[tuple[str, str, list[int]]] = []  # (deployment id, blob sha256, chunk indexes)
+
+    def job(self, report) -> None:
+        self.jobs.append(report)
+
+    def bench(self, report) -> None:
+        self.benches.append(report)
+
+    def state_changed(self) -> None:
+        pass
+
+    def request_chunks(self, deployment_id, sha256, missing) -> None:
+        self.requests.append((deployment_id, sha256, list(missing)))

@@ -20,7 +20,7 @@ from common.errors import ReasonCode
 from common.manifest import read_chunk
 from common.messages import Desired
 
-from .artifacts import make_artifact
+from .artifacts import Recorder, make_artifact
 
 EXPECTED_RESUME = {
     State.IDLE: State.IDLE,
@@ -34,21 +34,6 @@ EXPECTED_RESUME = {
 }
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.jobs, self.benches, self.requests = [], [], []
-
-    def job(self, report) -> None:
-        self.jobs.append(report)
-
-    def bench(self, report) -> None:
-        self.benches.append(report)
-
-    def state_changed(self) -> None:
-        pass
-
-    def request_chunks(self, deployment_id, sha256, missing) -> None:
-        self.requests.append((sha256, list(missing)))
 
 
 def test_state_values_never_change():
@@ -146,9 +131,9 @@ def test_resume_from_each_persisted_state(state: State, env):
     if state is State.DOWNLOAD:
         assert machine.state is State.DOWNLOAD and journal.state == "download"
         model, golden = v2.manifest.blob("model"), v2.manifest.blob("golden")
-        asked = [m for sha, m in rec.requests if sha == model.sha256]  # only the missing half is asked for
+        asked = [m for _, sha, m in rec.requests if sha == model.sha256]  # only the missing half is asked for
         assert asked == [list(range(int(model.chunk_count * 0.5), model.chunk_count))]
-        assert not [m for sha, m in rec.requests if sha == golden.sha256]  # same golden as v1: taken from slot a
+        assert not [m for _, sha, m in rec.requests if sha == golden.sha256]  # same golden as v1: taken from slot a
         return
     assert machine.state is State.IDLE and journal.state == "idle" and journal.deployment_id is None
     if state is State.IDLE:

@@ -27,7 +27,7 @@ from common.messages import Desired
 from common.profiles import load_profile
 from common.tensorrt_recipe import engine_cache_key
 
-from .artifacts import linear_recipe, make_artifact
+from .artifacts import Recorder, linear_recipe, make_artifact
 from .fake_tensorrt import FakeCudart, FakeTensorrt
 
 JETSON_EPS = load_profile("jetson-orin-nano").execution_providers
@@ -252,21 +252,6 @@ def test_prune_keeps_only_engines_of_installed_models(tmp_path):
 # --- the agent as a whole ------------------------------------------------------------------------
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.jobs, self.benches, self.requests = [], [], []
-
-    def job(self, report) -> None:
-        self.jobs.append(report)
-
-    def bench(self, report) -> None:
-        self.benches.append(report)
-
-    def state_changed(self) -> None:
-        pass
-
-    def request_chunks(self, deployment_id, sha256, missing) -> None:
-        self.requests.append((deployment_id, sha256))
 
 
 def _deliver(machine: UpdateMachine, artifact) -> None:
@@ -311,7 +296,7 @@ def test_jetson_agent_commits_a_recipe_artifact_and_refuses_bad_recipes(tmp_path
                                        "manifest": json.loads(other_model.model_dump_json())}).encode())
     assert [(j.state, j.reason) for j in rec.jobs] == [("failure", ReasonCode.MALFORMED_PAYLOAD)]
     assert "onnx_sha256" in rec.jobs[0].detail
-    assert all(dep == "d-trt" for dep, _ in rec.requests), "downloaded a refused artifact"
+    assert all(dep == "d-trt" for dep, _, _ in rec.requests), "downloaded a refused artifact"
     assert machine.active().version == "v1"
 
 
