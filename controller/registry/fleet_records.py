@@ -264,15 +264,18 @@ class FleetRecords:
 
     def get_deployment(self: Registry, *, deployment_id: str) -> DeploymentRecord:
         """A deployment with every target device's status."""
+        # Devices first: a report updates a device and the aggregate state in one transaction, so a
+        # deployment row read *after* its devices is never older than them. Read the other way round,
+        # a report committing in between gave "every device terminal" with state still in_progress.
+        devs = self._all(
+            "SELECT * FROM deployment_devices WHERE deployment_id = ? ORDER BY device_id", (deployment_id,)
+        )
         row = self._one(
             "SELECT d.*, a.manifest FROM deployments d JOIN artifacts a ON a.id = d.artifact_id WHERE d.id = ?",
             (deployment_id,),
         )
         if row is None:
             raise NotFoundError(f"no deployment with id {deployment_id!r}")
-        devs = self._all(
-            "SELECT * FROM deployment_devices WHERE deployment_id = ? ORDER BY device_id", (deployment_id,)
-        )
         return DeploymentRecord(
             id=row["id"],
             artifact_id=row["artifact_id"],
