@@ -42,20 +42,17 @@ def _maxrss_mb() -> float:
 def _child(model: str, inputs_npz: str, threads: int, tuning_json: str = "{}") -> dict[str, float]:
     import time
 
-    import onnxruntime as ort
+    import onnxruntime  # noqa: F401 - the runtime library is the baseline, not the model's memory
 
     from common.profiles import OrtTuning
+    from controller.ort_tuning import cpu_session
 
     with np.load(inputs_npz, allow_pickle=False) as npz:
         feeds = {k: npz[k] for k in npz.files}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    disabled = OrtTuning.model_validate_json(tuning_json).apply(opts)
+    tuning = OrtTuning.model_validate_json(tuning_json)
     baseline = _maxrss_mb()
     t0 = time.perf_counter()
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    sess = cpu_session(model, threads, tuning)
     load_s = time.perf_counter() - t0
     for _ in range(3):
         sess.run(None, feeds)
