@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", type=Path, help="broker CA certificate (PEM): connect with TLS")
     parser.add_argument("--fresh-baseline", action="store_true",
                         help="re-benchmark the active model before each candidate (noisy shared hosts)")
+    parser.add_argument("--serve-socket", type=Path,
+                        help="Unix socket where applications call the active model (default DATA_DIR/serve.sock)")
+    parser.add_argument("--serve-port", type=int, help="also serve on this loopback TCP port")
+    parser.add_argument("--no-serve", action="store_true", help="do not serve the active model to applications")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,6 +88,9 @@ def _config(args: argparse.Namespace, config_cls: type) -> object:
         rerequest_interval_s=args.rerequest_interval,
         fresh_baseline=args.fresh_baseline,
         tls_ca=args.tls_ca,
+        serve=not args.no_serve,
+        serve_socket=args.serve_socket,
+        serve_port=args.serve_port,
     )
 
 

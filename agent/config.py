@@ -53,6 +53,14 @@ class AgentConfig:
     fresh_baseline: bool = False
     """Re-measure the active model right before each candidate instead of using its stored baseline:
     costs one more benchmark, but both run under the same load (use on hosts shared by several agents)."""
+    serve: bool = True
+    """Serve the active model to applications on this device (``agent.serving``)."""
+    serve_socket: Path | None = None
+    """Unix socket of the serving endpoint; default ``<data_dir>/serve.sock``."""
+    serve_port: int | None = None
+    """Also serve on this loopback TCP port (0 = any free port); None = Unix socket only."""
+    serve_socket_mode: int = 0o660
+    """Permissions of the socket file: owner and group (add applications to the agent's group)."""
     profile: DeviceProfile | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +108,11 @@ class AgentConfig:
     def engines_dir(self) -> Path:
         """TensorRT engines built on this device, one folder per engine cache key (``agent.trt_engine``)."""
         return self.data_dir / "engines"
+
+    @property
+    def serving_socket(self) -> Path:
+        """Where applications on the device reach the active model."""
+        return self.serve_socket or self.data_dir / "serve.sock"
 
     @property
     def downloads_dir(self) -> Path:

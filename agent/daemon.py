@@ -30,6 +30,7 @@ from agent.backoff import Backoff
 from agent.bench import BenchCancelled
 from agent.config import AgentConfig
 from agent.device import build_caps, read_telemetry
+from agent.serving import ModelHost, ServingEndpoint
 from agent.update.machine import UpdateMachine
 from common import topics
 from common.keys import load_public_key
@@ -79,12 +80,15 @@ class Agent:
         self.machine = UpdateMachine(
             config, reporter=self, public_key=load_public_key(config.controller_key), cancel=self.stop_event
         )
+        self.serving = ModelHost(self.machine.slots, config.device_profile, threads=config.effective_threads)
+        self.endpoint: ServingEndpoint | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Start the network and worker threads and return."""
         self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._start_serving()
         for name, target in (("mqtt", self._network_loop), ("worker", self._worker_loop)):
             thread = threading.Thread(target=target, name=f"agent-{self.cfg.device_id}-{name}", daemon=True)
             thread.start()
@@ -101,6 +105,21 @@ class Agent:
             thread.join(timeout)
         self._net_stop.set()
         self._threads.clear()
+        if self.endpoint is not None:
+            self.endpoint.stop()
+            self.endpoint = None
+
+    def _start_serving(self) -> None:
+        """Load the active model and open the endpoint; a failure here never stops updates."""
+        self.serving.refresh()
+        if not self.cfg.serve or self.endpoint is not None:
+            return
+        try:
+            self.endpoint = ServingEndpoint(self.serving, socket_path=self.cfg.serving_socket,
+                                            port=self.cfg.serve_port, socket_mode=self.cfg.serve_socket_mode).start()
+        except (OSError, ValueError) as exc:
+            log.error("serving endpoint not started (updates continue): %s", exc)
+            self.endpoint = None
 
     def run_forever(self) -> int:
         """Block until :meth:`stop` or ``stop_event`` (set by the SIGTERM handler)."""
@@ -269,7 +288,11 @@ class Agent:
         self._publish(topics.chunk_request(self.cfg.fleet, self.cfg.device_id, sha256), request)
 
     def state_changed(self) -> None:
-        """Publish the retained DeviceState."""
+        """Publish the retained DeviceState; serve the newly active model after a commit or rollback."""
+        try:
+            self.serving.refresh()
+        except Exception:  # noqa: BLE001 - serving must never stop the update machine
+            log.exception("serving refresh failed")
         self._publish(topics.state(self.cfg.fleet, self.cfg.device_id), self._device_state(online=True), retain=True)
 
     # ------------------------------------------------------------------ helpers
@@ -298,7 +321,6 @@ class Agent:
         self._outbox.put((topic, message.to_bytes(), qos, retain))
 
     def _publish_telemetry(self) -> None:
-        active = self.machine.slots.current()
-        baseline = active.baseline() if active else None
-        sample = read_telemetry(self.cfg.device_id, baseline.latency_p50_ms if baseline else None)
+        """Live figures of real inferences since the previous sample (none: no latency is claimed)."""
+        sample = read_telemetry(self.cfg.device_id, self.serving.stats.take_window())
         self._publish(topics.telemetry(self.cfg.fleet, self.cfg.device_id), sample, qos=0)

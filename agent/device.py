@@ -9,6 +9,7 @@ import psutil
 
 from agent.config import AgentConfig
 from agent.runtimes import available_formats, ort_providers, tensorrt_installed
+from agent.serving import WindowFigures
 from common.messages import DeviceCaps, Telemetry
 
 _PROCESS = psutil.Process()
@@ -46,13 +47,18 @@ def temperature_c() -> float | None:
     return max(readings) if readings else None
 
 
-def read_telemetry(device_id: str, latency_ms_p50: float | None = None) -> Telemetry:
-    """One telemetry sample (CPU since the previous sample, memory, this process's RSS)."""
+def read_telemetry(device_id: str, served: WindowFigures | None = None) -> Telemetry:
+    """One telemetry sample: CPU since the previous sample, memory, this process's RSS, and the
+    real inferences of the window (count, errors, p50/p95 latency; None without inferences)."""
+    served = served or WindowFigures(0, 0, None, None, 0.0)
     return Telemetry(
         device_id=device_id,
         cpu_percent=psutil.cpu_percent(interval=None),
         mem_percent=psutil.virtual_memory().percent,
         rss_mb=round(_PROCESS.memory_info().rss / 2**20, 2),
         temperature_c=temperature_c(),
-        latency_ms_p50=latency_ms_p50,
+        inferences=served.inferences,
+        errors=served.errors,
+        latency_ms_p50=served.latency_ms_p50,
+        latency_ms_p95=served.latency_ms_p95,
     )

@@ -98,6 +98,13 @@ def set_ort_tuning(tuning: OrtTuning) -> None:
 
 
 
+_ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
 class OrtSession:
     """onnxruntime InferenceSession behind the Session surface.
 
@@ -130,10 +137,15 @@ class OrtSession:
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
         self._shapes = {i.name: list(i.shape) for i in self._sess.get_inputs()}
+        self._types = {i.name: _ORT_DTYPES.get(i.type, "float32") for i in self._sess.get_inputs()}
 
     def input_shape(self, name: str) -> list[int | str | None]:
         """Declared input shape."""
         return self._shapes[name]
+
+    def input_dtype(self, name: str) -> str:
+        """Numpy dtype name of one input (the serving endpoint casts JSON inputs to it)."""
+        return self._types[name]
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         """One inference."""
@@ -189,6 +201,14 @@ class TfliteSession:
     def input_shape(self, name: str) -> list[int | str | None]:
         """Declared input shape."""
         return [int(d) for d in self._inputs[name]["shape"]]
+
+    def input_dtype(self, name: str) -> str:
+        """Float for quantized inputs (``run`` quantizes them), else the tensor's own dtype."""
+        import numpy as np
+
+        detail = self._inputs[name]
+        scale, _ = detail.get("quantization", (0.0, 0))
+        return "float32" if scale else np.dtype(detail["dtype"]).name
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         """One inference. Float data is quantized for integer inputs and integer outputs are dequantized,

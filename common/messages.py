@@ -161,8 +161,12 @@ class Telemetry(Message):
     rss_mb: float
     temperature_c: float | None = None
     inferences: int = 0
+    """Real inferences served since the previous sample (``agent.serving``)."""
     errors: int = 0
+    """Of those, how many failed in the runtime."""
     latency_ms_p50: float | None = None
+    """p50 latency of those inferences; None when there were none."""
+    latency_ms_p95: float | None = None
     ts: datetime = Field(default_factory=utcnow)
 
 

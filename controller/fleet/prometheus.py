@@ -15,7 +15,8 @@ _GAUGES = (
     ("mem_percent", "edgefleet_device_memory_percent", "memory utilisation reported by the agent"),
     ("rss_mb", "edgefleet_device_agent_rss_mb", "agent resident memory (MB)"),
     ("temperature_c", "edgefleet_device_temperature_celsius", "highest temperature sensor"),
-    ("latency_ms_p50", "edgefleet_device_inference_latency_p50_ms", "active model p50 latency (ms)"),
+    ("latency_ms_p50", "edgefleet_device_inference_latency_p50_ms", "p50 latency of real inferences (ms)"),
+    ("latency_ms_p95", "edgefleet_device_inference_latency_p95_ms", "p95 latency of real inferences (ms)"),
     ("inferences", "edgefleet_device_inferences", "inferences in the last telemetry interval"),
     ("errors", "edgefleet_device_inference_errors", "inference errors in the last telemetry interval"),
 )

@@ -10,10 +10,13 @@ Retention: raw samples older than ``raw_retention_s`` are rolled up into per-dev
 of ``bucket_s`` (averages, maxima, sums in ``telemetry_rollup``) and deleted; rollups older
 than ``rollup_retention_s`` are deleted.
 
-Anomaly detection: latency drift after activation — per device, the model's p50 latency
-in telemetry compared with the same device's figure before the active model changed
-(or its on-device benchmark). A drift beyond ``drift_ratio`` over ``min_samples`` samples
-raises an event (stored + callbacks), which the rollout policy can turn into a rollback.
+Anomaly detection, on the live figures agents measure on real inferences (``agent.serving``):
+latency drift after activation — per device, the p50 latency in telemetry compared with the same
+device's figure before the active model changed; a drift beyond ``drift_ratio`` over
+``min_samples`` samples raises ``latency_drift``. Error rate after activation — the failed share
+of the real inferences since activation; at least ``min_inferences`` and ``error_rate`` or more
+raises ``error_rate``. Events are stored and passed to listeners; the rollout policy turns them
+into a rollback. Samples without inferences carry no latency and count for neither rule.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ class _DeviceWindow:
     before: deque[float] = field(default_factory=lambda: deque(maxlen=60))
     after: deque[float] = field(default_factory=lambda: deque(maxlen=60))
     flagged: bool = False
+    inferences: int = 0
+    errors: int = 0
+    errors_flagged: bool = False
 
 
 class TelemetryStore:
@@ -76,6 +82,7 @@ class TelemetryStore:
         flush_s: longest time a sample waits before it is written.
         raw_retention_s, bucket_s, rollup_retention_s: retention and downsampling.
         drift_ratio, min_samples: latency drift anomaly rule.
+        error_rate, min_inferences: error-rate anomaly rule (failed share of real inferences).
     """
 
     def __init__(
@@ -88,6 +95,8 @@ class TelemetryStore:
         rollup_retention_s: float = 30 * 86400.0,
         drift_ratio: float = 1.5,
         min_samples: int = 5,
+        error_rate: float = 0.05,
+        min_inferences: int = 20,
     ) -> None:
         self.registry = registry
         self.flush_s = flush_s
@@ -96,6 +105,8 @@ class TelemetryStore:
         self.rollup_retention_s = rollup_retention_s
         self.drift_ratio = drift_ratio
         self.min_samples = min_samples
+        self.error_rate = error_rate
+        self.min_inferences = min_inferences
         self.lag_s: deque[float] = deque(maxlen=100_000)
         self.stored = 0
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -173,14 +184,17 @@ class TelemetryStore:
 
     # ------------------------------------------------------------------ anomaly detection
     def _observe(self, t: Telemetry, active_sha: str | None) -> None:
-        if t.latency_ms_p50 is None:
-            return
         w = self._windows.setdefault(t.device_id, _DeviceWindow(model_sha=active_sha))
         if active_sha != w.model_sha:  # activation: what we saw so far is the "before"
             if w.after:
                 w.before = deque(w.after, maxlen=60)
             w.after.clear()
             w.model_sha, w.flagged = active_sha, False
+            w.inferences = w.errors = 0
+            w.errors_flagged = False
+        self._error_rule(t, w, active_sha)
+        if t.latency_ms_p50 is None:
+            return
         w.after.append(t.latency_ms_p50)
         if w.flagged or len(w.before) < self.min_samples or len(w.after) < self.min_samples:
             return
@@ -192,6 +206,21 @@ class TelemetryStore:
                              f"(> {self.drift_ratio}x)",
                              {"before_ms": before, "after_ms": after, "ratio": after / before,
                               "model_sha256": active_sha, "samples": [len(w.before), len(w.after)]})
+
+    def _error_rule(self, t: Telemetry, w: _DeviceWindow, active_sha: str | None) -> None:
+        """Failed share of the real inferences since the active model changed."""
+        w.inferences += t.inferences
+        w.errors += min(t.errors, t.inferences)
+        if w.errors_flagged or w.inferences < self.min_inferences:
+            return
+        rate = w.errors / w.inferences
+        if rate >= self.error_rate:
+            w.errors_flagged = True
+            self.raise_event(t.device_id, "error_rate",
+                             f"{w.errors} of {w.inferences} inferences failed since activation "
+                             f"({rate:.1%} >= {self.error_rate:.1%})",
+                             {"errors": w.errors, "inferences": w.inferences, "rate": rate,
+                              "model_sha256": active_sha})
 
     def raise_event(self, device_id: str, kind: str, detail: str, figures: dict[str, Any]) -> dict[str, Any]:
         """Store an anomaly event and tell every listener (e.g. the rollout engine's rollback policy)."""
