@@ -49,7 +49,6 @@ IN, HIDDEN, OUT = 256, 512, 16
 
 def mlp_onnx(path: Path, scale: float = 1.0) -> Path:
     """A 256→512→512→16 MLP (dynamic batch): ~0.4 MFLOP per sample, a small real workload."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -157,10 +156,10 @@ def run(cycles: int, rate: float, workdir: Path) -> dict[str, Any]:  # noqa: PLR
         time.sleep(3)
         started = time.monotonic()
         for i, build in enumerate(builds, 1):
-            for label, action in (("commit", lambda b=build: svc.deploy(version_id=b.id, device_ids=[device])),
-                                  ("rollback", lambda: svc.rollback(dep.id, reason="benchmark cycle"))):
+            for label in ("commit", "rollback"):
                 t0 = time.monotonic()
-                dep_now = action()
+                dep_now = (svc.deploy(version_id=build.id, device_ids=[device]) if label == "commit"
+                           else svc.rollback(dep.id, reason="benchmark cycle"))
                 summary = svc.wait_for(dep_now, 120).as_dict()
                 want = build.id if label == "commit" else base.id
                 while time.monotonic() - t0 < 60 and probe.model()["version"] != want:

@@ -48,9 +48,8 @@ class ScriptedDevice:
         self.client: mqtt.Client | None = None
 
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"{self.device_id}-{self.session_id[:6]}"
-        )
+        # the broker binds a device account to client id = device id (refuses any other)
+        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=self.device_id)
         c.username_pw_set(self.device_id, self.password)
         will = DeviceState(
             device_id=self.device_id,

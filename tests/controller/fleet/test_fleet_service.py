@@ -103,7 +103,8 @@ def test_deploy_publishes_retained_desired_and_serves_chunks(fleet_env):
     svc.deploy(man_b, [b.device_id])
     desired = a.next_desired()
     assert desired.deployment_id == dep and desired.manifest == man_a
-    # retained: a device that subscribes later still gets it
+    # retained: a device that subscribes later still gets it (after its first session ended: one client id)
+    a.close()
     late = ScriptedDevice.__new__(ScriptedDevice)
     late.__dict__.update(a.__dict__)
     late.session_id = uuid.uuid4().hex
@@ -111,6 +112,7 @@ def test_deploy_publishes_retained_desired_and_serves_chunks(fleet_env):
     late.connect(birth=False)
     assert late.next_desired().deployment_id == dep
     late.close()
+    a.connect(birth=False)
 
     model = man_a.blob("model")
     a.request_chunks(dep, model.sha256)

@@ -241,9 +241,11 @@ def test_bad_input_is_counted_and_rollout_state_stays_correct(harness):
                                                                                         bake_s=1.0))
     assert _wait(lambda: h.engine.get(r.id).phase == "bake")
     dep = h.engine.get(r.id).in_wave(0)[0].deployment_id
-    dev = "sim-0005"  # a wave-1 device, not started yet
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="intruder")
-    c.username_pw_set(dev, h.broker.credentials.users[dev])
+    # a device login outside the rollout (the broker binds an account to its own client id, so the
+    # bad input cannot come from another session of a rollout device without kicking that device off)
+    dev = "sim-extra"
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=dev)
+    c.username_pw_set(dev, h.broker.add_user(dev))
     c.connect(h.broker.host, h.broker.port)
     c.loop_start()
     try:
