@@ -60,6 +60,9 @@ class AgentConfig:
     serve_port: int | None = None
     """Also serve on this loopback TCP port (0 = any free port); None = Unix socket only."""
     serve_socket_mode: int = 0o660
+    max_auth_failures: int = 5
+    """Consecutive refused logins (wrong password, revoked account) before the agent exits with code 3
+    instead of retrying forever; 0 = retry forever."""
     """Permissions of the socket file: owner and group (add applications to the agent's group)."""
     profile: DeviceProfile | None = field(default=None, compare=False)
 
@@ -118,3 +121,59 @@ class AgentConfig:
     def downloads_dir(self) -> Path:
         """Partial downloads (one folder of chunk files per blob sha256)."""
         return self.data_dir / "downloads"
+
+
+def read_config_file(path: Path) -> dict[str, object]:
+    """AgentConfig keyword arguments from an enrollment bundle's ``agent.toml``.
+
+    Relative paths are resolved against the file's folder, so the bundle can be copied anywhere;
+    the password is read from its file here (it never appears in the TOML).
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, or a missing required key (named in the message).
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    base = path.resolve().parent
+
+    def get(section: str, key: str, required: bool = True) -> object:
+        value = data.get(section, {}).get(key)
+        if value is None and required:
+            raise ConfigError(f"{path}: [{section}] {key} is missing")
+        return value
+
+    def local(value: object) -> Path | None:
+        return None if value is None else (base / str(value)).resolve()
+
+    out: dict[str, object] = {
+        "device_id": get("device", "id"),
+        "fleet": get("device", "fleet"),
+        "profile_id": get("device", "profile"),
+        "broker_host": get("broker", "host"),
+        "broker_port": int(get("broker", "port")),  # type: ignore[arg-type]
+        "username": get("broker", "username", False) or get("device", "id"),
+        "controller_key": local(get("controller", "public_key")),
+        "data_dir": local(get("paths", "data_dir")),
+        "tls_ca": local(get("broker", "tls_ca", False)),
+    }
+    password_file = local(get("broker", "password_file", False))
+    if password_file is not None:
+        try:
+            out["password"] = password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the broker password file {password_file}: {exc}") from exc
+    serve_socket = get("paths", "serve_socket", False)
+    if serve_socket is not None:
+        out["serve_socket"] = local(serve_socket)
+    for key, value in data.get("agent", {}).items():  # optional tuning: threads, bench_runs, ...
+        out[key] = value
+    return out

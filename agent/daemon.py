@@ -39,6 +39,10 @@ from common.messages import BenchReport, ChunkRequest, DeviceState, JobReport, M
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+AUTH_REFUSED = {134, 135}
+"""CONNACK reasons that mean "these credentials will not work": bad user name or password, not authorised
+(paho maps MQTT 3.1.1 return codes 4 and 5 to these)."""
+EXIT_AUTH_REFUSED = 3
 LOOP_S = 0.05
 """Longest a message from the worker waits in the outbox before the network thread sends it."""
 
@@ -63,6 +67,9 @@ class Agent:
         self._backoff = Backoff(config.backoff_min_s, config.backoff_max_s)
         self._threads: list[threading.Thread] = []
         self._birth_due = False
+        self.auth_failures = 0
+        self.fatal: str | None = None
+        """Why the agent gave up (refused credentials); run_forever then exits with EXIT_AUTH_REFUSED."""
         self._outbox: queue.SimpleQueue[tuple[str, bytes, int, bool]] = queue.SimpleQueue()
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -127,7 +134,7 @@ class Agent:
         while not self.stop_event.wait(0.5):
             pass
         self.stop()
-        return 0
+        return EXIT_AUTH_REFUSED if self.fatal else 0
 
     # ------------------------------------------------------------------ network thread
 
@@ -199,9 +206,10 @@ class Agent:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         if reason_code.is_failure:
-            log.error("broker refused connection: %s", reason_code)
+            self._refused(reason_code)
             return
         self._backoff.reset()
+        self.auth_failures = 0
         fleet, dev = self.cfg.fleet, self.cfg.device_id
         client.subscribe([(topics.desired(fleet, dev), 1), (topics.device_chunk_filter(fleet, dev), 1)])
         # The birth is sent from the network loop *after* this callback: paho re-sends QoS1 messages left
@@ -210,6 +218,23 @@ class Agent:
         self.connected.set()
         log.info("connected to %s:%d as %s (session %s)", self.cfg.broker_host, self.cfg.broker_port, dev,
                  self.session_id)
+
+    def _refused(self, reason_code: Any) -> None:
+        """A refused login: credentials are retried a bounded number of times, then the agent exits."""
+        if getattr(reason_code, "value", None) not in AUTH_REFUSED:
+            log.error("broker refused the connection: %s; retrying", reason_code)
+            return
+        self.auth_failures += 1
+        limit = self.cfg.max_auth_failures
+        log.error("broker refused the login of %s (%s), %d time(s) in a row: the password is wrong or the device "
+                  "was revoked; re-enroll it with `edgefleet devices register %s --profile ... --out DIR`",
+                  self.cfg.username or self.cfg.device_id, reason_code, self.auth_failures, self.cfg.device_id)
+        if limit and self.auth_failures >= limit:
+            self.fatal = (f"broker refused the credentials {self.auth_failures} times in a row ({reason_code}); "
+                          "giving up (exit code 3)")
+            log.error("%s", self.fatal)
+            self.stop_event.set()
+            self._net_stop.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         self.connected.clear()

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "controller.profiles_cli",
     "controller.api.cli",
     "controller.fleet.cli",
+    "controller.broker_cli",
 )
 
 

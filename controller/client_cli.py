@@ -169,9 +169,28 @@ def _deploy(args: argparse.Namespace, c: Client) -> Any:
 def _devices(args: argparse.Namespace, c: Client) -> Any:
     if args.action == "list":
         return c.call("GET", "/devices")
+    if args.action == "register" and args.out:
+        return enroll(c, args.id, profile=args.profile, out=Path(args.out), data_dir=args.data_dir)
     if args.action == "register":
         return c.call("POST", "/devices", json={"id": args.id, "profile": args.profile or ""})
+    if args.action == "revoke":
+        return c.call("POST", f"/devices/{args.id}/revoke")
     return c.call("GET", f"/devices/{args.id}")
+
+
+def enroll(c: Client, device_id: str, *, profile: str | None, out: Path, data_dir: str | None) -> dict[str, Any]:
+    """Enroll over REST and write the bundle; returns what was written and how to start the agent."""
+    from controller.enrollment import EnrollmentBundle
+
+    if not profile:
+        raise ClientError("enrolling a device needs --profile (e.g. rpi4; see `edgefleet profiles list`)")
+    body: dict[str, Any] = {"profile": profile}
+    if data_dir:
+        body["data_dir"] = data_dir
+    data = c.call("POST", f"/devices/{device_id}/enroll", json=body)
+    written = EnrollmentBundle(device_id=device_id, files=data["files"]).write(out)
+    return {"device_id": device_id, "files": [str(p) for p in written],
+            "start": f"edgefleet agent --config {out / 'agent.toml'}"}
 
 
 def _runner(handler: Callable[[argparse.Namespace, Client], Any]) -> Callable[[argparse.Namespace], int]:
@@ -262,7 +281,12 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser | None]) -> No
         acts = p.add_subparsers(dest="action", required=True)
         acts.add_parser("list", parents=[common])
         acts.add_parser("show", parents=[common]).add_argument("id")
-        q = acts.add_parser("register", parents=[common])
+        q = acts.add_parser("register", parents=[common],
+                            help="register a device; with --out: enroll it (broker account + agent bundle)")
         q.add_argument("id")
         q.add_argument("--profile")
+        q.add_argument("--out", help="write the enrollment bundle (agent.toml, password, keys) to this folder")
+        q.add_argument("--data-dir", help="the agent's state folder on the device (default /var/lib/edgefleet)")
+        acts.add_parser("revoke", parents=[common],
+                        help="delete the device's broker account: it is disconnected now").add_argument("id")
         p.set_defaults(func=_runner(_devices))

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     broker_username: str = Field("controller", validation_alias=_env("EDGEFLEET_BROKER_USERNAME"))
     broker_password: SecretStr | None = Field(None, validation_alias=_env("EDGEFLEET_BROKER_PASSWORD"))
     fleet: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$", validation_alias=_env("EDGEFLEET_FLEET"))
+    broker_dir: Path | None = Field(
+        None, validation_alias=_env("EDGEFLEET_BROKER_DIR"),
+        description="`edgefleet broker`'s folder (accounts, CA, controller.password); default WORKSPACE/broker")
+    broker_tls_port: int | None = Field(
+        None, ge=1, le=65535, validation_alias=_env("EDGEFLEET_BROKER_TLS_PORT"),
+        description="the broker's TLS listener: enrolled devices connect there and pin the controller's CA")
+    broker_public_host: str | None = Field(
+        None, validation_alias=_env("EDGEFLEET_BROKER_PUBLIC_HOST"),
+        description="host name/IP devices use to reach the broker (default EDGEFLEET_BROKER_HOST)")
 
     # ---- HTTP + auth
     api_host: str = Field("127.0.0.1", validation_alias=_env("EDGEFLEET_API_HOST"))
@@ -102,6 +111,18 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """Upload size limit in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where ``edgefleet broker`` keeps its configuration, accounts and CA."""
+        return (self.broker_dir or self.compression_workspace / "broker").expanduser()
+
+    def broker_password_value(self) -> str:
+        """The controller's broker password: the setting, else the one ``edgefleet broker`` wrote."""
+        if self.broker_password is not None:
+            return self.broker_password.get_secret_value()
+        path = self.broker_folder / "controller.password"
+        return path.read_text().strip() if path.exists() else ""
 
     @property
     def fleet_enabled(self) -> bool:

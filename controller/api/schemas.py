@@ -88,6 +88,15 @@ class DeviceRegisterRequest(BaseModel):
     profile: str = Field("", max_length=64)
 
 
+class DeviceEnrollRequest(BaseModel):
+    """Create a device's broker account and its agent bundle."""
+
+    model_config = ConfigDict(extra="forbid")
+    profile: str = Field(min_length=1, max_length=64)
+    data_dir: str = Field("/var/lib/edgefleet", min_length=1, max_length=4096,
+                          description="where the agent keeps its state on the device")
+
+
 class DeploymentRequest(BaseModel):
     """Deploy a model version to devices (an artifact per profile is built and signed as needed)."""
 

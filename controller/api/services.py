@@ -111,7 +111,7 @@ def start_fleet(settings: Settings, registry: Registry) -> Any:
     from controller.artifacts import ArtifactBuilder
     from controller.fleet.service import FleetService
 
-    password = settings.broker_password.get_secret_value() if settings.broker_password else ""
+    password = settings.broker_password_value()
     key = load_or_create_private_key(settings.compression_workspace / "keys" / "controller.key")
     builder = ArtifactBuilder(registry, signing_key=key, golden_source=samples_golden_source(registry))
     fleet = FleetService(registry, host=settings.broker_host or "", port=settings.broker_port,

@@ -671,6 +671,23 @@ class FleetService:
         self._publish_desired(dep, list(back))
         return dep
 
+    def publish_offline(self, device_id: str) -> bool:
+        """Publish a device's offline state on its behalf (retained, its own session id and seq).
+
+        Revoking a device's broker account disconnects it *without* its last-will, so nothing
+        else would ever say it went away. Returns False for a device that never sent a state.
+        """
+        try:
+            record = self.registry.get_device(device_id=device_id)
+        except NotFoundError:
+            return False
+        if not record.state:
+            return False
+        will = DeviceState.model_validate({**record.state, "online": False})
+        info = self.client.publish(topics.state(self.fleet, device_id), will.to_bytes(), qos=1, retain=True)
+        self._await([info], f"offline state of {device_id}")
+        return True
+
     def publish_ha_discovery(self, device_ids: list[str] | None = None, *, prefix: str = "homeassistant") -> int:
         """Publish retained Home Assistant discovery configs for devices (default: every known one).
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from controller.api.deps import Reader, ServicesDep, Writer
 from controller.api.envelope import ERROR_RESPONSES, Envelope, ok
-from controller.api.schemas import DeviceRegisterRequest
+from controller.api.schemas import DeviceEnrollRequest, DeviceRegisterRequest
 from controller.api.services import validate_profile
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=ERROR_RESPONSES)
@@ -34,6 +34,36 @@ def register_device(body: DeviceRegisterRequest, services: ServicesDep, who: Wri
     profile = validate_profile(body.profile) if body.profile else ""
     record = services.registry.register_device(device_id=body.id, profile=profile or "", actor=who.name)
     return ok(device_view(record), f"device {record.id} registered")
+
+
+DeviceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+@router.post("/{device_id}/enroll", status_code=201, response_model=Envelope[Obj],
+             summary="Enroll a device: broker account + agent bundle")
+def enroll_device(device_id: DeviceId, body: DeviceEnrollRequest, services: ServicesDep, who: Writer) -> dict:
+    """Creates the device's broker account (its ACL bound to this fleet, client id = device id) and
+    returns the files its agent starts from: ``agent.toml``, ``password``, ``controller.pub`` and,
+    with a TLS broker, ``ca.pem``. Enrolling again issues a new password (the old one stops working)."""
+    from controller.enrollment import enroll_device as enroll
+
+    validate_profile(body.profile)
+    bundle = enroll(services.settings, services.registry, device_id=device_id, profile=body.profile,
+                    actor=who.name, data_dir=body.data_dir)
+    return ok({"device_id": device_id, "files": bundle.files},
+              f"device {device_id} enrolled; write the files to a folder on the device and run "
+              "`edgefleet agent --config agent.toml`")
+
+
+@router.post("/{device_id}/revoke", response_model=Envelope[Obj], summary="Revoke a device's broker account")
+def revoke_device(device_id: DeviceId, services: ServicesDep, who: Writer) -> dict:
+    """The broker disconnects the device now and refuses its logins; enroll it again to let it back."""
+    from controller.enrollment import revoke_device as revoke
+
+    revoke(services.settings, device_id=device_id)
+    if services.fleet is not None:  # the broker kicked it without its last-will: say it is gone
+        services.fleet.publish_offline(device_id)
+    return ok({"device_id": device_id, "revoked": True}, f"device {device_id} revoked by {who.name}")
 
 
 @router.get("/{device_id}", response_model=Envelope[Obj], summary="One device")
