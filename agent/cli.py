@@ -117,6 +117,9 @@ def config_kwargs(args: argparse.Namespace) -> dict[str, object]:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``agent`` to the ``edgefleet`` command."""
-    parser = sub.add_parser("agent", help="run the on-device agent", description=__doc__.splitlines()[0])
+    parser = sub.add_parser(
+        "agent", help="run the on-device agent",
+        description="Run this device's agent: receive, verify, benchmark and commit or roll back models; serve the "
+                    "active one to applications. Start it from an enrollment bundle with --config.")
     add_arguments(parser)
     parser.set_defaults(func=run)

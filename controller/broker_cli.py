@@ -21,7 +21,8 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``broker`` to the ``edgefleet`` command."""
     p = sub.add_parser("broker", help="run the MQTT broker (mosquitto) for the fleet",
-                       description=__doc__.splitlines()[0])
+                       description="Run mosquitto for the fleet: per-device accounts bound to their client id and "
+                                   "fleet, a TLS listener with the controller's CA, as an unprivileged user.")
     p.add_argument("--dir", type=Path, help="broker folder (default EDGEFLEET_BROKER_DIR or WORKSPACE/broker)")
     p.add_argument("--host", default=None, help="listen address (default EDGEFLEET_BROKER_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="plain MQTT port (default EDGEFLEET_BROKER_PORT or 1883)")

@@ -30,7 +30,9 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser with every subcommand whose module imports on this machine."""
-    parser = argparse.ArgumentParser(prog="edgefleet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="edgefleet", description="Make ML models small and fast enough for edge devices, and ship them to a "
+                                      "fleet safely. Client commands read EDGEFLEET_URL and EDGEFLEET_API_KEY.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -53,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "httpcore", "urllib3"):  # one line per HTTP request is noise to a person
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

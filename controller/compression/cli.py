@@ -15,6 +15,13 @@ import json
 import sys
 from typing import Any
 
+USAGE = """Compress a model (zoo name or your ONNX) with one technique and measure it against FP32.
+
+    edgefleet compress --model mobilenetv2 --technique int8-static --out build/mnv2-int8.onnx
+    edgefleet compress --model user.onnx --technique int8-static --calibration calib.npz \\
+        --param calibration_method=entropy --param calibration_samples=64 --out user-int8.onnx
+    edgefleet compress --list                     # techniques and their parameters
+"""
 TECHNIQUE_NAMES = ("int8-static", "int8-dynamic", "int4-weight", "fp16", "mixed", "qat", "prune-unstructured",
                    "prune-structured", "distill", "svd", "tucker")
 
@@ -22,7 +29,7 @@ TECHNIQUE_NAMES = ("int8-static", "int8-dynamic", "int4-weight", "fp16", "mixed"
 def register(sub: Any) -> None:
     """Add the ``compress`` subcommand to the ``edgefleet`` parser."""
     p = sub.add_parser("compress", help="compress a model with one technique and measure it against FP32",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="zoo name (minilm, mobilenetv2, mnist-cnn) or path to an .onnx file")
     p.add_argument("--technique", help=f"one of: {', '.join(TECHNIQUE_NAMES)}")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="technique parameter (repeatable)")

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_cmd_build)
 
     c = sub.add_parser("convert", help="convert one model file for one target, checked against the source")
-    c.add_argument("model", type=Path, help=".onnx or .pt2 file")
+    c.add_argument("--model", type=Path, required=True, help=".onnx or .pt2 file (like compress and build)")
     c.add_argument("--target", required=True, help="onnx, tensorrt, tflite, coreml")
     c.add_argument("--profile", required=True)
     c.add_argument("--out", type=Path, required=True)

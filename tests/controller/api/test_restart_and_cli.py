@@ -106,20 +106,24 @@ def test_client_cli_models_jobs_watch(tmp_path: Path, monkeypatch: pytest.Monkey
 
     try:
         path = tiny_onnx(tmp_path / "m.onnx")
-        vid = json.loads(cli("models", "upload", "cli-model", str(path))[0])["version"]["id"]
+        vid = json.loads(cli("models", "upload", "cli-model", str(path), "--json")[0])["version"]["id"]
         job = json.loads(cli("models", "compress", "quantize", vid, "--technique", "quant-test-slow",
-                             "-p", "seconds=0.5")[0])
+                             "-p", "seconds=0.5", "--json")[0])
         # the console script end to end, in its own process, with the live progress bar
         env = {**ctl.env, "EDGEFLEET_URL": ctl.url, "EDGEFLEET_API_KEY": ctl.keys["admin"]}
-        proc = subprocess.run([sys.executable, "-m", "controller.cli", "jobs", "watch", job["id"]], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([sys.executable, "-m", "controller.cli", "jobs", "watch", job["id"], "--json"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout[proc.stdout.index("{"):])["state"] == "succeeded"
         assert "succeeded" in proc.stdout and "100.0%" in proc.stdout
-        assert json.loads(cli("jobs", "list")[0])["total"] == 1
-        assert json.loads(cli("jobs", "show", job["id"])[0])["progress"] == 100
-        assert len(json.loads(cli("models", "versions", "cli-model")[0])["items"]) == 2
-        assert json.loads(cli("models", "list", "--name", "cli")[0])["total"] == 1
+        assert "INFO" not in proc.stderr and "httpx" not in proc.stderr  # no library log noise
+        assert json.loads(cli("jobs", "list", "--json")[0])["total"] == 1
+        assert json.loads(cli("jobs", "show", job["id"], "--json")[0])["progress"] == 100
+        assert len(json.loads(cli("models", "versions", "cli-model", "--json")[0])["items"]) == 2
+        assert json.loads(cli("models", "list", "--name", "cli", "--json")[0])["total"] == 1
+        # tables by default: a person sees rows and columns, not JSON
+        table = cli("models", "versions", "cli-model")[0]
+        assert "{" not in table and vid in table and "technique" in table
         cli("models", "tag", "cli-model", "production", vid, "--expect", "none")
         out = tmp_path / "dl.onnx"
         cli("models", "download", "cli-model", vid, "-o", str(out))
@@ -127,8 +131,10 @@ def test_client_cli_models_jobs_watch(tmp_path: Path, monkeypatch: pytest.Monkey
         assert "HTTP 404" in cli("models", "show", "ghost", ok=False)[1]
         assert "HTTP 409" in cli("jobs", "cancel", job["id"], ok=False)[1]
         cli("devices", "register", "dev-1", "--profile", "rpi4")
-        assert json.loads(cli("devices", "show", "dev-1")[0])["profile"] == "rpi4"
+        assert json.loads(cli("devices", "show", "dev-1", "--json")[0])["profile"] == "rpi4"
+        assert "dev-1" in cli("devices", "list")[0]
         assert "503" in cli("deploy", "create", vid, "dev-1", ok=False)[1]
+        assert "503" in cli("rollouts", "create", vid, "dev-1", "--canary", "1", ok=False)[1]
         key = cli("apikey", "ci", "--read-only")[0]
         assert ":ro:" in key and "efk_" in key
     finally:

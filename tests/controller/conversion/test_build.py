@@ -60,7 +60,7 @@ def test_build_cli_for_jetson(tiny_cnn_onnx, tmp_path, capsys):
 
 
 def test_convert_cli_reports_unsupported_op(custom_op_onnx, tmp_path, capsys):
-    rc = main(["convert", str(custom_op_onnx), "--target", "onnx", "--profile", "rpi5", "--out",
+    rc = main(["convert", "--model", str(custom_op_onnx), "--target", "onnx", "--profile", "rpi5", "--out",
                str(tmp_path / "x.onnx")])
     assert rc == 1
     err = capsys.readouterr().err
