@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.edgefleet-installed
 CVENV  := .venv-convert
 CSTAMP := $(CVENV)/.edgefleet-installed
 
-.PHONY: demo test test-fast lint bench broker-dep clean
+.PHONY: demo test test-fast lint minversion bench broker-dep clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,7 @@ demo: $(STAMP) $(CSTAMP) broker-dep
 # (where the TFLite and Core ML converters really run).
 test: $(STAMP) $(CSTAMP) broker-dep
 	$(VENV)/bin/ruff check .
+	$(MAKE) minversion
 	rm -f .coverage .coverage.*
 	$(VENV)/bin/pytest -ra --durations=20 --cov --cov-report=
 	$(CVENV)/bin/pytest -ra tests/controller/conversion --cov --cov-append --cov-report=
@@ -58,6 +59,12 @@ test-fast: $(STAMP) broker-dep
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(MAKE) minversion
+
+# agent/ and common/ run on devices with Python 3.9 (Raspberry Pi OS 11): checked statically here,
+# and for real by tests/agent/test_packaging.py (a 3.9 venv, where a 3.9 interpreter exists).
+minversion: $(STAMP)
+	$(VENV)/bin/vermin -q -t=3.9- --no-tips --violations --eval-annotations --backport enum agent common
 
 bench: $(STAMP) broker-dep
 	$(PY) benchmarks/compression.py

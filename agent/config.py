@@ -132,10 +132,7 @@ def read_config_file(path: Path) -> dict[str, object]:
     Raises:
         ConfigError: unreadable file, bad TOML, or a missing required key (named in the message).
     """
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
+    from common.compat import tomllib
 
     try:
         data = tomllib.loads(path.read_text())

@@ -15,11 +15,11 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 
 from agent.atomic import atomic_write_bytes
 from agent.errors import ArtifactVerificationError
+from common.compat import StrEnum
 from common.errors import ReasonCode
 from common.manifest import BlobRef, Manifest
 

@@ -90,7 +90,7 @@ def _match(arrays: dict[str, np.ndarray], names: list[str], kind: str) -> dict[s
         return arrays
     if len(arrays) == len(names) and arrays:
         log.info("golden %s names %s differ from the model's %s; matching by position", kind, list(arrays), names)
-        return dict(zip(names, arrays.values(), strict=True))
+        return dict(zip(names, arrays.values()))
     if kind == "input":
         missing = [n for n in names if n not in arrays]
         raise BenchmarkError(ReasonCode.BENCHMARK_FAILED, f"golden set lacks inputs {missing}; it has {sorted(arrays)}")

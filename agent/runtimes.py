@@ -149,7 +149,7 @@ class OrtSession:
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         """One inference."""
-        return dict(zip(self.output_names, self._sess.run(self.output_names, feeds), strict=True))
+        return dict(zip(self.output_names, self._sess.run(self.output_names, feeds)))
 
 
 def ort_providers() -> list[str]:

@@ -30,12 +30,13 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from agent.atomic import atomic_write_bytes
 from agent.errors import BenchmarkError
+from common.compat import UTC
 from common.errors import ReasonCode
 from common.profiles import select_execution_providers
 from common.tensorrt_recipe import TensorrtRecipe, engine_cache_key

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from common.compat import StrEnum
 
 
 class ReasonCode(StrEnum):

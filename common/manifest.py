@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from common.compat import UTC
 from common.errors import ProtocolError, ReasonCode
 from common.tensorrt_recipe import TensorrtRecipe
 

@@ -8,11 +8,12 @@ neither side ever crashes on a malformed message.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.compat import UTC
 from common.errors import ProtocolError, ReasonCode
 from common.manifest import Manifest
 
@@ -174,7 +175,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _load_json(payload: bytes | str) -> Any:
-    if isinstance(payload, bytes | bytearray) and len(payload) > MAX_MESSAGE_BYTES:
+    if isinstance(payload, (bytes, bytearray)) and len(payload) > MAX_MESSAGE_BYTES:
         raise ProtocolError(ReasonCode.SIZE_EXCEEDED, f"message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         return json.loads(payload)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from common.compat import tomllib
 
 Arch = Literal["aarch64", "armv7", "x86_64", "riscv64"]
 Format = Literal["onnx", "tflite", "coreml", "tensorrt"]

@@ -71,7 +71,7 @@ class ShapeProfile(BaseModel):
     def _ordered(self) -> ShapeProfile:
         if not len(self.min) == len(self.opt) == len(self.max):
             raise ValueError(f"shape profile of {self.name!r}: min/opt/max have different ranks")
-        if any(not lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
+        if any(not lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max)):
             raise ValueError(f"shape profile of {self.name!r}: needs min <= opt <= max in every dimension")
         return self
 

@@ -8,7 +8,7 @@ safe state to re-enter.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from common.compat import StrEnum
 
 
 class State(StrEnum):
