@@ -388,11 +388,13 @@ def _reachable(path: Path, uid: int, gids: set[int]) -> bool:
 def _run_as(workdir: Path, *, persistent: bool = False) -> tuple[str | None, Path, Path | None]:
     """Account to drop to, directory for its files, and a private directory to delete afterwards.
 
-    As root: the ``mosquitto`` account when it exists (never root), with the files handed to it;
+    mosquitto's own files (config, accounts, server key) go to ``workdir/mosquitto``; the CA key
+    and the controller's password stay in ``workdir``, out of the broker account's reach.
+    As root: the ``mosquitto`` account when it exists (never root), with its folder handed to it;
     a workdir it cannot reach (pytest's 0700 temp root) is replaced by a private one under /tmp.
     """
     if os.geteuid() != 0:
-        return None, workdir, None
+        return None, workdir / "mosquitto", None
     try:
         account = pwd.getpwnam(BROKER_ACCOUNT)
     except KeyError:
@@ -400,7 +402,7 @@ def _run_as(workdir: Path, *, persistent: bool = False) -> tuple[str | None, Pat
                           "install Debian's mosquitto package or run as an unprivileged user") from None
     gids = {account.pw_gid}
     if _reachable(workdir, account.pw_uid, gids):
-        return BROKER_ACCOUNT, workdir, None
+        return BROKER_ACCOUNT, workdir / "mosquitto", None
     if persistent:
         raise BrokerError(f"user {BROKER_ACCOUNT} cannot reach {workdir} (a parent directory is not searchable); "
                           "the broker keeps its accounts there: choose a directory such as /var/lib/edgefleet/broker")
@@ -460,6 +462,7 @@ def prepare(workdir: Path, credentials: Credentials, *, port: int, host: str = "
         raise BrokerError("mosquitto's dynamic-security plugin is missing (Debian: apt-get install mosquitto ≥ 2.0)")
     account, files, private = _run_as(workdir, persistent=keep_accounts)
     files.mkdir(parents=True, exist_ok=True)
+    files.chmod(0o700)
     if CONTROLLER_USER not in credentials.users:
         credentials.add(CONTROLLER_USER)
     dynsec = files / "dynamic-security.json"

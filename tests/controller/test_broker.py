@@ -152,6 +152,10 @@ def test_tls_listener_with_controller_ca_and_accounts_kept_across_restart(broker
     try:
         assert handle.ca_cert == broker_dir / "ca" / "ca.pem" and handle.ca_cert.exists()
         assert oct((broker_dir / "ca" / "ca.key").stat().st_mode & 0o777) == "0o600"
+        # the broker account owns only its own folder: never the CA key
+        assert (broker_dir / "ca" / "ca.key").stat().st_uid == os.geteuid()
+        if os.geteuid() == 0:
+            assert (broker_dir / "mosquitto" / "dynamic-security.json").stat().st_uid != 0
         pw = handle.add_user("tls-dev", fleet="f")
         ok = Session(handle, "tls-dev", pw, "tls-dev", port=handle.tls_port, tls_ca=handle.ca_cert)
         assert ok.connected.is_set()
