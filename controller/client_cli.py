@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -154,6 +155,28 @@ def watch_rollout(client: Client, rollout_id: str, *, interval: float = 1.0, tim
 
 
 # ---------------------------------------------------------------- handlers
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def resolve_version(c: Client, ref: str) -> str:
+    """A version id from ``VERSION_ID``, ``MODEL`` (its newest version) or ``MODEL@TAG``.
+
+    Lets a person deploy what they just uploaded by name instead of copying a UUID.
+    """
+    if _UUID.match(ref):
+        return ref
+    name, _, tag = ref.partition("@")
+    model = c.call("GET", f"/compression/models/{name}")
+    if tag:
+        version = (model.get("tags") or {}).get(tag)
+        if not version:
+            raise ClientError(f"model {name} has no tag {tag!r} (tags: {', '.join(model.get('tags') or {}) or 'none'})")
+        return str(version)
+    if not model.get("latest_version_id"):
+        raise ClientError(f"model {name} has no version yet: upload one with `edgefleet models upload {name} FILE`")
+    return str(model["latest_version_id"])
+
+
 def _models(args: argparse.Namespace, c: Client) -> Any:
     a = args.action
     simple = {
@@ -184,7 +207,7 @@ def _models(args: argparse.Namespace, c: Client) -> Any:
             body["expected_version_id"] = None if args.expect == "none" else args.expect
         return c.call("PUT", f"/compression/models/{args.model}/tags/{args.tag}", json=body)
     if a == "compress":
-        body = {"version_id": args.version, "config": _params(args.param)}
+        body = {"version_id": resolve_version(c, args.version), "config": _params(args.param)}
         if args.technique:
             body["technique"] = args.technique
         if args.profile:
@@ -229,7 +252,8 @@ def _jobs(args: argparse.Namespace, c: Client) -> Any:
 
 def _deploy(args: argparse.Namespace, c: Client) -> Any:
     if args.action == "create":
-        dep = c.call("POST", "/deployments", json={"version_id": args.version, "device_ids": args.devices})
+        dep = c.call("POST", "/deployments", json={"version_id": resolve_version(c, args.version),
+                                                   "device_ids": args.devices})
         return _summary(watch_deployment(c, dep["id"])) if args.watch else dep
     if args.action == "watch":
         return _summary(watch_deployment(c, args.id))
@@ -291,7 +315,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
 def _rollouts(args: argparse.Namespace, c: Client) -> Any:
     a = args.action
     if a == "create":
-        r = c.call("POST", "/rollouts", json={"version_id": args.version, "device_ids": args.devices,
+        r = c.call("POST", "/rollouts", json={"version_id": resolve_version(c, args.version),
+                                              "device_ids": args.devices,
                                               "plan": _plan(args)})
         return watch_rollout(c, r["id"]) if args.watch else r
     if a == "list":
@@ -308,7 +333,8 @@ def _rollouts(args: argparse.Namespace, c: Client) -> Any:
 
 def _ab(args: argparse.Namespace, c: Client) -> Any:
     if args.action == "start":
-        r = c.call("POST", "/rollouts/ab", json={"a": args.a, "b": args.b, "device_ids": args.devices,
+        r = c.call("POST", "/rollouts/ab", json={"a": resolve_version(c, args.a), "b": resolve_version(c, args.b),
+                                                 "device_ids": args.devices,
                                                  "ratio": args.ratio})
         return watch_rollout(c, r["id"]) if args.watch else r
     if args.action == "verdict":
@@ -317,7 +343,8 @@ def _ab(args: argparse.Namespace, c: Client) -> Any:
 
 
 def _conversions(args: argparse.Namespace, c: Client) -> Any:
-    body: dict[str, Any] = {"version_id": args.version, "profile": args.profile, "config": _params(args.param)}
+    body: dict[str, Any] = {"version_id": resolve_version(c, args.version), "profile": args.profile,
+                            "config": _params(args.param)}
     if args.target:
         body["target_format"] = args.target
     return _job(c, c.call("POST", "/conversions", json=body), args.watch)
@@ -330,7 +357,7 @@ def _step(text: str) -> dict[str, Any]:
 
 
 def _pipeline(args: argparse.Namespace, c: Client) -> Any:
-    body: dict[str, Any] = {"version_id": args.version, "steps": [_step(s) for s in args.step]}
+    body: dict[str, Any] = {"version_id": resolve_version(c, args.version), "steps": [_step(s) for s in args.step]}
     if args.profile:
         body["profile"] = args.profile
     return _job(c, c.call("POST", "/compression/pipeline", json=body), args.watch)
@@ -407,7 +434,7 @@ def _register_models(p: argparse.ArgumentParser, common: argparse.ArgumentParser
 
 def _register_deploy(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     action = _parsers(p, common)
-    q = action("create", "deploy a version to devices (all at once)", "version")
+    q = action("create", "deploy a version (id, MODEL = its newest version, or MODEL@TAG) to devices", "version")
     q.add_argument("devices", nargs="+")
     q.add_argument("--watch", action="store_true", help="show each device's progress until all finish")
     action("watch", "follow a deployment until every device finished", "id")

@@ -24,6 +24,9 @@ def register(sub: Any) -> None:
         p.add_argument("--host", default=None, help="bind address (default EDGEFLEET_API_HOST or 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="port (default EDGEFLEET_API_PORT or 8080)")
         p.add_argument("--workspace", default=None, help="override COMPRESSION_WORKSPACE")
+        p.add_argument("--with-broker", action="store_true",
+                       help="also run the MQTT broker (mosquitto, as `edgefleet broker`) on EDGEFLEET_BROKER_PORT "
+                            "and EDGEFLEET_BROKER_TLS_PORT (default 1883 / 8883), stopped with the controller")
         p.set_defaults(func=_run_controller)
     p = _add(sub, "apikey", help="generate an API key; prints the key once and the hashed entry to configure")
     if p is not None:
@@ -41,6 +44,15 @@ def _run_controller(args: argparse.Namespace) -> int:
 
     overrides = {"compression_workspace": args.workspace} if args.workspace else {}
     settings = Settings(**overrides)
+    broker = None
+    if getattr(args, "with_broker", False):
+        from controller.broker import BrokerError
+
+        try:
+            broker, settings = _start_broker(settings)
+        except BrokerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         serve(settings, host=args.host, port=args.port)
     except UnsafeBindError as exc:
@@ -48,7 +60,27 @@ def _run_controller(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
         return 130
+    finally:
+        if broker is not None:
+            broker.stop()
     return 0
+
+
+def _start_broker(settings: Any) -> tuple[Any, Any]:
+    """mosquitto for this controller (accounts, CA and password under the broker folder); the
+    settings returned point the fleet service at it."""
+    from controller.broker import Credentials, start_mosquitto
+    from controller.broker_cli import controller_password
+
+    folder = settings.broker_folder
+    host = settings.broker_host or "127.0.0.1"
+    tls_port = settings.broker_tls_port or 8883
+    creds = Credentials()
+    creds.add("controller", controller_password(folder))
+    handle = start_mosquitto(folder, creds, port=settings.broker_port, host=host, tls_port=tls_port,
+                             tls_hosts=[settings.broker_public_host or host], keep_accounts=True)
+    print(f"broker on {host}:{settings.broker_port}, TLS {tls_port} (CA {handle.ca_cert})", file=sys.stderr)
+    return handle, settings.model_copy(update={"broker_host": host, "broker_tls_port": tls_port})
 
 
 def _run_apikey(args: argparse.Namespace) -> int:
