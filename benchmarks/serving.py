@@ -186,6 +186,9 @@ def run(cycles: int, rate: float, workdir: Path) -> dict[str, Any]:  # noqa: PLR
         svc.stop()
         reg.close()
         broker.stop()
+        import shutil
+
+        shutil.rmtree(sock.parent, ignore_errors=True)
     recs = app.records
     in_run = [r for r in recs if started <= r[0] <= started + elapsed]
     failed = [r for r in recs if r[3]]
