@@ -137,7 +137,7 @@ class OrtSession:
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
         self._shapes = {i.name: list(i.shape) for i in self._sess.get_inputs()}
-        self._types = {i.name: _ORT_DTYPES.get(i.type, "float32") for i in self._sess.get_inputs()}
+        self._types = {i.name: _ORT_DTYPES.get(getattr(i, "type", ""), "float32") for i in self._sess.get_inputs()}
 
     def input_shape(self, name: str) -> list[int | str | None]:
         """Declared input shape."""
