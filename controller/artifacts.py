@@ -145,6 +145,11 @@ def _artifact_recipe(
     return recipe.for_model_file(model_filename)
 
 
+PORTABLE_TECHNIQUES = frozenset({"upload", "fp32", "import"})
+"""Versions that are the model as the user gave it (FP32 ONNX runs on any profile): a profile named at
+upload is a note, not a lock. Compressed/converted builds stay bound to the profile they were made for."""
+
+
 def build_artifact(
     registry: Registry,
     source: str | Path,
@@ -207,7 +212,7 @@ def build_artifact(
     )
     if version.format not in MANIFEST_FORMATS:
         raise ArtifactBuildError(f"version {version.id} is {version.format!r}; deployable formats: {MANIFEST_FORMATS}")
-    if version.profile and version.profile != profile:
+    if version.profile and version.profile != profile and version.technique not in PORTABLE_TECHNIQUES:
         raise ArtifactBuildError(f"version {version.id} was built for profile {version.profile!r}, not {profile!r}")
     model = registry.get_model(model_id=version.model_id)
     if golden is not None:
