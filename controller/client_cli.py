@@ -86,7 +86,8 @@ def watch_job(client: Client, job_id: str, interval: float = 0.5) -> dict[str, A
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]{task.fields[state]:>9}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                  TimeElapsedColumn(), TextColumn("{task.description}"), transient=False) as bar:
+                  TimeElapsedColumn(), TextColumn("{task.description}"), transient=False,
+                  console=_live_console()) as bar:
         task = bar.add_task("queued", total=100, state="queued")
         while True:
             job = client.call("GET", f"/compression/jobs/{job_id}")
@@ -97,6 +98,13 @@ def watch_job(client: Client, job_id: str, interval: float = 0.5) -> dict[str, A
 
 
 # ---------------------------------------------------------------- watching
+def _live_console() -> Any:
+    """Live displays go to stderr: stdout carries only the result, so ``--watch --json`` pipes cleanly."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 DEPLOY_DONE = {"committed", "rolled_back", "failed", "superseded"}
 ROLLOUT_DONE = {"succeeded", "failed", "rolled_back", "cancelled"}
 
@@ -123,7 +131,7 @@ def watch_deployment(client: Client, deployment_id: str, *, interval: float = 1.
     from rich.live import Live
 
     deadline = time.monotonic() + timeout
-    with Live(refresh_per_second=4, transient=False) as live:
+    with Live(refresh_per_second=4, transient=False, console=_live_console()) as live:
         while True:
             dep = client.call("GET", f"/deployments/{deployment_id}")
             progress = {}
@@ -144,7 +152,7 @@ def watch_rollout(client: Client, rollout_id: str, *, interval: float = 1.0, tim
     from controller.client_render import table
 
     deadline = time.monotonic() + timeout
-    with Live(refresh_per_second=2, transient=False) as live:
+    with Live(refresh_per_second=2, transient=False, console=_live_console()) as live:
         while True:
             r = client.call("GET", f"/rollouts/{rollout_id}")
             live.update(table(r.get("devices", []), title=f"rollout {r['id']}: {r['state']} — wave "

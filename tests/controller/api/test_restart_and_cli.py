@@ -114,8 +114,8 @@ def test_client_cli_models_jobs_watch(tmp_path: Path, monkeypatch: pytest.Monkey
         proc = subprocess.run([sys.executable, "-m", "controller.cli", "jobs", "watch", job["id"], "--json"],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout[proc.stdout.index("{"):])["state"] == "succeeded"
-        assert "succeeded" in proc.stdout and "100.0%" in proc.stdout
+        assert json.loads(proc.stdout)["state"] == "succeeded"  # stdout: only the result
+        assert "succeeded" in proc.stderr and "100.0%" in proc.stderr  # the live bar is on stderr
         assert "INFO" not in proc.stderr and "httpx" not in proc.stderr  # no library log noise
         assert json.loads(cli("jobs", "list", "--json")[0])["total"] == 1
         assert json.loads(cli("jobs", "show", job["id"], "--json")[0])["progress"] == 100
