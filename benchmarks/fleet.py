@@ -115,12 +115,12 @@ class Env:
         return reg.add_artifact(manifest=sign_manifest(m, self.key))
 
     def stored_reports(self) -> int:
-        one = self.registry._one
+        one = self.registry.db.one
         return one("SELECT COUNT(*) AS n FROM job_reports")["n"] + one("SELECT COUNT(*) AS n FROM bench_reports")["n"]
 
     def active_versions(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for d in self.registry.list_devices():
+        for d in self.registry.fleet.list_devices():
             v = (d.active or {}).get("version", "-")
             out[v] = out.get(v, 0) + 1
         return out
@@ -233,7 +233,7 @@ def _regressed(env: Env, art: Any, old_version: str, agents: int) -> dict[str, A
     back = _wait(lambda: env.active_versions() == {old_version: agents}, 30)
     t_back = time.monotonic()
     canary_dep = r.in_wave(0)[0].deployment_id
-    reports = env.registry._all("SELECT received_at FROM bench_reports WHERE deployment_id = ? ORDER BY received_at",
+    reports = env.registry.db.all("SELECT received_at FROM bench_reports WHERE deployment_id = ? ORDER BY received_at",
                                 (canary_dep,))
     first = datetime.fromisoformat(reports[0]["received_at"]).timestamp() if reports else None
     events = env.engine.events(r.id)

@@ -101,7 +101,7 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
 def start_fleet(settings: Settings, registry: Registry) -> Any:
     """The fleet service when a broker is configured, else None.
 
-    Built like ``FleetService.from_settings`` but with a golden source that also knows the
+    The one place a fleet service is built from :class:`Settings`, with a golden source that knows the
     sample inputs uploaded with a model (see :func:`samples_golden_source`), so a user's
     own ONNX can be deployed, not only zoo models.
     """
@@ -225,17 +225,14 @@ def delete_versions(registry: Registry, model: ModelRecord, versions: list[Versi
     """Delete versions (and optionally the model) through the registry (refused while deployed / with children).
 
     The registry refuses a model delete without versions; an empty model (only possible
-    after an interrupted upload) is dropped here with the registry's transaction + audit
-    helpers so the row never outlives the failed upload.
+    after an interrupted upload) is dropped with :meth:`Registry.delete_empty_model` so the
+    row never outlives the failed upload.
     """
     if versions:
         registry.delete_versions(version_ids=[v.id for v in versions], actor=actor, delete_model=delete_model)
         return
     if delete_model:
-        with registry._tx() as conn:  # noqa: SLF001 - see docstring
-            conn.execute("DELETE FROM tags WHERE model_id = ?", (model.id,))
-            conn.execute("DELETE FROM models WHERE id = ?", (model.id,))
-            registry._audit(conn, actor, "model.delete", model.id, {"name": model.name})  # noqa: SLF001
+        registry.delete_empty_model(model_id=model.id, actor=actor)
 
 
 # ---------------------------------------------------------------- uploads

@@ -4,8 +4,9 @@ Import :class:`Registry` and the typed errors from here; the REST layer maps
 :class:`RegistryError` subclasses to HTTP statuses via their ``http_status``.
 """
 
+from controller.registry.db import Database, new_id, utcnow
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
-from controller.registry.fleet_records import ReportResult, job_state_to_status
+from controller.registry.fleet_records import FleetRecords, ReportResult, job_state_to_status
 from controller.registry.records import (
     ArtifactRecord,
     AuditEntry,
@@ -28,11 +29,13 @@ __all__ = [
     "AuditEntry",
     "BlobRecord",
     "ConflictError",
+    "Database",
     "DeploymentDeviceRecord",
     "DeploymentRecord",
     "DeploymentState",
     "DeviceDeploymentState",
     "DeviceRecord",
+    "FleetRecords",
     "InvalidInputError",
     "ModelRecord",
     "NotFoundError",
@@ -42,5 +45,7 @@ __all__ = [
     "ReportResult",
     "VersionRecord",
     "job_state_to_status",
+    "new_id",
+    "utcnow",
     "validate_name",
 ]

@@ -20,14 +20,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 from common.errors import ReasonCode
 from common.manifest import BlobRef, Manifest
-from common.messages import BenchReport, DeviceCaps, DeviceState, JobReport, Telemetry
+from common.messages import BenchReport, DeviceCaps, DeviceState, JobReport
+from controller.registry.db import Database, iso_utc, new_id, utcnow
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError
 from controller.registry.records import (
+    ArtifactRecord,
     DeploymentDeviceRecord,
     DeploymentRecord,
     DeploymentState,
@@ -36,21 +38,10 @@ from controller.registry.records import (
     ReportOutcome,
 )
 
-if TYPE_CHECKING:
-    from controller.registry.store import Registry
-
 S = DeviceDeploymentState
 COMMITTED_JOB_STATES = frozenset({"commit", "committed"})
 ROLLED_BACK_JOB_STATES = frozenset({"rollback", "rolled_back"})
 FAILED_JOB_STATES = frozenset({"failure", "failed", "rejected"})
-TELEMETRY_KEEP_PER_DEVICE = 2000
-
-
-def _iso(ts: datetime) -> str:
-    """Timestamps from devices may be naive; they are UTC by protocol."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).isoformat()
 
 
 def job_state_to_status(state: str, reason: str) -> DeviceDeploymentState | None:
@@ -80,10 +71,17 @@ class ReportResult:
 
 
 class FleetRecords:
-    """Mixin for :class:`controller.registry.Registry` holding the device and deployment tables."""
+    """The device and deployment tables, on the registry's :class:`Database` (``registry.fleet``).
+
+    Args:
+        db: the registry's database; artifacts and versions are read from the same file.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # ------------------------------------------------------------------ devices
-    def register_device(self: Registry, *, device_id: str, profile: str = "", actor: str | None = None) -> DeviceRecord:
+    def register_device(self, *, device_id: str, profile: str = "", actor: str | None = None) -> DeviceRecord:
         """Make a device known before it first connects (idempotent; audited when created)."""
         from common.topics import TopicError, validate_id
 
@@ -91,28 +89,29 @@ class FleetRecords:
             validate_id(device_id, "device id")
         except TopicError as exc:
             raise InvalidInputError(str(exc)) from exc
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO devices(id, profile, created_at) VALUES (?, ?, ?)",
-                (device_id, profile, _now()),
+                (device_id, profile, utcnow()),
             )
             if cur.rowcount:
-                self._audit(conn, actor, "device.register", device_id, {"profile": profile})
+                self.db.audit(conn, actor, "device.register", device_id, {"profile": profile})
             elif profile:
                 conn.execute("UPDATE devices SET profile = ? WHERE id = ? AND profile = ''", (profile, device_id))
         return self.get_device(device_id=device_id)
 
-    def record_device_state(self: Registry, *, state: DeviceState) -> bool:
+    def record_device_state(self, *, state: DeviceState) -> bool:
         """Apply a retained state / last-will message; returns False when it is stale and ignored."""
-        ts = _iso(state.ts)
+        ts = iso_utc(state.ts)
         payload = state.model_dump_json()
         active = state.active.model_dump_json() if state.active else None
         previous = state.previous.model_dump_json() if state.previous else None
-        with self._tx() as conn:
-            row = self._one("SELECT * FROM devices WHERE id = ?", (state.device_id,))
+        with self.db.transaction() as conn:
+            row = self.db.one("SELECT * FROM devices WHERE id = ?", (state.device_id,))
             if row is None:
-                self._insert(conn, "devices", {"id": state.device_id, "profile": state.profile, "created_at": _now()})
-                row = self._one("SELECT * FROM devices WHERE id = ?", (state.device_id,))
+                new = {"id": state.device_id, "profile": state.profile, "created_at": utcnow()}
+                self.db.insert(conn, "devices", new)
+                row = self.db.one("SELECT * FROM devices WHERE id = ?", (state.device_id,))
             full, accept = _state_decision(row, state, ts)
             if not accept:
                 return False
@@ -132,34 +131,34 @@ class FleetRecords:
                         previous,
                         state.profile,
                         state.profile,
-                        _now(),
+                        utcnow(),
                         state.device_id,
                     ),
                 )
             else:  # the session's own will, older than what we hold: only presence changes
-                conn.execute("UPDATE devices SET online = 0, last_seen = ? WHERE id = ?", (_now(), state.device_id))
+                conn.execute("UPDATE devices SET online = 0, last_seen = ? WHERE id = ?", (utcnow(), state.device_id))
         return True
 
-    def record_device_caps(self: Registry, *, caps: DeviceCaps) -> None:
+    def record_device_caps(self, *, caps: DeviceCaps) -> None:
         """Store a device's retained capabilities (and its profile, if we had none)."""
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO devices(id, profile, created_at) VALUES (?, ?, ?)",
-                (caps.device_id, caps.profile, _now()),
+                (caps.device_id, caps.profile, utcnow()),
             )
             conn.execute(
                 "UPDATE devices SET caps = ?, profile = CASE WHEN profile = '' THEN ? ELSE profile END WHERE id = ?",
                 (caps.model_dump_json(), caps.profile, caps.device_id),
             )
 
-    def get_device(self: Registry, *, device_id: str) -> DeviceRecord:
+    def get_device(self, *, device_id: str) -> DeviceRecord:
         """One device by id."""
-        row = self._one("SELECT * FROM devices WHERE id = ?", (device_id,))
+        row = self.db.one("SELECT * FROM devices WHERE id = ?", (device_id,))
         if row is None:
             raise NotFoundError(f"no device {device_id!r}: it has never connected and was not registered")
         return DeviceRecord.from_row(row)
 
-    def list_devices(self: Registry, *, profile: str | None = None, online: bool | None = None) -> list[DeviceRecord]:
+    def list_devices(self, *, profile: str | None = None, online: bool | None = None) -> list[DeviceRecord]:
         """Devices sorted by id, optionally filtered by profile or presence."""
         where, params = [], []
         if profile:
@@ -170,12 +169,12 @@ class FleetRecords:
             params.append(int(online))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         return [
-            DeviceRecord.from_row(r) for r in self._all(f"SELECT * FROM devices {clause} ORDER BY id", tuple(params))
+            DeviceRecord.from_row(r) for r in self.db.all(f"SELECT * FROM devices {clause} ORDER BY id", tuple(params))
         ]
 
     # ------------------------------------------------------------------ deployments
     def create_deployment(
-        self: Registry,
+        self,
         *,
         device_ids: list[str],
         artifact_id: str | None = None,
@@ -199,7 +198,7 @@ class FleetRecords:
         mapping = device_artifacts or dict.fromkeys(device_ids, artifact_id)
         if set(mapping) != set(device_ids):
             raise InvalidInputError("device_artifacts must name an artifact for exactly the target devices")
-        artifacts = {a: self.get_artifact(artifact_id=a) for a in dict.fromkeys(mapping.values())}
+        artifacts = {a: _artifact(self.db, a) for a in dict.fromkeys(mapping.values())}
         devices = [self.get_device(device_id=d) for d in device_ids]
         wrong = [
             f"{d.id} ({d.profile})" for d in devices if d.profile and d.profile != artifacts[mapping[d.id]].profile
@@ -210,10 +209,10 @@ class FleetRecords:
                 "build an artifact per profile"
             )
         primary = artifacts[mapping[device_ids[0]]]
-        dep_id = _new_id()
-        now = _now()
-        with self._tx() as conn:
-            self._insert(
+        dep_id = new_id()
+        now = utcnow()
+        with self.db.transaction() as conn:
+            self.db.insert(
                 conn,
                 "deployments",
                 {
@@ -224,7 +223,7 @@ class FleetRecords:
                     "rollback_of": rollback_of,
                     "state": DeploymentState.IN_PROGRESS.value,
                     "created_at": now,
-                    "created_by": self._actor(actor),
+                    "created_by": self.db.actor(actor),
                 },
             )
             for device in devices:
@@ -236,7 +235,7 @@ class FleetRecords:
                         (S.SUPERSEDED.value, f"superseded by deployment {dep_id}", now, prev, device.id),
                     )
                     _refresh_deployment_state(conn, prev)
-                self._insert(
+                self.db.insert(
                     conn,
                     "deployment_devices",
                     {
@@ -249,7 +248,7 @@ class FleetRecords:
                     },
                 )
                 conn.execute("UPDATE devices SET desired_deployment_id = ? WHERE id = ?", (dep_id, device.id))
-            self._audit(
+            self.db.audit(
                 conn,
                 actor,
                 f"deployment.{kind}",
@@ -262,15 +261,15 @@ class FleetRecords:
             )
         return self.get_deployment(deployment_id=dep_id)
 
-    def get_deployment(self: Registry, *, deployment_id: str) -> DeploymentRecord:
+    def get_deployment(self, *, deployment_id: str) -> DeploymentRecord:
         """A deployment with every target device's status."""
         # Devices first: a report updates a device and the aggregate state in one transaction, so a
         # deployment row read *after* its devices is never older than them. Read the other way round,
         # a report committing in between gave "every device terminal" with state still in_progress.
-        devs = self._all(
+        devs = self.db.all(
             "SELECT * FROM deployment_devices WHERE deployment_id = ? ORDER BY device_id", (deployment_id,)
         )
-        row = self._one(
+        row = self.db.one(
             "SELECT d.*, a.manifest FROM deployments d JOIN artifacts a ON a.id = d.artifact_id WHERE d.id = ?",
             (deployment_id,),
         )
@@ -290,7 +289,7 @@ class FleetRecords:
         )
 
     def list_deployments(
-        self: Registry, *, state: str | None = None, device_id: str | None = None, limit: int = 100, offset: int = 0
+        self, *, state: str | None = None, device_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[DeploymentRecord]:
         """Deployments newest first, optionally by aggregate state or target device."""
         where, params = [], []
@@ -301,29 +300,29 @@ class FleetRecords:
             where.append("id IN (SELECT deployment_id FROM deployment_devices WHERE device_id = ?)")
             params.append(device_id)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._all(
+        rows = self.db.all(
             f"SELECT id FROM deployments {clause} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
         return [self.get_deployment(deployment_id=r["id"]) for r in rows]
 
-    def deployment_manifest(self: Registry, *, deployment_id: str, device_id: str | None = None) -> Manifest:
+    def deployment_manifest(self, *, deployment_id: str, device_id: str | None = None) -> Manifest:
         """The signed manifest a deployment ships (to one device, or its first device)."""
         dep = self.get_deployment(deployment_id=deployment_id)
         if device_id is None:
             return Manifest.model_validate(dep.manifest)
         for d in dep.devices:
             if d.device_id == device_id:
-                return self.manifest(artifact_id=d.artifact_id)
+                return Manifest.model_validate(_artifact(self.db, d.artifact_id).manifest)
         raise NotFoundError(f"device {device_id!r} is not a target of deployment {deployment_id}")
 
-    def desired_deployments(self: Registry) -> dict[str, str]:
+    def desired_deployments(self) -> dict[str, str]:
         """Device id → the deployment it should run now (what the retained ``desired`` topics say)."""
-        rows = self._all("SELECT id, desired_deployment_id FROM devices WHERE desired_deployment_id IS NOT NULL")
+        rows = self.db.all("SELECT id, desired_deployment_id FROM devices WHERE desired_deployment_id IS NOT NULL")
         return {r["id"]: r["desired_deployment_id"] for r in rows}
 
     def mark_deployment_rolled_back(
-        self: Registry, *, deployment_id: str, reason: str = "", actor: str | None = None
+        self, *, deployment_id: str, reason: str = "", actor: str | None = None
     ) -> dict[str, str | None]:
         """Flag a deployment as rolled back; returns device id → the artifact it ran before (or None).
 
@@ -336,44 +335,61 @@ class FleetRecords:
             raise ConflictError(f"deployment {deployment_id} is already rolled back")
         plan: dict[str, str | None] = {}
         for d in dep.devices:
-            prev = None
-            if d.previous_deployment_id:
-                row = self._one(
-                    "SELECT artifact_id FROM deployment_devices WHERE deployment_id = ? AND device_id = ?",
-                    (d.previous_deployment_id, d.device_id),
-                )
-                prev = row["artifact_id"] if row else None
-            plan[d.device_id] = prev
-        with self._tx() as conn:
+            prev = d.previous_deployment_id
+            plan[d.device_id] = self.device_artifact(deployment_id=prev, device_id=d.device_id) if prev else None
+        with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE deployments SET state = ? WHERE id = ?", (DeploymentState.ROLLED_BACK.value, deployment_id)
             )
-            self._audit(conn, actor, "deployment.rollback", deployment_id, {"reason": reason, "plan": plan})
+            self.db.audit(conn, actor, "deployment.rollback", deployment_id, {"reason": reason, "plan": plan})
         return plan
 
-    def clear_desired(self: Registry, *, device_id: str, actor: str | None = None) -> None:
+    def device_artifact(self, *, deployment_id: str, device_id: str) -> str | None:
+        """The artifact one deployment sent to one device (None if the device was not a target)."""
+        row = self.db.one(
+            "SELECT artifact_id FROM deployment_devices WHERE deployment_id = ? AND device_id = ?",
+            (deployment_id, device_id),
+        )
+        return row["artifact_id"] if row else None
+
+    def device_statuses(self, *, deployment_ids: set[str | None]) -> dict[tuple[str, str], tuple[str, str]]:
+        """(deployment id, device id) → (per-device state, reason) for several deployments in one light query.
+
+        The rollout engine polls this every tick for up to thousands of devices, so it reads
+        only these four columns instead of whole deployment records.
+        """
+        ids = sorted(i for i in deployment_ids if i)
+        if not ids:
+            return {}
+        rows = self.db.select(
+            "deployment_devices", where={"deployment_id": tuple(ids)},
+            columns="deployment_id, device_id, state, reason", order_by="deployment_id, device_id",
+        )
+        return {(r["deployment_id"], r["device_id"]): (r["state"], r["reason"]) for r in rows}
+
+    def clear_desired(self, *, device_id: str, actor: str | None = None) -> None:
         """Forget a device's desired deployment (its retained ``desired`` topic is cleared too)."""
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute("UPDATE devices SET desired_deployment_id = NULL WHERE id = ?", (device_id,))
-            self._audit(conn, actor, "device.clear_desired", device_id, {})
+            self.db.audit(conn, actor, "device.clear_desired", device_id, {})
 
     # ------------------------------------------------------------------ reports
     def _report_target(
-        self: Registry, deployment_id: str, device_id: str
+        self, deployment_id: str, device_id: str
     ) -> tuple[ReportResult | None, dict[str, Any]]:
         """The deployment-device row a report is about, or the outcome saying why the report is ignored."""
-        if self._one("SELECT 1 AS x FROM deployments WHERE id = ?", (deployment_id,)) is None:
+        if self.db.one("SELECT 1 AS x FROM deployments WHERE id = ?", (deployment_id,)) is None:
             return ReportResult(ReportOutcome.UNKNOWN_DEPLOYMENT), {}
-        dd = self._one(
+        dd = self.db.one(
             "SELECT * FROM deployment_devices WHERE deployment_id = ? AND device_id = ?", (deployment_id, device_id)
         )
         if dd is None:
             return ReportResult(ReportOutcome.NOT_TARGETED), {}
         return None, dd
 
-    def record_job_report(self: Registry, *, report: JobReport) -> ReportResult:
+    def record_job_report(self, *, report: JobReport) -> ReportResult:
         """Store one job report and advance the device's status; idempotent on (deployment, device, seq)."""
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             ignored, dd = self._report_target(report.deployment_id, report.device_id)
             if ignored is not None:
                 return ignored
@@ -388,8 +404,8 @@ class FleetRecords:
                     report.state,
                     report.reason.value,
                     report.detail,
-                    _iso(report.ts),
-                    _now(),
+                    iso_utc(report.ts),
+                    utcnow(),
                 ),
             )
             current = S(dd["state"])
@@ -411,7 +427,7 @@ class FleetRecords:
                     detail,
                     report.state,
                     report.seq,
-                    _now(),
+                    utcnow(),
                     report.deployment_id,
                     report.device_id,
                 ),
@@ -419,10 +435,10 @@ class FleetRecords:
             done = _refresh_deployment_state(conn, report.deployment_id)
         return ReportResult(ReportOutcome.APPLIED, new_state, done)
 
-    def record_bench_report(self: Registry, *, report: BenchReport) -> ReportResult:
+    def record_bench_report(self, *, report: BenchReport) -> ReportResult:
         """Store a benchmark report (idempotent per deployment, device and candidate blob)."""
         text = report.model_dump_json()
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             ignored, dd = self._report_target(report.deployment_id, report.device_id)
             if ignored is not None:
                 return ignored
@@ -435,8 +451,8 @@ class FleetRecords:
                     report.candidate.sha256,
                     report.decision,
                     text,
-                    _iso(report.ts),
-                    _now(),
+                    iso_utc(report.ts),
+                    utcnow(),
                 ),
             )
             current = S(dd["state"])
@@ -450,12 +466,12 @@ class FleetRecords:
             conn.execute(
                 "UPDATE deployment_devices SET bench = ?, state = ?, reason = ?, detail = ?, updated_at = ? "
                 "WHERE deployment_id = ? AND device_id = ?",
-                (text, new_state.value, reason, detail, _now(), report.deployment_id, report.device_id),
+                (text, new_state.value, reason, detail, utcnow(), report.deployment_id, report.device_id),
             )
             done = _refresh_deployment_state(conn, report.deployment_id)
         return ReportResult(ReportOutcome.APPLIED, new_state, done)
 
-    def bench_reports(self: Registry, *, deployment_id: str | None = None, device_id: str | None = None) -> list[dict]:
+    def bench_reports(self, *, deployment_id: str | None = None, device_id: str | None = None) -> list[dict]:
         """Stored benchmark reports (as the protocol's JSON), oldest first."""
         where, params = [], []
         if deployment_id:
@@ -465,45 +481,22 @@ class FleetRecords:
             where.append("device_id = ?")
             params.append(device_id)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._all(f"SELECT report FROM bench_reports {clause} ORDER BY received_at, rowid", tuple(params))
+        rows = self.db.all(f"SELECT report FROM bench_reports {clause} ORDER BY received_at, rowid", tuple(params))
         return [json.loads(r["report"]) for r in rows]
 
-    def job_reports(self: Registry, *, deployment_id: str, device_id: str | None = None) -> list[dict[str, Any]]:
+    def job_reports(self, *, deployment_id: str, device_id: str | None = None) -> list[dict[str, Any]]:
         """Stored job reports of a deployment, in seq order."""
         params: tuple = (deployment_id,) if device_id is None else (deployment_id, device_id)
         clause = "" if device_id is None else " AND device_id = ?"
-        return self._all(f"SELECT * FROM job_reports WHERE deployment_id = ?{clause} ORDER BY device_id, seq", params)
+        return self.db.all(f"SELECT * FROM job_reports WHERE deployment_id = ?{clause} ORDER BY device_id, seq", params)
 
-    def record_telemetry(
-        self: Registry, *, telemetry: Telemetry, keep_per_device: int = TELEMETRY_KEEP_PER_DEVICE
-    ) -> None:
-        """Store a telemetry sample, keeping only the newest ``keep_per_device`` rows per device."""
-        with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO telemetry(device_id, ts, payload) VALUES (?, ?, ?)",
-                (telemetry.device_id, _iso(telemetry.ts), telemetry.model_dump_json()),
-            )
-            if cur.lastrowid and cur.lastrowid % 100 == 0:
-                conn.execute(
-                    "DELETE FROM telemetry WHERE device_id = ? AND id NOT IN "
-                    "(SELECT id FROM telemetry WHERE device_id = ? ORDER BY id DESC LIMIT ?)",
-                    (telemetry.device_id, telemetry.device_id, keep_per_device),
-                )
-
-    def telemetry(self: Registry, *, device_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Newest telemetry samples of a device, newest first."""
-        rows = self._all(
-            "SELECT payload FROM telemetry WHERE device_id = ? ORDER BY id DESC LIMIT ?", (device_id, limit)
-        )
-        return [json.loads(r["payload"]) for r in rows]
-
-    def blob_for_device(self: Registry, *, device_id: str, sha256: str) -> BlobRef | None:
+    def blob_for_device(self, *, device_id: str, sha256: str) -> BlobRef | None:
         """The manifest entry for a blob if some deployment to this device ships it, else None.
 
         This is the chunk server's authorisation check: a device can only download
         files of artifacts that were deployed to it.
         """
-        rows = self._all(
+        rows = self.db.all(
             "SELECT a.manifest FROM deployment_devices dd JOIN deployments d ON d.id = dd.deployment_id "
             "JOIN artifact_blobs ab ON ab.artifact_id = dd.artifact_id JOIN artifacts a ON a.id = dd.artifact_id "
             "WHERE dd.device_id = ? AND ab.sha256 = ? ORDER BY d.created_at DESC LIMIT 1",
@@ -567,13 +560,9 @@ def _refresh_deployment_state(conn: sqlite3.Connection, deployment_id: str) -> b
     return done
 
 
-def _now() -> str:
-    from controller.registry.store import utcnow
-
-    return utcnow()
-
-
-def _new_id() -> str:
-    from controller.registry.store import new_id
-
-    return new_id()
+def _artifact(db: Database, artifact_id: str) -> ArtifactRecord:
+    """An artifact row (deployments reference artifacts, which the model registry owns)."""
+    row = db.one("SELECT * FROM artifacts WHERE id = ?", (artifact_id,))
+    if row is None:
+        raise NotFoundError(f"no artifact with id {artifact_id!r}")
+    return ArtifactRecord.from_row(row)

@@ -5,10 +5,10 @@ keyword-only so the REST layer (issue 5) can pass request fields through by
 name, and every mutating call writes its audit entry in the same transaction
 as the change: there is never a change without its audit line, or the reverse.
 
-Thread safety: each thread gets its own SQLite connection (paho callbacks, the
-REST server's worker threads and the demo all share one ``Registry``); writers
-are serialised by one in-process lock and ``BEGIN IMMEDIATE`` so two processes
-on the same file also queue instead of failing.
+The database seam (connections per thread, the write lock, transactions, audit lines)
+is :class:`controller.registry.db.Database` (``registry.db``); the device and deployment
+tables are :class:`controller.registry.fleet_records.FleetRecords` (``registry.fleet``),
+on the same database so a deletion can check deployments in one query.
 
 Example:
     >>> reg = Registry(Path("/tmp/ws"))                                    # doctest: +SKIP
@@ -20,21 +20,15 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import re
 import sqlite3
-import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from common.manifest import Manifest
 from controller.registry.blobs import BlobStore
+from controller.registry.db import Database, dump_json, new_id, utcnow
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError
 from controller.registry.fleet_records import FleetRecords
 from controller.registry.records import (
@@ -52,16 +46,6 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSET: Any = object()
 PRODUCTION = "production"
 CANDIDATE = "candidate"
-
-
-def utcnow() -> str:
-    """Current time as ISO 8601 with an explicit UTC offset: the only time format stored."""
-    return datetime.now(UTC).isoformat()
-
-
-def new_id() -> str:
-    """A fresh UUID4 string: every model, version, artifact, deployment and audit entry id."""
-    return str(uuid.uuid4())
 
 
 def validate_name(name: str, what: str = "model name") -> str:
@@ -85,25 +69,7 @@ def _token(value: str, what: str) -> str:
     return value
 
 
-def dump_json(value: Any, what: str) -> str:
-    """Serialise a JSON object strictly (no NaN/inf, dict at the top) so stored data stays portable."""
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"{what} must be a JSON object, got {type(value).__name__}")
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{what} is not JSON-serialisable (finite numbers, strings, lists, dicts): {exc}"
-        ) from exc
-
-
-def _finite(x: Any) -> bool:
-    return not isinstance(x, float) or math.isfinite(x)
-
-
-class Registry(FleetRecords):
+class Registry:
     """SQLite-backed registry rooted at one workspace directory.
 
     Args:
@@ -116,89 +82,18 @@ class Registry(FleetRecords):
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.db_path = self.workspace / "registry.sqlite"
         self.blobs = BlobStore(self.workspace / "blobs")
-        self.default_actor = actor
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._write_lock = threading.RLock()
-        self._closed = False
-        db = self._db()
-        db.enable_wal()
-        create_schema(db)
+        self.db = Database(self.db_path, actor=actor)
+        create_schema(self.db)
+        self.fleet = FleetRecords(self.db)
 
-    # ------------------------------------------------------------------ plumbing
-    def _db(self) -> sqlite_utils.Database:
-        if self._closed:
-            raise RuntimeError("registry is closed")
-        db = getattr(self._local, "db", None)
-        if db is None:
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            db = sqlite_utils.Database(conn)
-            self._local.db = db
-            with self._conns_lock:
-                self._conns.append(conn)
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (re-entrant within a thread)."""
-        conn = self._db().conn
-        with self._write_lock:
-            if conn.in_transaction:
-                yield conn
-                return
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    def _one(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:
-        for row in self._db().query(sql, params):
-            return row
-        return None
-
-    def _all(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
-        return list(self._db().query(sql, params))
-
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
-
-    def _actor(self, actor: str | None) -> str:
-        return actor or self.default_actor
-
-    def _audit(self, conn: sqlite3.Connection, actor: str | None, action: str, target: str, details: dict) -> None:
-        self._insert(
-            conn,
-            "audit_log",
-            {
-                "id": new_id(),
-                "ts": utcnow(),
-                "actor": self._actor(actor),
-                "action": action,
-                "target": target,
-                "details": json.dumps(details, sort_keys=True, default=str),
-            },
-        )
+    @property
+    def default_actor(self) -> str:
+        """Audit-log name used when a call passes none."""
+        return self.db.default_actor
 
     def close(self) -> None:
         """Close every thread's connection; the registry cannot be used afterwards."""
-        self._closed = True
-        with self._conns_lock:
-            for conn in self._conns:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-            self._conns.clear()
+        self.db.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -209,8 +104,8 @@ class Registry(FleetRecords):
     # ------------------------------------------------------------------ audit
     def audit(self, *, action: str, target: str, details: dict | None = None, actor: str | None = None) -> None:
         """Append an audit entry for a mutating call made outside the registry (e.g. an upload rejected)."""
-        with self._tx() as conn:
-            self._audit(conn, actor, action, target, details or {})
+        with self.db.transaction() as conn:
+            self.db.audit(conn, actor, action, target, details or {})
 
     def audit_log(self, *, target: str | None = None, action: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Audit entries, newest first, optionally for one target id or one action."""
@@ -222,7 +117,7 @@ class Registry(FleetRecords):
             where.append("action = ?")
             params.append(action)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._all(f"SELECT * FROM audit_log {clause} ORDER BY ts DESC, rowid DESC LIMIT ?", (*params, limit))
+        rows = self.db.all(f"SELECT * FROM audit_log {clause} ORDER BY ts DESC, rowid DESC LIMIT ?", (*params, limit))
         return [AuditEntry.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ models
@@ -234,12 +129,12 @@ class Registry(FleetRecords):
             "name": name,
             "description": description,
             "created_at": utcnow(),
-            "created_by": self._actor(actor),
+            "created_by": self.db.actor(actor),
         }
         try:
-            with self._tx() as conn:
-                self._insert(conn, "models", row)
-                self._audit(conn, actor, "model.create", row["id"], {"name": name})
+            with self.db.transaction() as conn:
+                self.db.insert(conn, "models", row)
+                self.db.audit(conn, actor, "model.create", row["id"], {"name": name})
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"a model named {name!r} already exists; pick another name or add a version") from exc
         return ModelRecord.from_row(row)
@@ -249,7 +144,7 @@ class Registry(FleetRecords):
         if (model_id is None) == (name is None):
             raise InvalidInputError("give exactly one of model_id= or name=")
         key, value = ("id", model_id) if model_id is not None else ("name", name)
-        row = self._one(f"SELECT * FROM models WHERE {key} = ?", (value,))
+        row = self.db.one(f"SELECT * FROM models WHERE {key} = ?", (value,))
         if row is None:
             raise NotFoundError(f"no model with {key} {value!r}")
         return ModelRecord.from_row(row)
@@ -276,7 +171,7 @@ class Registry(FleetRecords):
             where.append("id IN (SELECT model_id FROM tags WHERE tag = ?)")
             params.append(tag)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._all(f"SELECT * FROM models {clause} ORDER BY name LIMIT ? OFFSET ?", (*params, limit, offset))
+        rows = self.db.all(f"SELECT * FROM models {clause} ORDER BY name LIMIT ? OFFSET ?", (*params, limit, offset))
         return [ModelRecord.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ blobs
@@ -284,14 +179,14 @@ class Registry(FleetRecords):
         """Store a file by content (idempotent: the same bytes give the same record)."""
         staged = self.blobs.stage(path=path, data=data)
         try:
-            with self._tx() as conn:
+            with self.db.transaction() as conn:
                 staged.commit()
                 conn.execute(
                     "INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES (?, ?, ?)",
                     (staged.sha256, staged.size, utcnow()),
                 )
                 if staged.created:
-                    self._audit(conn, actor, "blob.put", staged.sha256, {"size": staged.size})
+                    self.db.audit(conn, actor, "blob.put", staged.sha256, {"size": staged.size})
         except BaseException:
             staged.undo()
             raise
@@ -299,7 +194,7 @@ class Registry(FleetRecords):
 
     def get_blob(self, *, sha256: str) -> BlobRecord:
         """A stored blob's record; NotFoundError if unknown or missing on disk."""
-        row = self._one("SELECT * FROM blobs WHERE sha256 = ?", (sha256,))
+        row = self.db.one("SELECT * FROM blobs WHERE sha256 = ?", (sha256,))
         if row is None:
             raise NotFoundError(f"no blob with sha256 {sha256}")
         path = self.blobs.existing(sha256)
@@ -351,17 +246,17 @@ class Registry(FleetRecords):
             "size": staged.size,
             "metrics": metrics_json,
             "created_at": utcnow(),
-            "created_by": self._actor(actor),
+            "created_by": self.db.actor(actor),
         }
         try:
-            with self._tx() as conn:
+            with self.db.transaction() as conn:
                 staged.commit()
                 conn.execute(
                     "INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES (?, ?, ?)",
                     (staged.sha256, staged.size, row["created_at"]),
                 )
-                self._insert(conn, "versions", row)
-                self._audit(
+                self.db.insert(conn, "versions", row)
+                self.db.audit(
                     conn,
                     actor,
                     "version.create",
@@ -375,7 +270,7 @@ class Registry(FleetRecords):
 
     def get_version(self, *, version_id: str) -> VersionRecord:
         """One version by id."""
-        row = self._one("SELECT * FROM versions WHERE id = ?", (version_id,))
+        row = self.db.one("SELECT * FROM versions WHERE id = ?", (version_id,))
         if row is None:
             raise NotFoundError(f"no model version with id {version_id!r}")
         return VersionRecord.from_row(row)
@@ -398,7 +293,7 @@ class Registry(FleetRecords):
         if profile:
             where.append("profile = ?")
             params.append(profile)
-        rows = self._all(
+        rows = self.db.all(
             f"SELECT * FROM versions WHERE {' AND '.join(where)} ORDER BY created_at, rowid LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
@@ -418,26 +313,26 @@ class Registry(FleetRecords):
 
     def children(self, *, version_id: str) -> list[VersionRecord]:
         """Versions derived directly from this one."""
-        rows = self._all("SELECT * FROM versions WHERE parent_id = ? ORDER BY created_at, rowid", (version_id,))
+        rows = self.db.all("SELECT * FROM versions WHERE parent_id = ? ORDER BY created_at, rowid", (version_id,))
         return [VersionRecord.from_row(r) for r in rows]
 
     def add_metrics(self, *, version_id: str, metrics: dict[str, Any], source: str, actor: str | None = None) -> None:
         """Attach metrics measured after creation (evaluation, device benchmarks); the version stays immutable."""
         self.get_version(version_id=version_id)
         text = dump_json(metrics, "metrics")
-        with self._tx() as conn:
-            self._insert(
+        with self.db.transaction() as conn:
+            self.db.insert(
                 conn,
                 "version_metrics",
                 {"version_id": version_id, "source": source, "metrics": text, "created_at": utcnow()},
             )
-            self._audit(conn, actor, "version.metrics", version_id, {"source": source})
+            self.db.audit(conn, actor, "version.metrics", version_id, {"source": source})
 
     def version_metrics(self, *, version_id: str) -> dict[str, Any]:
         """Creation metrics under ``"build"`` plus later ones under their source (latest per source wins)."""
         version = self.get_version(version_id=version_id)
         out: dict[str, Any] = {"build": version.metrics}
-        for row in self._all("SELECT * FROM version_metrics WHERE version_id = ? ORDER BY id", (version_id,)):
+        for row in self.db.all("SELECT * FROM version_metrics WHERE version_id = ? ORDER BY id", (version_id,)):
             out[row["source"]] = json.loads(row["metrics"])
         return out
 
@@ -451,13 +346,13 @@ class Registry(FleetRecords):
         marks = ", ".join("?" for _ in version_ids)
         hits = {
             r["version_id"]
-            for r in self._all(
+            for r in self.db.all(
                 f"SELECT DISTINCT a.version_id FROM deployment_devices dd JOIN artifacts a ON a.id = dd.artifact_id "
                 f"WHERE a.version_id IN ({marks})",
                 tuple(version_ids),
             )
         }
-        for row in self._all("SELECT active, previous FROM devices"):
+        for row in self.db.all("SELECT active, previous FROM devices"):
             for slot in (row["active"], row["previous"]):
                 version = json.loads(slot).get("version") if slot else None
                 if version in version_ids:
@@ -495,7 +390,7 @@ class Registry(FleetRecords):
         by_id = {v.id: v for v in versions}
         depth = {v.id: len(self.lineage(version_id=v.id)) for v in versions}
         marks = ", ".join("?" for _ in ids)
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 f"DELETE FROM artifact_blobs WHERE artifact_id IN (SELECT id FROM artifacts WHERE version_id IN "
                 f"({marks}))",
@@ -507,13 +402,27 @@ class Registry(FleetRecords):
             # children first, so the parent foreign key never dangles mid-statement
             for vid in sorted(ids, key=lambda i: -depth[i]):
                 conn.execute("DELETE FROM versions WHERE id = ?", (vid,))
-                self._audit(conn, actor, "version.delete", vid, {"model_id": by_id[vid].model_id})
+                self.db.audit(conn, actor, "version.delete", vid, {"model_id": by_id[vid].model_id})
             if delete_model:
                 (model_id,) = model_ids
                 conn.execute("DELETE FROM tags WHERE model_id = ?", (model_id,))
                 conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
-                self._audit(conn, actor, "model.delete", model_id, {})
+                self.db.audit(conn, actor, "model.delete", model_id, {})
         self.gc_blobs()
+
+    def delete_empty_model(self, *, model_id: str, actor: str | None = None) -> None:
+        """Delete a model that has no version (left by an interrupted upload); audited.
+
+        ConflictError while it has versions: those go through :meth:`delete_versions`, which
+        checks deployments and lineage.
+        """
+        model = self.get_model(model_id=model_id)
+        with self.db.transaction() as conn:
+            if self.db.one("SELECT 1 AS x FROM versions WHERE model_id = ? LIMIT 1", (model_id,)) is not None:
+                raise ConflictError(f"model {model_id} has versions; delete them with delete_versions")
+            conn.execute("DELETE FROM tags WHERE model_id = ?", (model_id,))
+            conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
+            self.db.audit(conn, actor, "model.delete", model_id, {"name": model.name})
 
     def gc_blobs(self) -> list[str]:
         """Remove blobs no version or artifact refers to; returns their sha256s.
@@ -521,7 +430,7 @@ class Registry(FleetRecords):
         Runs under the write lock, like every blob commit, so a concurrent add of the same
         content cannot lose its file.
         """
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             rows = conn.execute(
                 "SELECT sha256 FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM versions) "
                 "AND sha256 NOT IN (SELECT sha256 FROM artifact_blobs)"
@@ -553,8 +462,8 @@ class Registry(FleetRecords):
         version = self.get_version(version_id=version_id)
         if version.model_id != model_id:
             raise InvalidInputError(f"version {version_id} belongs to model {version.model_id}, not {model_id}")
-        with self._tx() as conn:
-            row = self._one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
+        with self.db.transaction() as conn:
+            row = self.db.one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
             current = row["version_id"] if row else None
             if expected_version_id is not _UNSET and current != expected_version_id:
                 raise ConflictError(
@@ -562,7 +471,7 @@ class Registry(FleetRecords):
                     "reload and retry"
                 )
             self._write_tag(conn, model_id, tag, version_id, "set", actor)
-            self._audit(conn, actor, "tag.set", model_id, {"tag": tag, "version_id": version_id, "from": current})
+            self.db.audit(conn, actor, "tag.set", model_id, {"tag": tag, "version_id": version_id, "from": current})
         return version
 
     def _write_tag(
@@ -573,9 +482,9 @@ class Registry(FleetRecords):
             "INSERT INTO tags(model_id, tag, version_id, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(model_id, tag) DO UPDATE SET version_id = excluded.version_id, "
             "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-            (model_id, tag, version_id, now, self._actor(actor)),
+            (model_id, tag, version_id, now, self.db.actor(actor)),
         )
-        self._insert(
+        self.db.insert(
             conn,
             "tag_history",
             {
@@ -584,33 +493,33 @@ class Registry(FleetRecords):
                 "version_id": version_id,
                 "action": action,
                 "ts": now,
-                "actor": self._actor(actor),
+                "actor": self.db.actor(actor),
             },
         )
 
     def get_tag(self, *, model_id: str, tag: str) -> VersionRecord:
         """The version a tag points at."""
-        row = self._one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
+        row = self.db.one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
         if row is None:
             raise NotFoundError(f"model {model_id} has no tag {tag!r}")
         return self.get_version(version_id=row["version_id"])
 
     def list_tags(self, *, model_id: str) -> dict[str, str]:
         """Tag name → version id for one model."""
-        rows = self._all("SELECT tag, version_id FROM tags WHERE model_id = ? ORDER BY tag", (model_id,))
+        rows = self.db.all("SELECT tag, version_id FROM tags WHERE model_id = ? ORDER BY tag", (model_id,))
         return {r["tag"]: r["version_id"] for r in rows}
 
     def delete_tag(self, *, model_id: str, tag: str, actor: str | None = None) -> None:
         """Remove a tag (audited)."""
         self.get_tag(model_id=model_id, tag=tag)
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute("DELETE FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
-            self._audit(conn, actor, "tag.delete", model_id, {"tag": tag})
+            self.db.audit(conn, actor, "tag.delete", model_id, {"tag": tag})
 
     def rollback_targets(self, *, model_id: str, tag: str = PRODUCTION) -> list[str]:
         """Versions a tag may roll back to: ancestors of its current version and its earlier holders."""
         current = self.get_tag(model_id=model_id, tag=tag)
-        history = self._all(
+        history = self.db.all(
             "SELECT version_id FROM tag_history WHERE model_id = ? AND tag = ? ORDER BY id DESC", (model_id, tag)
         )
         out: list[str] = []
@@ -648,9 +557,9 @@ class Registry(FleetRecords):
                 f"allowed targets: {', '.join(allowed)}"
             )
         version = self.get_version(version_id=target)
-        with self._tx() as conn:
+        with self.db.transaction() as conn:
             self._write_tag(conn, model_id, tag, target, "rollback", actor)
-            self._audit(
+            self.db.audit(
                 conn,
                 actor,
                 "tag.rollback",
@@ -680,21 +589,21 @@ class Registry(FleetRecords):
             "manifest": manifest.model_dump_json(),
             "created_at": utcnow(),
         }
-        with self._tx() as conn:
-            self._insert(conn, "artifacts", row)
+        with self.db.transaction() as conn:
+            self.db.insert(conn, "artifacts", row)
             for ref in manifest.files:
                 conn.execute(
                     "INSERT OR IGNORE INTO artifact_blobs(artifact_id, sha256, role) VALUES (?, ?, ?)",
                     (row["id"], ref.sha256, ref.role),
                 )
-            self._audit(
+            self.db.audit(
                 conn, actor, "artifact.create", row["id"], {"version_id": version.id, "profile": manifest.profile}
             )
         return ArtifactRecord.from_row(row)
 
     def get_artifact(self, *, artifact_id: str) -> ArtifactRecord:
         """One artifact by id."""
-        row = self._one("SELECT * FROM artifacts WHERE id = ?", (artifact_id,))
+        row = self.db.one("SELECT * FROM artifacts WHERE id = ?", (artifact_id,))
         if row is None:
             raise NotFoundError(f"no artifact with id {artifact_id!r}")
         return ArtifactRecord.from_row(row)
@@ -709,7 +618,7 @@ class Registry(FleetRecords):
             where.append("profile = ?")
             params.append(profile)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._all(f"SELECT * FROM artifacts {clause} ORDER BY created_at DESC, rowid DESC", tuple(params))
+        rows = self.db.all(f"SELECT * FROM artifacts {clause} ORDER BY created_at DESC, rowid DESC", tuple(params))
         return [ArtifactRecord.from_row(r) for r in rows]
 
     def manifest(self, *, artifact_id: str) -> Manifest:

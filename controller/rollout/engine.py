@@ -70,11 +70,12 @@ class RolloutEngine:
     def __init__(self, fleet: FleetService, *, tick_s: float = 0.25, actor: str = "rollout-engine") -> None:
         self.fleet = fleet
         self.registry = fleet.registry
-        self.store = RolloutStore(self.registry)
+        self.store = RolloutStore(self.registry.db)
         self.tick_s = tick_s
         self.min_interval_s = min(0.05, tick_s)
         self.actor = actor
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
+        """Held while a rollout is created or changes state, so a tick never acts on a half-made change."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats: Counter[str] = Counter()
@@ -113,7 +114,7 @@ class RolloutEngine:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            if getattr(self.fleet, "_stopping", False):  # fleet (and soon the registry) shutting down
+            if self.fleet.stopping:  # fleet (and soon the registry) shutting down
                 self._stop.wait(self.tick_s)
                 continue
             try:
@@ -125,8 +126,7 @@ class RolloutEngine:
             # took (and min_interval_s), so the engine never starves report intake of the CPU
             if self._stop.wait(max(self.min_interval_s, 2 * (time.monotonic() - started))):
                 return
-            with self.fleet._changed:
-                self.fleet._changed.wait(max(0.0, self.tick_s - self.min_interval_s))
+            self.fleet.changes.wait(self.tick_s - self.min_interval_s)
 
     # ------------------------------------------------------------------ operator API
     def create(
@@ -157,7 +157,7 @@ class RolloutEngine:
         target: dict[str, Any] = {k: v for k, v in (("version_id", version_id), ("artifact_id", artifact_id)) if v}
         target |= {"profile": profile} if profile else {}
         target |= {"per_profile": dict(per_profile)} if per_profile else {}
-        with self._lock:
+        with self.lock:
             for old in self.store.active_for_devices(devices):
                 self.store.update(old, state="superseded", reason="a newer rollout targets its devices")
                 self.store.event(old, "superseded", "a newer rollout targets some of its devices",
@@ -167,18 +167,18 @@ class RolloutEngine:
             rollout = self.store.get(rid)
             self.store.event(rid, "created", f"{plan.strategy}: {rollout.waves} wave(s) over {len(devices)} devices",
                              {"waves": [len(rollout.in_wave(w)) for w in range(rollout.waves)]})
-        self._wake()
+        self.wake()
         return self.store.get(rid)
 
     def _resolve_target(self, device_ids: list[str] | None, profile: str | None) -> list[str]:
         if device_ids:
-            known = {d.id for d in self.registry.list_devices()}
+            known = {d.id for d in self.registry.fleet.list_devices()}
             unknown = [d for d in dict.fromkeys(device_ids) if d not in known]
             if unknown:
                 raise RolloutPlanError(f"unknown device(s) {', '.join(unknown[:5])}: register them or let them connect")
             return list(dict.fromkeys(device_ids))
         if profile:
-            found = [d.id for d in self.registry.list_devices(profile=profile)]
+            found = [d.id for d in self.registry.fleet.list_devices(profile=profile)]
             if found:
                 return found
             raise RolloutPlanError(f"no device of profile {profile!r} is known yet")
@@ -207,7 +207,7 @@ class RolloutEngine:
     def cancel(self, rollout_id: str, *, rollback: bool = False, reason: str = "cancelled by operator") -> Rollout:
         """Stop the rollout; with ``rollback=True`` also send every started device back."""
         if rollback:
-            with self._lock:
+            with self.lock:
                 r = self.store.get(rollout_id)
                 if r.state not in ("running", "paused"):
                     raise RolloutStateError(f"rollout {rollout_id} is {r.state}; only an active one can be cancelled")
@@ -217,7 +217,7 @@ class RolloutEngine:
 
     def rollback(self, rollout_id: str, reason: str) -> Rollout:
         """Roll back every started device (e.g. on a telemetry anomaly) unless already rolled back."""
-        with self._lock:
+        with self.lock:
             r = self.store.get(rollout_id)
             if r.state in ("rolling_back", "rolled_back"):
                 return r
@@ -227,7 +227,7 @@ class RolloutEngine:
     def on_anomaly(self, event: dict[str, Any]) -> None:
         """Rollback policy for telemetry anomalies: an updated device of an active rollout drifts → roll back."""
         device = event.get("device_id")
-        with self._lock:
+        with self.lock:
             for r in self.store.list(states=("running", "paused")):
                 hit = next((d for d in r.devices if d.device_id == device and d.outcome == "committed"), None)
                 if hit is None:
@@ -235,16 +235,16 @@ class RolloutEngine:
                 self.store.event(r.id, "anomaly", f"{device}: {event.get('detail', '')}", event.get("figures", {}))
                 if r.plan.rollback_on_anomaly:
                     self._roll_back(r, f"telemetry anomaly on {device}: {event.get('kind')}", event)
-        self._wake()
+        self.wake()
 
     def _transition(self, rollout_id: str, allowed: tuple[str, ...], new: str, event: str, reason: str) -> Rollout:
-        with self._lock:
+        with self.lock:
             r = self.store.get(rollout_id)
             if r.state not in allowed:
                 raise RolloutStateError(f"rollout {rollout_id} is {r.state}; {event} needs one of {allowed}")
             self.store.update(rollout_id, state=new, reason=reason)
             self.store.event(rollout_id, event, reason, {"wave": r.wave, "outcomes": r.outcomes()})
-        self._wake()
+        self.wake()
         return self.store.get(rollout_id)
 
     def wait(self, rollout_id: str, timeout: float, *, until: tuple[str, ...] = FINAL_STATES + ("paused",)) -> Rollout:
@@ -254,17 +254,16 @@ class RolloutEngine:
             r = self.store.get(rollout_id)
             if r.state in until or time.monotonic() >= deadline:
                 return r
-            with self.fleet._changed:
-                self.fleet._changed.wait(min(0.2, max(0.01, deadline - time.monotonic())))
+            self.fleet.changes.wait(min(0.2, max(0.01, deadline - time.monotonic())))
 
-    def _wake(self) -> None:
-        with self.fleet._changed:
-            self.fleet._changed.notify_all()
+    def wake(self) -> None:
+        """Tick now (and wake every waiter): a rollout was created or changed state."""
+        self.fleet.changes.notify()
 
     # ------------------------------------------------------------------ driving
     def tick(self) -> None:
         """Advance every running or rolling-back rollout one step."""
-        with self._lock:
+        with self.lock:
             for r in self.store.list(states=("running", "rolling_back")):
                 if r.state == "rolling_back":
                     self._finish_rollback(r)
@@ -295,7 +294,7 @@ class RolloutEngine:
 
     def _deploy(self, r: Rollout, devices: list[str]) -> str:
         """One deployment for a group of devices; returns its id (prior deployments recorded first)."""
-        prior = {d: p for d, p in self.registry.desired_deployments().items() if d in set(devices)}
+        prior = {d: p for d, p in self.registry.fleet.desired_deployments().items() if d in set(devices)}
         dep = self.fleet.deploy(self._target(r), devices, thresholds=r.plan.thresholds,
                                 per_profile=r.target.get("per_profile"), actor=self.actor)
         self.store.start_devices(r.id, devices, dep.id, prior)
@@ -321,13 +320,7 @@ class RolloutEngine:
         if not running:
             return r
         # a light query, not get_deployment(): this runs every tick for up to thousands of devices
-        dep_ids = sorted({d.deployment_id for d in running if d.deployment_id})
-        marks = ", ".join("?" for _ in dep_ids)
-        rows = self.registry._all(
-            f"SELECT deployment_id, device_id, state, reason FROM deployment_devices WHERE deployment_id IN ({marks})",
-            tuple(dep_ids),
-        )
-        status = {(row["deployment_id"], row["device_id"]): (row["state"], row["reason"]) for row in rows}
+        status = self.registry.fleet.device_statuses(deployment_ids={d.deployment_id for d in running})
         now = time.time()
         changed: dict[str, list[str]] = {}
         expired: list[RolloutDevice] = []
@@ -407,7 +400,7 @@ class RolloutEngine:
             plan[d.device_id] = self._prior_artifact(d)
         for dep_id in {d.deployment_id for d in started if d.deployment_id}:
             try:
-                self.registry.mark_deployment_rolled_back(deployment_id=dep_id, reason=reason, actor=self.actor)
+                self.registry.fleet.mark_deployment_rolled_back(deployment_id=dep_id, reason=reason, actor=self.actor)
             except ConflictError:
                 pass
         first_dep = next((d.deployment_id for d in started if d.deployment_id), None)
@@ -422,14 +415,10 @@ class RolloutEngine:
     def _prior_artifact(self, d: RolloutDevice) -> str | None:
         if not d.prior_deployment_id:
             return None
-        row = self.registry._one(
-            "SELECT artifact_id FROM deployment_devices WHERE deployment_id = ? AND device_id = ?",
-            (d.prior_deployment_id, d.device_id),
-        )
-        return row["artifact_id"] if row else None
+        return self.registry.fleet.device_artifact(deployment_id=d.prior_deployment_id, device_id=d.device_id)
 
     def _finish_rollback(self, r: Rollout) -> None:
-        deps = [self.registry.get_deployment(deployment_id=i) for i in r.rollback_deployments]
+        deps = [self.registry.fleet.get_deployment(deployment_id=i) for i in r.rollback_deployments]
         if all(dep.done for dep in deps):
             counts: Counter[str] = Counter()
             for dep in deps:

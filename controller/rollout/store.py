@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.registry import Registry
-from controller.registry.store import new_id, utcnow
+from controller.registry.db import Database, dump_loose, new_id, utcnow
 from controller.rollout.errors import RolloutNotFoundError
 from controller.rollout.plan import RolloutPlan
 
@@ -131,11 +130,11 @@ class Rollout:
 
 
 class RolloutStore:
-    """Rollout tables on a :class:`Registry`'s database (created on first use)."""
+    """Rollout tables on the registry's :class:`Database` (created on first use)."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        registry._db().conn.executescript(DDL)
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.register_schema(DDL)
 
     def create(
         self,
@@ -150,9 +149,9 @@ class RolloutStore:
         """Insert a rollout with its devices in waves; audited."""
         rid = new_id()
         now = utcnow()
-        reg = self.registry
-        with reg._tx() as conn:
-            reg._insert(
+        db = self.db
+        with db.transaction() as conn:
+            db.insert(
                 conn,
                 "rollouts",
                 {
@@ -168,7 +167,7 @@ class RolloutStore:
             )
             for wave, devices in enumerate(waves):
                 for device in devices:
-                    reg._insert(
+                    db.insert(
                         conn,
                         "rollout_devices",
                         {
@@ -178,15 +177,15 @@ class RolloutStore:
                             "variant": (variants or {}).get(device, ""),
                         },
                     )
-            reg._audit(conn, actor, f"rollout.{kind}", rid, {"target": target, "waves": [len(w) for w in waves]})
+            db.audit(conn, actor, f"rollout.{kind}", rid, {"target": target, "waves": [len(w) for w in waves]})
         return rid
 
     def get(self, rollout_id: str) -> Rollout:
         """A rollout with its devices."""
-        row = self.registry._one("SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
+        row = self.db.one("SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
         if row is None:
             raise RolloutNotFoundError(f"no rollout with id {rollout_id!r}")
-        devs = self.registry._all(
+        devs = self.db.all(
             "SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY wave, device_id", (rollout_id,)
         )
         return Rollout(
@@ -220,7 +219,7 @@ class RolloutStore:
             where.append("kind = ?")
             params.append(kind)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.registry._all(f"SELECT id FROM rollouts {clause} ORDER BY created_at DESC", tuple(params))
+        rows = self.db.all(f"SELECT id FROM rollouts {clause} ORDER BY created_at DESC", tuple(params))
         return [self.get(r["id"]) for r in rows]
 
     def active_for_devices(self, device_ids: list[str]) -> list[str]:
@@ -228,7 +227,7 @@ class RolloutStore:
         if not device_ids:
             return []
         marks = ", ".join("?" for _ in device_ids)
-        rows = self.registry._all(
+        rows = self.db.all(
             f"SELECT DISTINCT r.id FROM rollouts r JOIN rollout_devices rd ON rd.rollout_id = r.id "
             f"WHERE r.state IN ('running', 'paused') AND rd.device_id IN ({marks})",
             tuple(device_ids),
@@ -239,7 +238,7 @@ class RolloutStore:
         """Change rollout columns (state, wave, phase, bake_until, reason)."""
         fields["updated_at"] = utcnow()
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute(f"UPDATE rollouts SET {sets} WHERE id = ?", (*fields.values(), rollout_id))
 
     def set_devices(self, rollout_id: str, device_ids: list[str], **fields: Any) -> None:
@@ -247,7 +246,7 @@ class RolloutStore:
         if not device_ids:
             return
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.executemany(
                 f"UPDATE rollout_devices SET {sets} WHERE rollout_id = ? AND device_id = ?",
                 [(*fields.values(), rollout_id, d) for d in device_ids],
@@ -263,7 +262,7 @@ class RolloutStore:
         """
         now = time.time()
         prior = prior or {}
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.executemany(
                 "UPDATE rollout_devices SET deployment_id = ?, attempts = attempts + 1, started_at = ?, "
                 "outcome = 'in_progress', prior_deployment_id = CASE WHEN attempts = 0 THEN ? "
@@ -273,14 +272,14 @@ class RolloutStore:
 
     def event(self, rollout_id: str, kind: str, reason: str, figures: dict[str, Any] | None = None) -> None:
         """Store one decision with its figures (append-only) and audit it."""
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO rollout_events(rollout_id, ts, kind, reason, figures) VALUES (?, ?, ?, ?, ?)",
-                (rollout_id, utcnow(), kind, reason, json.dumps(figures or {}, sort_keys=True, default=str)),
+                (rollout_id, utcnow(), kind, reason, dump_loose(figures or {})),
             )
-            self.registry._audit(conn, "rollout-engine", f"rollout.{kind}", rollout_id, {"reason": reason})
+            self.db.audit(conn, "rollout-engine", f"rollout.{kind}", rollout_id, {"reason": reason})
 
     def events(self, rollout_id: str) -> list[dict[str, Any]]:
         """Decisions of a rollout, oldest first."""
-        rows = self.registry._all("SELECT * FROM rollout_events WHERE rollout_id = ? ORDER BY id", (rollout_id,))
+        rows = self.db.all("SELECT * FROM rollout_events WHERE rollout_id = ? ORDER BY id", (rollout_id,))
         return [{**r, "figures": json.loads(r["figures"])} for r in rows]

@@ -130,7 +130,7 @@ def test_failure_inside_transaction_removes_new_blob(reg, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(reg, "_audit", boom)  # fails after the blob was renamed into place
+    monkeypatch.setattr(reg.db, "audit", boom)  # fails after the blob was renamed into place
     with pytest.raises(RuntimeError):
         reg.add_version(model_id=m.id, data=b"late failure")
     monkeypatch.undo()
