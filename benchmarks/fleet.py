@@ -51,7 +51,7 @@ PROFILE = "x86-edge"
 
 def _sim_main(conn: Any, host: str, port: int, fleet: str, creds: dict[str, str], pub: str, tm: float) -> None:
     """Child process: host every simulated agent; answer 'stats' and 'stop' over the pipe."""
-    from controller.fleet.simulator import FleetSimulator
+    from fleetsim.simulator import FleetSimulator
 
     logging.basicConfig(level=logging.WARNING)
     sim = FleetSimulator(host, port, fleet=fleet, public_key=load_public_key(Path(pub)), bench_s=0.2,

@@ -6,7 +6,7 @@ Import :class:`Registry` and the typed errors from here; the REST layer maps
 
 from controller.registry.db import Database, new_id, utcnow
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
-from controller.registry.fleet_records import FleetRecords, ReportResult, job_state_to_status
+from controller.registry.fleet_records import FleetRecords, ReportResult
 from controller.registry.records import (
     ArtifactRecord,
     AuditEntry,
@@ -19,6 +19,7 @@ from controller.registry.records import (
     ModelRecord,
     ReportOutcome,
     VersionRecord,
+    job_state_to_status,
 )
 from controller.registry.store import CANDIDATE, PRODUCTION, Registry, validate_name
 

@@ -36,31 +36,10 @@ from controller.registry.records import (
     DeviceDeploymentState,
     DeviceRecord,
     ReportOutcome,
+    job_state_to_status,
 )
 
 S = DeviceDeploymentState
-COMMITTED_JOB_STATES = frozenset({"commit", "committed"})
-ROLLED_BACK_JOB_STATES = frozenset({"rollback", "rolled_back"})
-FAILED_JOB_STATES = frozenset({"failure", "failed", "rejected"})
-
-
-def job_state_to_status(state: str, reason: str) -> DeviceDeploymentState | None:
-    """Map an agent's update-state name to the controller's per-device status (None = no change).
-
-    The agent's state names are its own (``agent/update``); the controller only needs
-    to know which ones end a deployment and how.
-    """
-    if state in COMMITTED_JOB_STATES:
-        return S.COMMITTED
-    if state in ROLLED_BACK_JOB_STATES:
-        return S.ROLLED_BACK
-    if state in FAILED_JOB_STATES:
-        return S.FAILED
-    if state == "idle":
-        return S.FAILED if reason != "ok" else None
-    return S.IN_PROGRESS
-
-
 @dataclass(frozen=True)
 class ReportResult:
     """Outcome of recording one report: what happened and where the device now stands."""
@@ -401,7 +380,7 @@ class FleetRecords:
                     report.deployment_id,
                     report.device_id,
                     report.seq,
-                    report.state,
+                    report.state.value,
                     report.reason.value,
                     report.detail,
                     iso_utc(report.ts),
@@ -413,7 +392,7 @@ class FleetRecords:
                 return ReportResult(ReportOutcome.DUPLICATE, current)
             if report.seq <= dd["last_seq"]:
                 return ReportResult(ReportOutcome.STALE, current)
-            new = job_state_to_status(report.state, report.reason.value)
+            new = job_state_to_status(report.state, report.reason)
             if current.terminal or new is None:
                 new_state, reason, detail = current, dd["reason"], dd["detail"]
             else:
@@ -425,7 +404,7 @@ class FleetRecords:
                     new_state.value,
                     reason,
                     detail,
-                    report.state,
+                    report.state.value,
                     report.seq,
                     utcnow(),
                     report.deployment_id,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.rollout.errors import RolloutPlanError, RolloutStateError
 from controller.rollout.plan import RolloutPlan
-from controller.rollout.store import Rollout
+from controller.rollout.store import DeviceOutcome, Rollout
 
 if TYPE_CHECKING:
     from controller.rollout.engine import RolloutEngine
@@ -96,7 +96,7 @@ def verdict(
         raise RolloutStateError(f"rollout {ab_id} is not an A/B deployment")
     samples: dict[str, dict[str, list[float]]] = {"a": {m: [] for m in METRICS}, "b": {m: [] for m in METRICS}}
     for d in r.devices:
-        if d.outcome != "committed" or not d.deployment_id:
+        if d.outcome != DeviceOutcome.COMMITTED or not d.deployment_id:
             continue
         reports = [x for x in engine.registry.fleet.bench_reports(deployment_id=d.deployment_id, device_id=d.device_id)
                    if x.get("decision") == "commit"]

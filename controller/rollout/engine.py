@@ -33,27 +33,23 @@ from controller.registry import ConflictError
 from controller.rollout.errors import RolloutPlanError, RolloutStateError
 from controller.rollout.gate import fleet_gate
 from controller.rollout.plan import RolloutPlan
-from controller.rollout.store import ACTIVE_STATES, FINAL_STATES, Rollout, RolloutDevice, RolloutStore
+from controller.rollout.store import (
+    ACTIVE_STATES,
+    BAD_OUTCOMES,
+    FINAL_OUTCOMES,
+    FINAL_STATES,
+    DeviceOutcome,
+    Rollout,
+    RolloutDevice,
+    RolloutState,
+    RolloutStore,
+    outcome_of,
+)
 
 if TYPE_CHECKING:
     from controller.fleet import FleetService
 
 log = logging.getLogger(__name__)
-
-BAD_OUTCOMES = frozenset({"failed", "regressed", "rolled_back", "timed_out"})
-FINAL_OUTCOMES = BAD_OUTCOMES | {"committed", "superseded"}
-
-
-def _outcome(state: str, reason: str) -> str | None:
-    """Rollout outcome of a per-device deployment state (None = still running)."""
-    if state == "committed":
-        return "committed"
-    if state == "rolled_back":
-        return "regressed" if reason.startswith("regression") else "rolled_back"
-    if state in ("failed", "superseded"):
-        return state
-    return None
-
 
 class RolloutEngine:
     """Creates, drives, pauses, resumes, cancels and rolls back rollouts.
@@ -159,7 +155,7 @@ class RolloutEngine:
         target |= {"per_profile": dict(per_profile)} if per_profile else {}
         with self.lock:
             for old in self.store.active_for_devices(devices):
-                self.store.update(old, state="superseded", reason="a newer rollout targets its devices")
+                self.store.update(old, state=RolloutState.SUPERSEDED, reason="a newer rollout targets its devices")
                 self.store.event(old, "superseded", "a newer rollout targets some of its devices",
                                  {"devices": len(devices)})
             rid = self.store.create(kind="rollout", target=target, plan=plan, waves=plan.partition(devices),
@@ -194,32 +190,33 @@ class RolloutEngine:
 
     def pause(self, rollout_id: str, reason: str = "paused by operator") -> Rollout:
         """No new wave starts; devices already updating finish."""
-        return self._transition(rollout_id, ("running",), "paused", "paused", reason)
+        return self._transition(rollout_id, (RolloutState.RUNNING,), RolloutState.PAUSED, "paused", reason)
 
     def resume(self, rollout_id: str, reason: str = "resumed by operator") -> Rollout:
         """Continue a paused rollout; one the fleet gate paused (too few canary reports) is promoted:
         resuming it is the operator's decision to go on without the gate's verdict."""
         r = self.store.get(rollout_id)
-        if r.state == "paused" and r.reason.startswith("fleet gate:"):
+        if r.state == RolloutState.PAUSED and r.reason.startswith("fleet gate:"):
             self.store.update(rollout_id, phase="gate_override")
-        return self._transition(rollout_id, ("paused",), "running", "resumed", reason)
+        return self._transition(rollout_id, (RolloutState.PAUSED,), RolloutState.RUNNING, "resumed", reason)
 
     def cancel(self, rollout_id: str, *, rollback: bool = False, reason: str = "cancelled by operator") -> Rollout:
         """Stop the rollout; with ``rollback=True`` also send every started device back."""
         if rollback:
             with self.lock:
                 r = self.store.get(rollout_id)
-                if r.state not in ("running", "paused"):
+                if r.state not in (RolloutState.RUNNING, RolloutState.PAUSED):
                     raise RolloutStateError(f"rollout {rollout_id} is {r.state}; only an active one can be cancelled")
                 self._roll_back(r, f"cancelled with rollback: {reason}", {})
             return self.store.get(rollout_id)
-        return self._transition(rollout_id, ("running", "paused"), "cancelled", "cancelled", reason)
+        live = (RolloutState.RUNNING, RolloutState.PAUSED)
+        return self._transition(rollout_id, live, RolloutState.CANCELLED, "cancelled", reason)
 
     def rollback(self, rollout_id: str, reason: str) -> Rollout:
         """Roll back every started device (e.g. on a telemetry anomaly) unless already rolled back."""
         with self.lock:
             r = self.store.get(rollout_id)
-            if r.state in ("rolling_back", "rolled_back"):
+            if r.state in (RolloutState.ROLLING_BACK, RolloutState.ROLLED_BACK):
                 return r
             self._roll_back(r, reason, {})
         return self.store.get(rollout_id)
@@ -228,8 +225,10 @@ class RolloutEngine:
         """Rollback policy for telemetry anomalies: an updated device of an active rollout drifts → roll back."""
         device = event.get("device_id")
         with self.lock:
-            for r in self.store.list(states=("running", "paused")):
-                hit = next((d for d in r.devices if d.device_id == device and d.outcome == "committed"), None)
+            for r in self.store.list(states=(RolloutState.RUNNING, RolloutState.PAUSED)):
+                hit = next(
+                    (d for d in r.devices if d.device_id == device and d.outcome == DeviceOutcome.COMMITTED), None
+                )
                 if hit is None:
                     continue
                 self.store.event(r.id, "anomaly", f"{device}: {event.get('detail', '')}", event.get("figures", {}))
@@ -237,7 +236,9 @@ class RolloutEngine:
                     self._roll_back(r, f"telemetry anomaly on {device}: {event.get('kind')}", event)
         self.wake()
 
-    def _transition(self, rollout_id: str, allowed: tuple[str, ...], new: str, event: str, reason: str) -> Rollout:
+    def _transition(
+        self, rollout_id: str, allowed: tuple[RolloutState, ...], new: RolloutState, event: str, reason: str
+    ) -> Rollout:
         with self.lock:
             r = self.store.get(rollout_id)
             if r.state not in allowed:
@@ -247,7 +248,9 @@ class RolloutEngine:
         self.wake()
         return self.store.get(rollout_id)
 
-    def wait(self, rollout_id: str, timeout: float, *, until: tuple[str, ...] = FINAL_STATES + ("paused",)) -> Rollout:
+    def wait(
+        self, rollout_id: str, timeout: float, *, until: tuple[str, ...] = (*FINAL_STATES, RolloutState.PAUSED)
+    ) -> Rollout:
         """Block until the rollout reaches one of ``until`` (default: final or paused) or the timeout."""
         deadline = time.monotonic() + timeout
         while True:
@@ -264,8 +267,8 @@ class RolloutEngine:
     def tick(self) -> None:
         """Advance every running or rolling-back rollout one step."""
         with self.lock:
-            for r in self.store.list(states=("running", "rolling_back")):
-                if r.state == "rolling_back":
+            for r in self.store.list(states=(RolloutState.RUNNING, RolloutState.ROLLING_BACK)):
+                if r.state == RolloutState.ROLLING_BACK:
                     self._finish_rollback(r)
                 else:
                     self._advance(r)
@@ -301,13 +304,13 @@ class RolloutEngine:
         return dep.id
 
     def _start_pending(self, r: Rollout) -> None:
-        pending = [d.device_id for d in r.in_wave(r.wave) if d.outcome == "pending"]
+        pending = [d.device_id for d in r.in_wave(r.wave) if d.outcome == DeviceOutcome.PENDING]
         if not pending:
             return
         try:
             dep_id = self._deploy(r, pending)
         except Exception as exc:  # noqa: BLE001 - e.g. no artifact for a profile: fail the rollout, visibly
-            self.store.update(r.id, state="failed", reason=f"could not start wave {r.wave}: {exc}")
+            self.store.update(r.id, state=RolloutState.FAILED, reason=f"could not start wave {r.wave}: {exc}")
             self.store.event(r.id, "failed", f"could not start wave {r.wave}: {exc}", {"wave": r.wave})
             return
         label = "canary" if r.wave == 0 and r.plan.strategy == "canary" and r.waves > 1 else f"wave {r.wave}"
@@ -316,7 +319,7 @@ class RolloutEngine:
 
     def _refresh(self, r: Rollout) -> Rollout:
         """Outcomes from the per-device deployment states; retries and timeouts."""
-        running = [d for d in r.devices if d.outcome == "in_progress" and d.deployment_id]
+        running = [d for d in r.devices if d.outcome == DeviceOutcome.IN_PROGRESS and d.deployment_id]
         if not running:
             return r
         # a light query, not get_deployment(): this runs every tick for up to thousands of devices
@@ -326,7 +329,7 @@ class RolloutEngine:
         expired: list[RolloutDevice] = []
         for d in running:
             rec = status.get((d.deployment_id, d.device_id))  # type: ignore[arg-type]
-            outcome = _outcome(*rec) if rec else "failed"
+            outcome = outcome_of(*rec) if rec else DeviceOutcome.FAILED
             if outcome is not None:
                 changed.setdefault(outcome, []).append(d.device_id)
             elif now - (d.started_at or now) > r.plan.device_timeout_s:
@@ -344,12 +347,12 @@ class RolloutEngine:
             self.store.event(r.id, "retry", f"{len(retry)} device(s) silent for {r.plan.device_timeout_s:.0f}s",
                              {"devices": retry, "deployment_id": dep_id})
         if gone:
-            self.store.set_devices(r.id, gone, outcome="timed_out")
+            self.store.set_devices(r.id, gone, outcome=DeviceOutcome.TIMED_OUT)
             self.store.event(r.id, "timed_out", f"{len(gone)} device(s) gave no result after "
                              f"{r.plan.retries + 1} attempt(s) of {r.plan.device_timeout_s:.0f}s", {"devices": gone})
 
     def _abort_figures(self, r: Rollout) -> dict[str, Any]:
-        started = [d for d in r.devices if d.outcome != "pending"]
+        started = [d for d in r.devices if d.outcome != DeviceOutcome.PENDING]
         counts = Counter(d.outcome for d in started)
         bad = sum(counts[o] for o in BAD_OUTCOMES)
         return {"started": len(started), "bad": bad, "share": bad / len(started) if started else 0.0,
@@ -366,17 +369,17 @@ class RolloutEngine:
     def _wave_done(self, r: Rollout) -> None:
         is_canary = r.wave == 0 and r.plan.strategy == "canary" and r.waves > 1 and r.phase != "gate_override"
         if is_canary:
-            canary = {d.device_id: d.deployment_id for d in r.in_wave(0) if d.outcome == "committed"}
+            canary = {d.device_id: d.deployment_id for d in r.in_wave(0) if d.outcome == DeviceOutcome.COMMITTED}
             decision = fleet_gate(self.registry, canary=canary, gate=r.plan.gate)  # type: ignore[arg-type]
             self.store.event(r.id, f"gate_{decision.action}", decision.reason, decision.figures)
             if decision.action == "rollback":
                 self._roll_back(r, f"fleet gate: {decision.reason}", decision.figures)
                 return
             if decision.action == "pause":
-                self.store.update(r.id, state="paused", reason=f"fleet gate: {decision.reason}")
+                self.store.update(r.id, state=RolloutState.PAUSED, reason=f"fleet gate: {decision.reason}")
                 return
         if r.wave >= r.waves - 1:
-            self.store.update(r.id, state="succeeded", reason=f"{r.waves} wave(s) done")
+            self.store.update(r.id, state=RolloutState.SUCCEEDED, reason=f"{r.waves} wave(s) done")
             self.store.event(r.id, "succeeded", "every wave finished", self._abort_figures(r))
             return
         fig = {"wave": r.wave, "outcomes": Counter(d.outcome for d in r.in_wave(r.wave))}
@@ -389,13 +392,14 @@ class RolloutEngine:
 
     def _roll_back(self, r: Rollout, reason: str, figures: dict[str, Any]) -> None:
         """Send every started device back to the deployment it had before the rollout."""
-        started = [d for d in r.devices if d.outcome != "pending"]
-        self.store.set_devices(r.id, [d.device_id for d in r.devices if d.outcome == "pending"], outcome="skipped")
-        self.store.set_devices(r.id, [d.device_id for d in started if d.outcome in ("in_progress", "committed")],
-                               outcome="sent_back")
+        started = [d for d in r.devices if d.outcome != DeviceOutcome.PENDING]
+        waiting = [d.device_id for d in r.devices if d.outcome == DeviceOutcome.PENDING]
+        self.store.set_devices(r.id, waiting, outcome=DeviceOutcome.SKIPPED)
+        live = [d.device_id for d in started if d.outcome in (DeviceOutcome.IN_PROGRESS, DeviceOutcome.COMMITTED)]
+        self.store.set_devices(r.id, live, outcome=DeviceOutcome.SENT_BACK)
         plan: dict[str, str | None] = {}
         for d in started:
-            if d.outcome == "superseded":
+            if d.outcome == DeviceOutcome.SUPERSEDED:
                 continue  # another deployment owns the device now
             plan[d.device_id] = self._prior_artifact(d)
         for dep_id in {d.deployment_id for d in started if d.deployment_id}:
@@ -406,7 +410,7 @@ class RolloutEngine:
         first_dep = next((d.deployment_id for d in started if d.deployment_id), None)
         back = self.fleet.send_back(plan, rollback_of=first_dep, actor=self.actor) if plan and first_dep else None
         ids = [back.id] if back else []
-        self.store.update(r.id, state="rolling_back" if ids else "rolled_back", reason=reason,
+        self.store.update(r.id, state=RolloutState.ROLLING_BACK if ids else RolloutState.ROLLED_BACK, reason=reason,
                           rollback_deployments=json.dumps(ids))
         self.store.event(r.id, "rollback", reason, figures | {"devices_sent_back": sorted(plan),
                                                             "rollback_deployments": ids})
@@ -423,5 +427,5 @@ class RolloutEngine:
             counts: Counter[str] = Counter()
             for dep in deps:
                 counts.update(dep.counts())
-            self.store.update(r.id, state="rolled_back")
+            self.store.update(r.id, state=RolloutState.ROLLED_BACK)
             self.store.event(r.id, "rolled_back", "every device sent back reported", {"outcomes": dict(counts)})

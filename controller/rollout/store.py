@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from controller.registry import DeviceDeploymentState
 from controller.registry.db import Database, dump_loose, new_id, utcnow
 from controller.rollout.errors import RolloutNotFoundError
 from controller.rollout.plan import RolloutPlan
@@ -60,8 +62,66 @@ CREATE TRIGGER IF NOT EXISTS rollout_events_append_only BEFORE UPDATE ON rollout
 BEGIN SELECT RAISE(ABORT, 'rollout decisions are append-only'); END;
 """
 
-ACTIVE_STATES = ("running", "paused", "rolling_back")
-FINAL_STATES = ("succeeded", "rolled_back", "cancelled", "superseded", "failed")
+class RolloutState(StrEnum):
+    """Where a rollout (or A/B test) stands; values are stored and never change."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling_back"
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+class DeviceOutcome(StrEnum):
+    """Where one device stands in a rollout; values are stored and never change."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMMITTED = "committed"
+    REGRESSED = "regressed"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    SENT_BACK = "sent_back"
+
+
+ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.ROLLING_BACK)
+FINAL_STATES = (
+    RolloutState.SUCCEEDED, RolloutState.ROLLED_BACK, RolloutState.CANCELLED, RolloutState.SUPERSEDED,
+    RolloutState.FAILED,
+)
+BAD_OUTCOMES = frozenset({DeviceOutcome.FAILED, DeviceOutcome.REGRESSED, DeviceOutcome.ROLLED_BACK,
+                          DeviceOutcome.TIMED_OUT})
+FINAL_OUTCOMES = BAD_OUTCOMES | {DeviceOutcome.COMMITTED, DeviceOutcome.SUPERSEDED}
+_OUTCOME_OF: dict[DeviceDeploymentState, DeviceOutcome | None] = {
+    DeviceDeploymentState.PENDING: None,
+    DeviceDeploymentState.IN_PROGRESS: None,
+    DeviceDeploymentState.COMMITTED: DeviceOutcome.COMMITTED,
+    DeviceDeploymentState.ROLLED_BACK: DeviceOutcome.ROLLED_BACK,
+    DeviceDeploymentState.FAILED: DeviceOutcome.FAILED,
+    DeviceDeploymentState.SUPERSEDED: DeviceOutcome.SUPERSEDED,
+}
+
+
+def outcome_of(state: str, reason: str) -> DeviceOutcome | None:
+    """A device's deployment status → its rollout outcome (None = still running): the one mapping.
+
+    A rollback whose reason is a regression code is a ``regressed`` outcome, which the abort
+    criteria count like any failure but the operator reads as "the gate said no".
+
+    Example:
+        >>> outcome_of("rolled_back", "regression_latency")
+        <DeviceOutcome.REGRESSED: 'regressed'>
+    """
+    outcome = _OUTCOME_OF[DeviceDeploymentState(state)]
+    if outcome is DeviceOutcome.ROLLED_BACK and reason.startswith("regression"):
+        return DeviceOutcome.REGRESSED
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -74,7 +134,7 @@ class RolloutDevice:
     deployment_id: str | None
     attempts: int
     started_at: float | None
-    outcome: str
+    outcome: DeviceOutcome
     prior_deployment_id: str | None = None
 
 
@@ -86,7 +146,7 @@ class Rollout:
     kind: str
     target: dict[str, Any]
     plan: RolloutPlan
-    state: str
+    state: RolloutState
     wave: int
     phase: str
     bake_until: float | None
@@ -159,7 +219,7 @@ class RolloutStore:
                     "kind": kind,
                     "target": json.dumps(target, sort_keys=True),
                     "plan": plan.model_dump_json(),
-                    "state": "running",
+                    "state": RolloutState.RUNNING.value,
                     "created_at": now,
                     "created_by": actor,
                     "updated_at": now,
@@ -193,7 +253,7 @@ class RolloutStore:
             kind=row["kind"],
             target=json.loads(row["target"]),
             plan=RolloutPlan.model_validate_json(row["plan"]),
-            state=row["state"],
+            state=RolloutState(row["state"]),
             wave=row["wave"],
             phase=row["phase"],
             bake_until=row["bake_until"],
@@ -203,7 +263,7 @@ class RolloutStore:
             devices=[
                 RolloutDevice(
                     d["device_id"], d["wave"], d["variant"], d["deployment_id"], d["attempts"], d["started_at"],
-                    d["outcome"], d["prior_deployment_id"],
+                    DeviceOutcome(d["outcome"]), d["prior_deployment_id"],
                 )
                 for d in devs
             ],

@@ -17,7 +17,7 @@ from common.manifest import Manifest, blob_ref, sign_manifest
 from controller.broker import Credentials, start_mosquitto
 from controller.fleet import FleetService
 from controller.registry import DeploymentState, DeviceDeploymentState, InvalidInputError, Registry
-from tests.controller.fleet.scripted_device import ScriptedDevice, assemble, sha
+from fleetsim.scripted import ScriptedDevice, assemble, sha
 
 S = DeviceDeploymentState
 KEY = Ed25519PrivateKey.generate()

@@ -1,7 +1,7 @@
 """Rollout engine against real mosquitto + the real fleet service, with simulated agents (one process).
 
 Each simulated agent is a real MQTT client with its own login; the benchmark figures are
-simulated per technique and judged by the agent's real gate (see controller.fleet.simulator).
+simulated per technique and judged by the agent's real gate (see fleetsim.simulator).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import time
 import pytest
 
 from common.messages import BenchMetrics
-from controller.fleet.sim_harness import SimHarness
-from controller.fleet.simulator import default_bench
 from controller.rollout import FleetGate, RolloutPlan, RolloutPlanError, RolloutStateError
+from fleetsim.harness import SimHarness
+from fleetsim.simulator import default_bench
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -23,9 +23,9 @@ from common.keys import generate_keypair
 from common.manifest import Manifest, Thresholds, blob_ref, sign_manifest
 from controller.broker import BrokerHandle, Credentials, start_mosquitto
 from controller.fleet.service import FleetService
-from controller.fleet.simulator import FleetSimulator
 from controller.registry import ArtifactRecord, Registry
 from controller.rollout.engine import RolloutEngine
+from fleetsim.simulator import FleetSimulator
 
 
 class SimHarness:
