@@ -120,7 +120,7 @@ class Env:
 
     def active_versions(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for d in self.registry.fleet.list_devices():
+        for d in self.registry.devices.list_devices():
             v = (d.active or {}).get("version", "-")
             out[v] = out.get(v, 0) + 1
         return out

@@ -3,7 +3,7 @@
 The agent persists these values in its journal and sends them in every ``JobReport``
 (typed by pydantic, so an unknown name is a malformed payload, not a silent string);
 the controller maps them once to a per-device deployment status
-(:func:`controller.registry.fleet_records.job_state_to_status`). Values never change.
+(:func:`controller.registry.records.job_state_to_status`). Values never change.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ class ChunkServer:
         key = (device_id, req.sha256)
         ref = self._authorized.get(key)
         if ref is None:  # positives are cached: a blob once deployed to a device stays deployable to it
-            ref = self.registry.fleet.blob_for_device(device_id=device_id, sha256=req.sha256)
+            ref = self.registry.devices.blob_for_device(device_id=device_id, sha256=req.sha256)
             if ref is not None:
                 self._authorized[key] = ref
         if ref is None:

@@ -71,10 +71,10 @@ class DesiredPublisher:
         """Re-send every device's desired deployment (after a reconnect); never raises."""
         try:
             by_dep: dict[str, list[str]] = {}
-            for device_id, dep_id in self.registry.fleet.desired_deployments().items():
+            for device_id, dep_id in self.registry.devices.desired_deployments().items():
                 by_dep.setdefault(dep_id, []).append(device_id)
             for dep_id, devices in by_dep.items():
-                self.publish(self.registry.fleet.get_deployment(deployment_id=dep_id), devices)
+                self.publish(self.registry.deployments.get_deployment(deployment_id=dep_id), devices)
             self.counters.count("desired_republished", sum(len(v) for v in by_dep.values()))
         except Exception:  # noqa: BLE001 - never let this kill a thread silently
             log.exception("re-publishing desired state failed")

@@ -116,7 +116,7 @@ class ReportIntake:
 
     # ------------------------------------------------------------------ handlers, by topic kind
     def _on_state(self, parsed: ParsedTopic, state: DeviceState) -> None:
-        if not self.registry.fleet.record_device_state(state=state):
+        if not self.registry.devices.record_device_state(state=state):
             self.counters.count("stale_state")
             log.info("ignored stale state of %s (session %s)", state.device_id, state.session_id)
         elif state.online:
@@ -124,10 +124,10 @@ class ReportIntake:
         self.changes.notify()
 
     def _on_caps(self, parsed: ParsedTopic, caps: DeviceCaps) -> None:
-        self.registry.fleet.record_device_caps(caps=caps)
+        self.registry.devices.record_device_caps(caps=caps)
 
     def _on_job(self, parsed: ParsedTopic, report: JobReport) -> None:
-        result = self.registry.fleet.record_job_report(report=report)
+        result = self.registry.reports.record_job_report(report=report)
         log.info(
             "job %s %s seq=%d %s -> %s",
             report.device_id,
@@ -139,7 +139,7 @@ class ReportIntake:
         self._outcome("job", parsed, result.outcome)
 
     def _on_bench(self, parsed: ParsedTopic, report: BenchReport) -> None:
-        result = self.registry.fleet.record_bench_report(report=report)
+        result = self.registry.reports.record_bench_report(report=report)
         self._outcome("bench", parsed, result.outcome)
 
     def _on_telemetry(self, parsed: ParsedTopic, sample: Telemetry) -> None:

@@ -291,7 +291,7 @@ class FleetService:
             except ValueError as exc:  # pydantic.ValidationError is a ValueError
                 raise InvalidInputError(f"invalid thresholds: {exc}") from exc
         mapping = self.targets.artifacts_for(target, list(device_ids), thresholds, actor, per_profile)
-        dep = self.registry.fleet.create_deployment(
+        dep = self.registry.deployments.create_deployment(
             device_ids=list(device_ids),
             device_artifacts=mapping,
             actor=actor,
@@ -310,7 +310,8 @@ class FleetService:
         previous one. ConflictError if the deployment was already rolled back.
         """
         actor = actor or self.actor
-        plan = self.registry.fleet.mark_deployment_rolled_back(deployment_id=deployment_id, reason=reason, actor=actor)
+        deployments = self.registry.deployments
+        plan = deployments.mark_deployment_rolled_back(deployment_id=deployment_id, reason=reason, actor=actor)
         return self.send_back(plan, rollback_of=deployment_id, actor=actor)
 
     def send_back(
@@ -325,13 +326,13 @@ class FleetService:
         actor = actor or self.actor
         for device, previous in plan.items():
             if previous is None:
-                self.registry.fleet.clear_desired(device_id=device, actor=actor)
+                self.registry.devices.clear_desired(device_id=device, actor=actor)
                 self.desired.clear(device)
         back = {d: a for d, a in plan.items() if a is not None}
         self.changes.notify()
         if not back:
             return None
-        dep = self.registry.fleet.create_deployment(
+        dep = self.registry.deployments.create_deployment(
             device_ids=list(back),
             device_artifacts=back,
             actor=actor,
@@ -349,8 +350,8 @@ class FleetService:
         """
         from controller.fleet.homeassistant import discovery_messages
 
-        fleet = self.registry.fleet
-        devices = [fleet.get_device(device_id=d) for d in device_ids] if device_ids else fleet.list_devices()
+        known = self.registry.devices
+        devices = [known.get_device(device_id=d) for d in device_ids] if device_ids else known.list_devices()
         infos = [
             self.client.publish(topic, payload, qos=1, retain=True)
             for dev in devices
@@ -366,7 +367,7 @@ class FleetService:
             deployment_id = deployment_id.id
         deadline = time.monotonic() + timeout
         while True:
-            dep = self.registry.fleet.get_deployment(deployment_id=deployment_id)
+            dep = self.registry.deployments.get_deployment(deployment_id=deployment_id)
             remaining = deadline - time.monotonic()
             if dep.done or remaining <= 0:
                 return DeploymentSummary(dep, timed_out=not dep.done)
@@ -377,7 +378,7 @@ class FleetService:
         deadline = time.monotonic() + timeout
         wanted = set(device_ids)
         while True:
-            have = {d.id for d in self.registry.fleet.list_devices(online=online)}
+            have = {d.id for d in self.registry.devices.list_devices(online=online)}
             if wanted <= have:
                 return True
             remaining = deadline - time.monotonic()

@@ -59,7 +59,7 @@ class TargetResolver:
         mapping: dict[str, str] = {}
         resolved: dict[str, str] = {}  # profile → artifact id: the chosen target depends on the profile only
         for device_id in device_ids:
-            profile = self.registry.fleet.get_device(device_id=device_id).profile
+            profile = self.registry.devices.get_device(device_id=device_id).profile
             if not profile:
                 raise InvalidInputError(f"device {device_id} has not reported its profile yet; wait for it to connect")
             chosen = (per_profile or {}).get(profile, target)

@@ -5,8 +5,9 @@ Import :class:`Registry` and the typed errors from here; the REST layer maps
 """
 
 from controller.registry.db import Database, new_id, utcnow
+from controller.registry.deployments import DeploymentRecords
+from controller.registry.devices import DeviceRecords
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
-from controller.registry.fleet_records import FleetRecords, ReportResult
 from controller.registry.records import (
     ArtifactRecord,
     AuditEntry,
@@ -21,6 +22,7 @@ from controller.registry.records import (
     VersionRecord,
     job_state_to_status,
 )
+from controller.registry.reports import ReportRecords, ReportResult
 from controller.registry.store import CANDIDATE, PRODUCTION, Registry, validate_name
 
 __all__ = [
@@ -35,14 +37,16 @@ __all__ = [
     "DeploymentRecord",
     "DeploymentState",
     "DeviceDeploymentState",
+    "DeploymentRecords",
     "DeviceRecord",
-    "FleetRecords",
+    "DeviceRecords",
     "InvalidInputError",
     "ModelRecord",
     "NotFoundError",
     "Registry",
     "RegistryError",
     "ReportOutcome",
+    "ReportRecords",
     "ReportResult",
     "VersionRecord",
     "job_state_to_status",

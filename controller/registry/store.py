@@ -6,9 +6,9 @@ name, and every mutating call writes its audit entry in the same transaction
 as the change: there is never a change without its audit line, or the reverse.
 
 The database seam (connections per thread, the write lock, transactions, audit lines)
-is :class:`controller.registry.db.Database` (``registry.db``); the device and deployment
-tables are :class:`controller.registry.fleet_records.FleetRecords` (``registry.fleet``),
-on the same database so a deletion can check deployments in one query.
+is :class:`controller.registry.db.Database` (``registry.db``); the fleet's tables are
+``registry.devices``, ``registry.deployments`` and ``registry.reports`` (modules of the same
+names), on the same database so a deletion can check deployments in one query.
 
 Example:
     >>> reg = Registry(Path("/tmp/ws"))                                    # doctest: +SKIP
@@ -29,8 +29,9 @@ from typing import Any
 from common.manifest import Manifest
 from controller.registry.blobs import BlobStore
 from controller.registry.db import Database, dump_json, new_id, utcnow
+from controller.registry.deployments import DeploymentRecords
+from controller.registry.devices import DeviceRecords
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError
-from controller.registry.fleet_records import FleetRecords
 from controller.registry.records import (
     ArtifactRecord,
     AuditEntry,
@@ -38,6 +39,7 @@ from controller.registry.records import (
     ModelRecord,
     VersionRecord,
 )
+from controller.registry.reports import ReportRecords
 from controller.registry.schema import create_schema
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -84,7 +86,9 @@ class Registry:
         self.blobs = BlobStore(self.workspace / "blobs")
         self.db = Database(self.db_path, actor=actor)
         create_schema(self.db)
-        self.fleet = FleetRecords(self.db)
+        self.devices = DeviceRecords(self.db)
+        self.deployments = DeploymentRecords(self.db, self.devices)
+        self.reports = ReportRecords(self.db)
 
     @property
     def default_actor(self) -> str:

@@ -61,7 +61,7 @@ def start_ab(
                            waves=[list(variants)], variants=variants, actor=actor)
         for variant, target in (("a", a), ("b", b)):
             group = [d for d, v in variants.items() if v == variant]
-            prior = {d: p for d, p in engine.registry.fleet.desired_deployments().items() if d in set(group)}
+            prior = {d: p for d, p in engine.registry.devices.desired_deployments().items() if d in set(group)}
             dep = engine.fleet.deploy(target, group, thresholds=plan.thresholds, actor=actor)
             store.start_devices(rid, group, dep.id, prior)
             store.event(rid, "variant_started", f"variant {variant}: {len(group)} device(s)",
@@ -98,8 +98,8 @@ def verdict(
     for d in r.devices:
         if d.outcome != DeviceOutcome.COMMITTED or not d.deployment_id:
             continue
-        reports = [x for x in engine.registry.fleet.bench_reports(deployment_id=d.deployment_id, device_id=d.device_id)
-                   if x.get("decision") == "commit"]
+        stored = engine.registry.reports.bench_reports(deployment_id=d.deployment_id, device_id=d.device_id)
+        reports = [x for x in stored if x.get("decision") == "commit"]
         if reports:
             for m in METRICS:
                 samples[d.variant][m].append(float(reports[-1]["candidate_metrics"][m]))

@@ -168,13 +168,13 @@ class RolloutEngine:
 
     def _resolve_target(self, device_ids: list[str] | None, profile: str | None) -> list[str]:
         if device_ids:
-            known = {d.id for d in self.registry.fleet.list_devices()}
+            known = {d.id for d in self.registry.devices.list_devices()}
             unknown = [d for d in dict.fromkeys(device_ids) if d not in known]
             if unknown:
                 raise RolloutPlanError(f"unknown device(s) {', '.join(unknown[:5])}: register them or let them connect")
             return list(dict.fromkeys(device_ids))
         if profile:
-            found = [d.id for d in self.registry.fleet.list_devices(profile=profile)]
+            found = [d.id for d in self.registry.devices.list_devices(profile=profile)]
             if found:
                 return found
             raise RolloutPlanError(f"no device of profile {profile!r} is known yet")
@@ -297,7 +297,7 @@ class RolloutEngine:
 
     def _deploy(self, r: Rollout, devices: list[str]) -> str:
         """One deployment for a group of devices; returns its id (prior deployments recorded first)."""
-        prior = {d: p for d, p in self.registry.fleet.desired_deployments().items() if d in set(devices)}
+        prior = {d: p for d, p in self.registry.devices.desired_deployments().items() if d in set(devices)}
         dep = self.fleet.deploy(self._target(r), devices, thresholds=r.plan.thresholds,
                                 per_profile=r.target.get("per_profile"), actor=self.actor)
         self.store.start_devices(r.id, devices, dep.id, prior)
@@ -323,7 +323,7 @@ class RolloutEngine:
         if not running:
             return r
         # a light query, not get_deployment(): this runs every tick for up to thousands of devices
-        status = self.registry.fleet.device_statuses(deployment_ids={d.deployment_id for d in running})
+        status = self.registry.deployments.device_statuses(deployment_ids={d.deployment_id for d in running})
         now = time.time()
         changed: dict[str, list[str]] = {}
         expired: list[RolloutDevice] = []
@@ -404,7 +404,9 @@ class RolloutEngine:
             plan[d.device_id] = self._prior_artifact(d)
         for dep_id in {d.deployment_id for d in started if d.deployment_id}:
             try:
-                self.registry.fleet.mark_deployment_rolled_back(deployment_id=dep_id, reason=reason, actor=self.actor)
+                self.registry.deployments.mark_deployment_rolled_back(
+                    deployment_id=dep_id, reason=reason, actor=self.actor
+                )
             except ConflictError:
                 pass
         first_dep = next((d.deployment_id for d in started if d.deployment_id), None)
@@ -419,10 +421,10 @@ class RolloutEngine:
     def _prior_artifact(self, d: RolloutDevice) -> str | None:
         if not d.prior_deployment_id:
             return None
-        return self.registry.fleet.device_artifact(deployment_id=d.prior_deployment_id, device_id=d.device_id)
+        return self.registry.deployments.device_artifact(deployment_id=d.prior_deployment_id, device_id=d.device_id)
 
     def _finish_rollback(self, r: Rollout) -> None:
-        deps = [self.registry.fleet.get_deployment(deployment_id=i) for i in r.rollback_deployments]
+        deps = [self.registry.deployments.get_deployment(deployment_id=i) for i in r.rollback_deployments]
         if all(dep.done for dep in deps):
             counts: Counter[str] = Counter()
             for dep in deps:

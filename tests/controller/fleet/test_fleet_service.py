@@ -75,8 +75,8 @@ def test_birth_will_and_stale_session(fleet_env):
     svc, reg, device = fleet_env
     d = device("pi")
     assert svc.wait_for_devices([d.device_id], timeout=5)
-    assert wait_until(lambda: reg.fleet.get_device(device_id=d.device_id).caps is not None)
-    rec = reg.fleet.get_device(device_id=d.device_id)
+    assert wait_until(lambda: reg.devices.get_device(device_id=d.device_id).caps is not None)
+    rec = reg.devices.get_device(device_id=d.device_id)
     assert rec.online and rec.session_id == d.session_id and rec.profile == "rpi4"
     d.kill()  # the broker publishes the retained last-will
     assert svc.wait_for_devices([d.device_id], timeout=5, online=False)
@@ -88,7 +88,7 @@ def test_birth_will_and_stale_session(fleet_env):
     assert svc.wait_for_devices([d.device_id], timeout=5)
     new.state(online=False, session_id="old-session", seq=0, ts=datetime.now(UTC) - timedelta(minutes=5))
     assert wait_until(lambda: svc.stats.get("stale_state", 0) >= 1)
-    rec = reg.fleet.get_device(device_id=d.device_id)
+    rec = reg.devices.get_device(device_id=d.device_id)
     assert rec.online and rec.session_id == new.session_id
     new.close()
 
@@ -191,8 +191,8 @@ def test_reports_drive_status_to_committed_and_rolled_back(fleet_env):
     assert out["devices"][b.device_id]["reason"] == "regression_latency"
     assert out["devices"][a.device_id]["bench"]["decision"] == "commit"
     assert svc.stats["duplicate"] >= 2
-    assert wait_until(lambda: len(reg.fleet.job_reports(deployment_id=dep)) == 10)
-    assert reg.fleet.get_device(device_id=b.device_id).last_bench["decision"] == "rollback"
+    assert wait_until(lambda: len(reg.reports.job_reports(deployment_id=dep)) == 10)
+    assert reg.devices.get_device(device_id=b.device_id).last_bench["decision"] == "rollback"
 
 
 def test_wait_for_times_out_while_in_progress(fleet_env):
@@ -261,9 +261,9 @@ def test_fleet_rollback_republishes_previous_desired(fleet_env):
     back = a.next_desired()
     assert back.deployment_id == rb.id and back.manifest == v1
     assert b.desired.get(timeout=5) == b""  # b had nothing before: its retained desired is cleared
-    assert reg.fleet.get_deployment(deployment_id=second).state is DeploymentState.ROLLED_BACK
+    assert reg.deployments.get_deployment(deployment_id=second).state is DeploymentState.ROLLED_BACK
     assert rb.kind == "rollback" and rb.rollback_of == second and [d.device_id for d in rb.devices] == [a.device_id]
-    assert reg.fleet.get_device(device_id=b.device_id).desired_deployment_id is None
+    assert reg.devices.get_device(device_id=b.device_id).desired_deployment_id is None
     # the rollback deployment is tracked like any other
     a.job(rb.id, 1, "commit")
     assert svc.wait_for(rb, timeout=5).device_states() == {a.device_id: S.COMMITTED.value}

@@ -64,7 +64,7 @@ def test_latency_drift_after_activation_raises_event(tmp_path):
 def test_home_assistant_discovery_configs_are_retained(mosquitto, tmp_path):
     fleet = f"t{uuid.uuid4().hex[:8]}"
     reg = Registry(tmp_path / "ws")
-    reg.fleet.register_device(device_id="pi-7", profile="rpi4")
+    reg.devices.register_device(device_id="pi-7", profile="rpi4")
     svc = FleetService(reg, host=mosquitto.host, port=mosquitto.port,
                        password=mosquitto.credentials.users["controller"], fleet=fleet).start()
     got: dict[str, dict] = {}

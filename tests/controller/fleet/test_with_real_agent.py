@@ -79,7 +79,7 @@ def test_upgrade_committed_and_degraded_rolled_back(mosquitto, tmp_path):
             agent.start()
             agents.append(agent)
         assert svc.wait_for_devices(list(devices), timeout=15)
-        assert _wait(lambda: all(reg.fleet.get_device(device_id=d).profile == p for d, p in devices.items()))
+        assert _wait(lambda: all(reg.devices.get_device(device_id=d).profile == p for d, p in devices.items()))
 
         model = reg.create_model(name="tiny")
         v1 = reg.add_version(model_id=model.id, path=fp32)
@@ -101,7 +101,7 @@ def test_upgrade_committed_and_degraded_rolled_back(mosquitto, tmp_path):
         assert len(reg.list_artifacts()) == 4
         assert calls == [v1.id]  # the golden set was built once for the lineage and reused
         for dev in devices:
-            assert _wait(lambda d=dev: (reg.fleet.get_device(device_id=d).active or {}).get("version") == v1.id)
+            assert _wait(lambda d=dev: (reg.devices.get_device(device_id=d).active or {}).get("version") == v1.id)
         assert svc.stats.get("malformed", 0) == 0 and svc.stats.get("handler_errors", 0) == 0
         assert svc.stats.get("chunks_sent", 0) > 0 and svc.stats.get("rx_tm", 0) > 0
     finally:

@@ -77,10 +77,10 @@ def test_ab_verdict_from_real_agent_reports_and_promote(mosquitto, tmp_path):
         assert engine.wait(promoted.id, 90).state == "succeeded"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and {
-            (reg.fleet.get_device(device_id=d).active or {}).get("version") for d in devices
+            (reg.devices.get_device(device_id=d).active or {}).get("version") for d in devices
         } != {a.version_id}:
             time.sleep(0.1)
-        assert {(reg.fleet.get_device(device_id=d).active or {}).get("version") for d in devices} == {a.version_id}
+        assert {(reg.devices.get_device(device_id=d).active or {}).get("version") for d in devices} == {a.version_id}
     finally:
         for agent in agents:
             agent.stop()

@@ -65,13 +65,13 @@ def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_p
         agents[dev].start()
 
     def version_of(dev: str) -> str | None:
-        return (reg.fleet.get_device(device_id=dev).active or {}).get("version")
+        return (reg.devices.get_device(device_id=dev).active or {}).get("version")
 
     try:
         for dev in devices:
             start(dev)
         assert svc.wait_for_devices(devices, timeout=15)
-        assert _wait(lambda: all(reg.fleet.get_device(device_id=d).profile for d in devices))
+        assert _wait(lambda: all(reg.devices.get_device(device_id=d).profile for d in devices))
         model = reg.create_model(name="tiny")
         v1 = reg.add_version(model_id=model.id, path=tiny_linear_onnx(tmp_path / "v1.onnx"))
         v2 = reg.add_version(model_id=model.id, path=tiny_linear_onnx(tmp_path / "v2.onnx", scale=1.0001),
@@ -86,7 +86,7 @@ def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_p
         # canary then waves, with the last device offline for the whole rollout
         offline = devices[2]
         agents.pop(offline).stop()
-        assert _wait(lambda: not reg.fleet.get_device(device_id=offline).online)
+        assert _wait(lambda: not reg.devices.get_device(device_id=offline).online)
         plan = RolloutPlan(canary_count=1, waves=2, device_timeout_s=8, retries=0, abort_ratio=0.5, thresholds=gate)
         r = engine.wait(engine.create(version_id=v2.id, device_ids=devices, plan=plan).id, 90)
         assert r.state == "succeeded", engine.events(r.id)
@@ -107,7 +107,8 @@ def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_p
         assert rollback["figures"]["outcomes"] == {"regressed": 1}
         assert all(version_of(d) == v2.id for d in devices)
         canary = r.in_wave(0)[0].device_id
-        desired = reg.fleet.get_deployment(deployment_id=reg.fleet.get_device(device_id=canary).desired_deployment_id)
+        desired_id = reg.devices.get_device(device_id=canary).desired_deployment_id
+        desired = reg.deployments.get_deployment(deployment_id=desired_id)
         assert desired.kind == "rollback" and desired.version_id == v2.id  # retained desired points back
         assert svc.stats.get("malformed", 0) == 0 and engine.stats.get("tick_errors", 0) == 0
     finally:

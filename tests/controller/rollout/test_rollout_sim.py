@@ -92,7 +92,7 @@ def test_canary_regression_rolls_back_whole_rollout(harness):
     assert h.sim.active_versions() == {old: 12}
     # retained desired points every canary back to the old artifact
     for dev in r.in_wave(0):
-        dep = h.registry.fleet.get_deployment(deployment_id=h.registry.fleet.get_device(device_id=dev.device_id)
+        dep = h.registry.deployments.get_deployment(deployment_id=h.registry.devices.get_device(device_id=dev.device_id)
                                         .desired_deployment_id)
         assert dep.kind == "rollback" and dep.version_id == old
 
@@ -138,7 +138,7 @@ def test_timeout_retry_then_offline_device_reconciles(harness):
     h = harness
     old = _baseline(h)
     h.sim.set_offline("sim-0011")
-    assert _wait(lambda: not h.registry.fleet.get_device(device_id="sim-0011").online)
+    assert _wait(lambda: not h.registry.devices.get_device(device_id="sim-0011").online)
     new = h.artifact(technique="int8")
     plan = RolloutPlan(strategy="all_at_once", device_timeout_s=1.0, retries=1, abort_ratio=0.5)
     r = h.engine.wait(h.engine.create(artifact_id=new.id, device_ids=h.device_ids, plan=plan).id, 30)
@@ -147,8 +147,9 @@ def test_timeout_retry_then_offline_device_reconciles(harness):
     assert h.sim.agents["sim-0011"].active.version == old
     h.sim.set_online("sim-0011")  # back: reconciles from its retained desired (the retry deployment)
     assert _wait(lambda: h.sim.agents["sim-0011"].active.version == new.version_id)
-    dep_id = h.registry.fleet.get_device(device_id="sim-0011").desired_deployment_id
-    assert _wait(lambda: h.registry.fleet.get_deployment(deployment_id=dep_id).devices[0].state.value == "committed")
+    dep_id = h.registry.devices.get_device(device_id="sim-0011").desired_deployment_id
+    deployments = h.registry.deployments
+    assert _wait(lambda: deployments.get_deployment(deployment_id=dep_id).devices[0].state.value == "committed")
 
 
 def test_newer_rollout_supersedes_and_pause_resume(harness):
@@ -315,7 +316,8 @@ def test_real_benchmark_mode_catches_a_degraded_model(tmp_path):
                                           plan=RolloutPlan(canary_count=2, waves=2)).id, 30)
         assert r.state == "rolled_back" and r.outcomes()["skipped"] == 6 and r.outcomes()["regressed"] >= 1
         regressed = next(d for d in r.in_wave(0) if d.outcome == "regressed")
-        report = h.registry.fleet.bench_reports(deployment_id=regressed.deployment_id, device_id=regressed.device_id)[0]
+        reports = h.registry.reports
+        report = reports.bench_reports(deployment_id=regressed.deployment_id, device_id=regressed.device_id)[0]
         assert report["candidate_metrics"]["runtime"] == "onnxruntime"  # measured for real, not simulated
         assert report["candidate_metrics"]["quality"] < 0.9 and report["decision"] == "rollback"
         assert h.sim.active_versions() == {good.version_id: 8}
