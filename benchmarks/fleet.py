@@ -112,7 +112,7 @@ class Env:
                  blob_ref("golden", Path(golden.path), 128 << 10, filename="golden.npz")]
         m = Manifest(model_id=model.id, version=v.id, profile=PROFILE, format="onnx", technique=technique,
                      quality_metric="cosine", files=files, thresholds=thresholds or Thresholds())
-        return reg.add_artifact(manifest=sign_manifest(m, self.key))
+        return reg.artifacts.add_artifact(manifest=sign_manifest(m, self.key))
 
     def stored_reports(self) -> int:
         one = self.registry.db.one

@@ -234,7 +234,7 @@ def build_artifact(
         tensorrt_recipe=recipe,
     )
     signed = sign_manifest(manifest, signing_key)
-    registry.add_artifact(manifest=signed, actor=actor)
+    registry.artifacts.add_artifact(manifest=signed, actor=actor)
     return signed, {"model": model_path, "golden": golden_path}
 
 
@@ -317,7 +317,7 @@ class ArtifactBuilder:
     def _lineage_golden(self, version: VersionRecord, root: VersionRecord) -> tuple[str, str] | None:
         """(golden sha256, quality metric) of any artifact built in the same lineage."""
         for other in reversed(self.registry.list_versions(model_id=version.model_id, limit=10_000)):
-            arts = self.registry.list_artifacts(version_id=other.id)
+            arts = self.registry.artifacts.list_artifacts(version_id=other.id)
             if not arts or self._root(other.id).id != root.id:
                 continue
             for art in arts:
@@ -331,7 +331,7 @@ class ArtifactBuilder:
     ) -> ArtifactRecord:
         """The newest artifact of the version for the profile with these thresholds, built if missing."""
         wanted = (thresholds or Thresholds()).model_dump()
-        for art in self.registry.list_artifacts(version_id=version_id, profile=profile):
+        for art in self.registry.artifacts.list_artifacts(version_id=version_id, profile=profile):
             if thresholds is None or art.manifest.get("thresholds") == wanted:
                 return art
         version = self.registry.get_version(version_id=version_id)
@@ -354,6 +354,6 @@ class ArtifactBuilder:
             actor=actor,
             **kwargs,
         )
-        art = self.registry.find_artifact(manifest=manifest)
+        art = self.registry.artifacts.find_artifact(manifest=manifest)
         assert art is not None  # build_artifact just recorded it
         return art

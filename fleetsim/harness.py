@@ -145,4 +145,4 @@ class SimHarness:
         manifest = Manifest(model_id=model.id, version=version.id, profile=self.profile, format="onnx",
                             technique=technique, quality_metric="cosine", files=files,
                             thresholds=thresholds or Thresholds())
-        return reg.add_artifact(manifest=sign_manifest(manifest, self.key))
+        return reg.artifacts.add_artifact(manifest=sign_manifest(manifest, self.key))

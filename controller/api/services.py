@@ -184,7 +184,7 @@ def resolve_version(registry: Registry, model: ModelRecord, version_id: str) -> 
 def version_view(registry: Registry, version: VersionRecord) -> dict[str, Any]:
     """A version as served: record + tags pointing at it + later metrics."""
     out = version.as_dict()
-    out["tags"] = sorted(t for t, v in registry.list_tags(model_id=version.model_id).items() if v == version.id)
+    out["tags"] = sorted(t for t, v in registry.tags.list_tags(model_id=version.model_id).items() if v == version.id)
     out["metrics_by_source"] = registry.version_metrics(version_id=version.id)
     return out
 
@@ -193,7 +193,7 @@ def model_view(registry: Registry, model: ModelRecord) -> dict[str, Any]:
     """A model as served: record + tags + version count + latest version id + formats/profiles present."""
     versions = registry.list_versions(model_id=model.id, limit=100_000)
     out = model.as_dict()
-    out["tags"] = registry.list_tags(model_id=model.id)
+    out["tags"] = registry.tags.list_tags(model_id=model.id)
     out["version_count"] = len(versions)
     out["latest_version_id"] = versions[-1].id if versions else None
     out["formats"] = sorted({v.format for v in versions})
@@ -229,10 +229,10 @@ def delete_versions(registry: Registry, model: ModelRecord, versions: list[Versi
     row never outlives the failed upload.
     """
     if versions:
-        registry.delete_versions(version_ids=[v.id for v in versions], actor=actor, delete_model=delete_model)
+        registry.retention.delete_versions(version_ids=[v.id for v in versions], actor=actor, delete_model=delete_model)
         return
     if delete_model:
-        registry.delete_empty_model(model_id=model.id, actor=actor)
+        registry.retention.delete_empty_model(model_id=model.id, actor=actor)
 
 
 # ---------------------------------------------------------------- uploads
@@ -352,7 +352,7 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
     except BaseException:
         if created:
             delete_versions(registry, model, [], actor=actor, delete_model=True)
-        registry.gc_blobs()
+        registry.retention.gc_blobs()
         raise
     return model, version, info
 

@@ -164,7 +164,7 @@ def deploy_stage(
     summary = run.fleet_service.wait_for(dep.id, timeout=0)
     artifacts = {d.device_id: d.artifact_id for d in summary.deployment.devices}
     for device, info in summary.as_dict()["devices"].items():
-        manifest = run.registry.get_artifact(artifact_id=artifacts[device]).manifest
+        manifest = run.registry.artifacts.get_artifact(artifact_id=artifacts[device]).manifest
         info |= {"timed_out": summary.timed_out, "deployment_id": dep.id, "format": manifest["format"],
                  "technique": manifest["technique"], "version_id": manifest["version"]}
         stage.devices[device] = info

@@ -53,7 +53,7 @@ class DesiredPublisher:
             if d.device_id not in wanted:
                 continue
             if d.artifact_id not in manifests:
-                manifests[d.artifact_id] = self.registry.manifest(artifact_id=d.artifact_id)
+                manifests[d.artifact_id] = self.registry.artifacts.manifest(artifact_id=d.artifact_id)
             payload = Desired(
                 deployment_id=dep.id,
                 manifest=manifests[d.artifact_id],

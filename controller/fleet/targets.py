@@ -35,7 +35,7 @@ class TargetResolver:
         if isinstance(target, Manifest):
             return True
         try:
-            self.registry.get_artifact(artifact_id=target)
+            self.registry.artifacts.get_artifact(artifact_id=target)
         except NotFoundError:
             return False
         return True
@@ -78,7 +78,7 @@ class TargetResolver:
     ) -> str:
         """Artifact id of a manifest (recorded if new), an artifact id, or a version id's artifact for ``profile``."""
         if isinstance(target, Manifest):
-            art = self.registry.find_artifact(manifest=target) or self.registry.add_artifact(
+            art = self.registry.artifacts.find_artifact(manifest=target) or self.registry.artifacts.add_artifact(
                 manifest=target, actor=actor
             )
             return art.id
@@ -94,7 +94,7 @@ class TargetResolver:
             return self.artifact_builder.artifact_for(
                 version_id=version_id, profile=profile, thresholds=thresholds, actor=actor
             ).id
-        for art in self.registry.list_artifacts(version_id=version_id, profile=profile):
+        for art in self.registry.artifacts.list_artifacts(version_id=version_id, profile=profile):
             if thresholds is None or art.manifest.get("thresholds") == thresholds.model_dump():
                 return art.id
         raise InvalidInputError(

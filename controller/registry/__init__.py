@@ -23,7 +23,8 @@ from controller.registry.records import (
     job_state_to_status,
 )
 from controller.registry.reports import ReportRecords, ReportResult
-from controller.registry.store import CANDIDATE, PRODUCTION, Registry, validate_name
+from controller.registry.store import Registry, validate_name
+from controller.registry.tags import CANDIDATE, PRODUCTION
 
 __all__ = [
     "CANDIDATE",

@@ -26,28 +26,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common.manifest import Manifest
+from controller.registry.artifacts import ArtifactRecords
 from controller.registry.blobs import BlobStore
 from controller.registry.db import Database, dump_json, new_id, utcnow
 from controller.registry.deployments import DeploymentRecords
 from controller.registry.devices import DeviceRecords
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError
 from controller.registry.records import (
-    ArtifactRecord,
     AuditEntry,
     BlobRecord,
     ModelRecord,
     VersionRecord,
 )
 from controller.registry.reports import ReportRecords
+from controller.registry.retention import Retention
 from controller.registry.schema import create_schema
+from controller.registry.tags import TagRecords
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,63}$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_UNSET: Any = object()
-PRODUCTION = "production"
-CANDIDATE = "candidate"
 
 
 def validate_name(name: str, what: str = "model name") -> str:
@@ -89,6 +86,9 @@ class Registry:
         self.devices = DeviceRecords(self.db)
         self.deployments = DeploymentRecords(self.db, self.devices)
         self.reports = ReportRecords(self.db)
+        self.tags = TagRecords(self.db, self)
+        self.artifacts = ArtifactRecords(self.db, self)
+        self.retention = Retention(self.db, self)
 
     @property
     def default_actor(self) -> str:
@@ -339,299 +339,3 @@ class Registry:
         for row in self.db.all("SELECT * FROM version_metrics WHERE version_id = ? ORDER BY id", (version_id,)):
             out[row["source"]] = json.loads(row["metrics"])
         return out
-
-    def versions_in_use(self, *, version_ids: list[str]) -> list[str]:
-        """Which of these versions a device runs or keeps, or any deployment ever shipped.
-
-        Deployed versions are kept for the audit trail and for rollbacks, so deletion refuses them.
-        """
-        if not version_ids:
-            return []
-        marks = ", ".join("?" for _ in version_ids)
-        hits = {
-            r["version_id"]
-            for r in self.db.all(
-                f"SELECT DISTINCT a.version_id FROM deployment_devices dd JOIN artifacts a ON a.id = dd.artifact_id "
-                f"WHERE a.version_id IN ({marks})",
-                tuple(version_ids),
-            )
-        }
-        for row in self.db.all("SELECT active, previous FROM devices"):
-            for slot in (row["active"], row["previous"]):
-                version = json.loads(slot).get("version") if slot else None
-                if version in version_ids:
-                    hits.add(version)
-        return sorted(hits)
-
-    def delete_versions(self, *, version_ids: list[str], actor: str | None = None, delete_model: bool = False) -> None:
-        """Delete versions (and optionally their model) in one audited transaction.
-
-        Refused (ConflictError) while a version is deployed or kept on a device, or while
-        another version derives from it (lineage must stay complete). Blobs nothing refers
-        to any more are removed after the commit.
-        """
-        versions = [self.get_version(version_id=v) for v in version_ids]
-        model_ids = {v.model_id for v in versions}
-        if delete_model and len(model_ids) != 1:
-            raise InvalidInputError("delete_model needs versions of exactly one model")
-        busy = self.versions_in_use(version_ids=version_ids)
-        if busy:
-            raise ConflictError(
-                f"version(s) {', '.join(busy)} are or were deployed to devices; deployed versions are kept "
-                "(roll back or deploy another version; history stays auditable)"
-            )
-        children = [c.id for v in versions for c in self.children(version_id=v.id) if c.id not in version_ids]
-        if children:
-            raise ConflictError(
-                f"version(s) {', '.join(children)} derive from what you are deleting; delete them first"
-            )
-        if delete_model:
-            (model_id,) = model_ids
-            rest = [v.id for v in self.list_versions(model_id=model_id, limit=1_000_000) if v.id not in version_ids]
-            if rest:
-                raise ConflictError(f"model {model_id} still has versions {rest}; delete them too")
-        ids = [v.id for v in versions]
-        by_id = {v.id: v for v in versions}
-        depth = {v.id: len(self.lineage(version_id=v.id)) for v in versions}
-        marks = ", ".join("?" for _ in ids)
-        with self.db.transaction() as conn:
-            conn.execute(
-                f"DELETE FROM artifact_blobs WHERE artifact_id IN (SELECT id FROM artifacts WHERE version_id IN "
-                f"({marks}))",
-                ids,
-            )
-            conn.execute(f"DELETE FROM artifacts WHERE version_id IN ({marks})", ids)
-            conn.execute(f"DELETE FROM tags WHERE version_id IN ({marks})", ids)
-            conn.execute(f"DELETE FROM version_metrics WHERE version_id IN ({marks})", ids)
-            # children first, so the parent foreign key never dangles mid-statement
-            for vid in sorted(ids, key=lambda i: -depth[i]):
-                conn.execute("DELETE FROM versions WHERE id = ?", (vid,))
-                self.db.audit(conn, actor, "version.delete", vid, {"model_id": by_id[vid].model_id})
-            if delete_model:
-                (model_id,) = model_ids
-                conn.execute("DELETE FROM tags WHERE model_id = ?", (model_id,))
-                conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
-                self.db.audit(conn, actor, "model.delete", model_id, {})
-        self.gc_blobs()
-
-    def delete_empty_model(self, *, model_id: str, actor: str | None = None) -> None:
-        """Delete a model that has no version (left by an interrupted upload); audited.
-
-        ConflictError while it has versions: those go through :meth:`delete_versions`, which
-        checks deployments and lineage.
-        """
-        model = self.get_model(model_id=model_id)
-        with self.db.transaction() as conn:
-            if self.db.one("SELECT 1 AS x FROM versions WHERE model_id = ? LIMIT 1", (model_id,)) is not None:
-                raise ConflictError(f"model {model_id} has versions; delete them with delete_versions")
-            conn.execute("DELETE FROM tags WHERE model_id = ?", (model_id,))
-            conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
-            self.db.audit(conn, actor, "model.delete", model_id, {"name": model.name})
-
-    def gc_blobs(self) -> list[str]:
-        """Remove blobs no version or artifact refers to; returns their sha256s.
-
-        Runs under the write lock, like every blob commit, so a concurrent add of the same
-        content cannot lose its file.
-        """
-        with self.db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT sha256 FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM versions) "
-                "AND sha256 NOT IN (SELECT sha256 FROM artifact_blobs)"
-            ).fetchall()
-            removed = [r[0] for r in rows]
-            for sha in removed:
-                conn.execute("DELETE FROM blobs WHERE sha256 = ?", (sha,))
-                self.blobs.remove(sha)
-        return removed
-
-    # ------------------------------------------------------------------ tags
-    def set_tag(
-        self,
-        *,
-        model_id: str,
-        tag: str,
-        version_id: str,
-        expected_version_id: str | None = _UNSET,
-        actor: str | None = None,
-    ) -> VersionRecord:
-        """Point a tag (``production``, ``candidate``, custom) at a version of the model.
-
-        ``expected_version_id`` makes it a compare-and-set (None = the tag must not exist
-        yet): two operators promoting at once get a ConflictError instead of a silent
-        overwrite.
-        """
-        if not isinstance(tag, str) or not _TAG_RE.match(tag) or ".." in tag:
-            raise InvalidInputError(f"invalid tag {tag!r}: use 1-64 characters from [A-Za-z0-9_.-]")
-        version = self.get_version(version_id=version_id)
-        if version.model_id != model_id:
-            raise InvalidInputError(f"version {version_id} belongs to model {version.model_id}, not {model_id}")
-        with self.db.transaction() as conn:
-            row = self.db.one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
-            current = row["version_id"] if row else None
-            if expected_version_id is not _UNSET and current != expected_version_id:
-                raise ConflictError(
-                    f"tag {tag!r} of model {model_id} points at {current}, not the expected {expected_version_id}; "
-                    "reload and retry"
-                )
-            self._write_tag(conn, model_id, tag, version_id, "set", actor)
-            self.db.audit(conn, actor, "tag.set", model_id, {"tag": tag, "version_id": version_id, "from": current})
-        return version
-
-    def _write_tag(
-        self, conn: sqlite3.Connection, model_id: str, tag: str, version_id: str, action: str, actor: str | None
-    ) -> None:
-        now = utcnow()
-        conn.execute(
-            "INSERT INTO tags(model_id, tag, version_id, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(model_id, tag) DO UPDATE SET version_id = excluded.version_id, "
-            "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-            (model_id, tag, version_id, now, self.db.actor(actor)),
-        )
-        self.db.insert(
-            conn,
-            "tag_history",
-            {
-                "model_id": model_id,
-                "tag": tag,
-                "version_id": version_id,
-                "action": action,
-                "ts": now,
-                "actor": self.db.actor(actor),
-            },
-        )
-
-    def get_tag(self, *, model_id: str, tag: str) -> VersionRecord:
-        """The version a tag points at."""
-        row = self.db.one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
-        if row is None:
-            raise NotFoundError(f"model {model_id} has no tag {tag!r}")
-        return self.get_version(version_id=row["version_id"])
-
-    def list_tags(self, *, model_id: str) -> dict[str, str]:
-        """Tag name → version id for one model."""
-        rows = self.db.all("SELECT tag, version_id FROM tags WHERE model_id = ? ORDER BY tag", (model_id,))
-        return {r["tag"]: r["version_id"] for r in rows}
-
-    def delete_tag(self, *, model_id: str, tag: str, actor: str | None = None) -> None:
-        """Remove a tag (audited)."""
-        self.get_tag(model_id=model_id, tag=tag)
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
-            self.db.audit(conn, actor, "tag.delete", model_id, {"tag": tag})
-
-    def rollback_targets(self, *, model_id: str, tag: str = PRODUCTION) -> list[str]:
-        """Versions a tag may roll back to: ancestors of its current version and its earlier holders."""
-        current = self.get_tag(model_id=model_id, tag=tag)
-        history = self.db.all(
-            "SELECT version_id FROM tag_history WHERE model_id = ? AND tag = ? ORDER BY id DESC", (model_id, tag)
-        )
-        out: list[str] = []
-        for row in history:
-            if row["version_id"] != current.id and row["version_id"] not in out:
-                out.append(row["version_id"])
-        for version in reversed(self.lineage(version_id=current.id)[:-1]):
-            if version.id not in out:
-                out.append(version.id)
-        return out
-
-    def rollback_tag(
-        self,
-        *,
-        model_id: str,
-        tag: str = PRODUCTION,
-        to_version_id: str | None = None,
-        actor: str | None = None,
-        reason: str = "",
-    ) -> VersionRecord:
-        """Move a tag back to an earlier version in its lineage (default: the previous holder).
-
-        "Earlier in the lineage" means an ancestor of the current version or a version
-        that held this tag before; anything else is refused, so a rollback can never
-        promote an untested sibling by mistake.
-        """
-        current = self.get_tag(model_id=model_id, tag=tag)
-        allowed = self.rollback_targets(model_id=model_id, tag=tag)
-        if not allowed:
-            raise ConflictError(f"tag {tag!r} of model {model_id} has no earlier version to roll back to")
-        target = to_version_id or allowed[0]
-        if target not in allowed:
-            raise InvalidInputError(
-                f"version {target} is not in the lineage of {tag!r} (currently {current.id}); "
-                f"allowed targets: {', '.join(allowed)}"
-            )
-        version = self.get_version(version_id=target)
-        with self.db.transaction() as conn:
-            self._write_tag(conn, model_id, tag, target, "rollback", actor)
-            self.db.audit(
-                conn,
-                actor,
-                "tag.rollback",
-                model_id,
-                {"tag": tag, "from": current.id, "to": target, "reason": reason},
-            )
-        return version
-
-    # ------------------------------------------------------------------ artifacts
-    def add_artifact(self, *, manifest: Manifest, actor: str | None = None) -> ArtifactRecord:
-        """Record a signed manifest built from a version; all its files must already be stored blobs."""
-        if not manifest.signature:
-            raise InvalidInputError("refusing an unsigned manifest: sign it with common.manifest.sign_manifest")
-        version = self.get_version(version_id=manifest.version)
-        if version.model_id != manifest.model_id:
-            raise InvalidInputError(
-                f"manifest model_id {manifest.model_id} does not match version {version.id}'s model {version.model_id}"
-            )
-        for ref in manifest.files:
-            blob = self.get_blob(sha256=ref.sha256)
-            if blob.size != ref.size:
-                raise InvalidInputError(f"manifest says {ref.filename} is {ref.size} bytes, stored blob is {blob.size}")
-        row = {
-            "id": new_id(),
-            "version_id": version.id,
-            "profile": manifest.profile,
-            "manifest": manifest.model_dump_json(),
-            "created_at": utcnow(),
-        }
-        with self.db.transaction() as conn:
-            self.db.insert(conn, "artifacts", row)
-            for ref in manifest.files:
-                conn.execute(
-                    "INSERT OR IGNORE INTO artifact_blobs(artifact_id, sha256, role) VALUES (?, ?, ?)",
-                    (row["id"], ref.sha256, ref.role),
-                )
-            self.db.audit(
-                conn, actor, "artifact.create", row["id"], {"version_id": version.id, "profile": manifest.profile}
-            )
-        return ArtifactRecord.from_row(row)
-
-    def get_artifact(self, *, artifact_id: str) -> ArtifactRecord:
-        """One artifact by id."""
-        row = self.db.one("SELECT * FROM artifacts WHERE id = ?", (artifact_id,))
-        if row is None:
-            raise NotFoundError(f"no artifact with id {artifact_id!r}")
-        return ArtifactRecord.from_row(row)
-
-    def list_artifacts(self, *, version_id: str | None = None, profile: str | None = None) -> list[ArtifactRecord]:
-        """Artifacts newest first, optionally for one version and/or profile."""
-        where, params = [], []
-        if version_id:
-            where.append("version_id = ?")
-            params.append(version_id)
-        if profile:
-            where.append("profile = ?")
-            params.append(profile)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.db.all(f"SELECT * FROM artifacts {clause} ORDER BY created_at DESC, rowid DESC", tuple(params))
-        return [ArtifactRecord.from_row(r) for r in rows]
-
-    def manifest(self, *, artifact_id: str) -> Manifest:
-        """The signed manifest of an artifact, as the protocol model."""
-        return Manifest.model_validate(self.get_artifact(artifact_id=artifact_id).manifest)
-
-    def find_artifact(self, *, manifest: Manifest) -> ArtifactRecord | None:
-        """The artifact recorded for exactly this signed manifest, if any."""
-        for art in self.list_artifacts(version_id=manifest.version, profile=manifest.profile):
-            if art.manifest.get("signature") == manifest.signature:
-                return art
-        return None

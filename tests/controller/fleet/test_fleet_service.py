@@ -154,7 +154,7 @@ def test_one_deployment_carries_an_artifact_per_profile(fleet_env):
     assert sha(assemble(phone.wait_chunks(model.sha256, model.chunk_count))) == model.sha256
     # by version id: each profile's version resolves to that version's artifact for the profile
     dep2 = svc.deploy(version_id=onnx.version, device_ids=ids, per_profile={"android-arm64": tfl.version})
-    arts = {d.device_id: reg.get_artifact(artifact_id=d.artifact_id).manifest["format"] for d in dep2.devices}
+    arts = {d.device_id: reg.artifacts.get_artifact(artifact_id=d.artifact_id).manifest["format"] for d in dep2.devices}
     assert arts == {pi.device_id: "onnx", phone.device_id: "tflite"}
     # per_profile alone is enough when it names every device's profile
     dep3 = svc.deploy(None, ids, per_profile={"rpi4": onnx.version, "android-arm64": tfl.version})

@@ -98,7 +98,7 @@ def test_upgrade_committed_and_degraded_rolled_back(mosquitto, tmp_path):
             info = degraded["devices"][dev]
             assert info["state"] == "rolled_back", degraded
             assert info["reason"] == "regression_quality" and info["bench"]["decision"] == "rollback"
-        assert len(reg.list_artifacts()) == 4
+        assert len(reg.artifacts.list_artifacts()) == 4
         assert calls == [v1.id]  # the golden set was built once for the lineage and reused
         for dev in devices:
             assert _wait(lambda d=dev: (reg.devices.get_device(device_id=d).active or {}).get("version") == v1.id)

@@ -49,7 +49,7 @@ def _artifact(reg: Registry, tmp_path: Path, content: bytes, profile: str = "rpi
         quality_metric="cosine",
         files=[blob_ref("model", f, 1024)],
     )
-    return reg.add_artifact(manifest=sign_manifest(man, Ed25519PrivateKey.generate())), v
+    return reg.artifacts.add_artifact(manifest=sign_manifest(man, Ed25519PrivateKey.generate())), v
 
 
 def test_stale_will_never_overwrites_newer_birth(reg):
@@ -180,7 +180,7 @@ def test_per_device_artifacts_and_deletion_rules(reg, tmp_path):
         files=[blob_ref("model", f, 1024)],
     )
     reg.put_blob(path=f)
-    a_x86 = reg.add_artifact(manifest=sign_manifest(man, Ed25519PrivateKey.generate()))
+    a_x86 = reg.artifacts.add_artifact(manifest=sign_manifest(man, Ed25519PrivateKey.generate()))
     reg.devices.register_device(device_id="pi-1", profile="rpi4")
     reg.devices.register_device(device_id="box-1", profile="x86-edge")
     with pytest.raises(InvalidInputError, match="box-1"):
@@ -195,12 +195,12 @@ def test_per_device_artifacts_and_deletion_rules(reg, tmp_path):
     assert reg.deployments.deployment_manifest(deployment_id=dep.id, device_id="box-1").profile == "x86-edge"
     # deployed versions are kept; undeployed leaves can go, with their blobs
     with pytest.raises(ConflictError, match="deployed"):
-        reg.delete_versions(version_ids=[v.id])
+        reg.retention.delete_versions(version_ids=[v.id])
     leaf = reg.add_version(model_id=m.id, data=b"leaf-only", parent_id=v.id)
-    reg.set_tag(model_id=m.id, tag="candidate", version_id=leaf.id)
+    reg.tags.set_tag(model_id=m.id, tag="candidate", version_id=leaf.id)
     path = reg.blob_path(sha256=leaf.sha256)
-    reg.delete_versions(version_ids=[leaf.id], actor="ops")
-    assert not path.exists() and "candidate" not in reg.list_tags(model_id=m.id)
+    reg.retention.delete_versions(version_ids=[leaf.id], actor="ops")
+    assert not path.exists() and "candidate" not in reg.tags.list_tags(model_id=m.id)
     with pytest.raises(NotFoundError):
         reg.get_version(version_id=leaf.id)
     assert reg.audit_log(action="version.delete")[0].actor == "ops"
@@ -211,8 +211,8 @@ def test_delete_model_with_its_versions(reg):
     root = reg.add_version(model_id=m.id, data=b"r")
     child = reg.add_version(model_id=m.id, data=b"c", parent_id=root.id)
     with pytest.raises(ConflictError, match="derive"):
-        reg.delete_versions(version_ids=[root.id])
-    reg.delete_versions(version_ids=[root.id, child.id], delete_model=True)
+        reg.retention.delete_versions(version_ids=[root.id])
+    reg.retention.delete_versions(version_ids=[root.id, child.id], delete_model=True)
     with pytest.raises(NotFoundError):
         reg.get_model(model_id=m.id)
-    assert reg.gc_blobs() == []
+    assert reg.retention.gc_blobs() == []

@@ -35,7 +35,7 @@ def _artifact(reg: Registry, key, ref: Reference, tmp: Path, model: bytes, techn
              blob_ref("golden", Path(golden.path), 4096, filename="golden.npz")]
     manifest = Manifest(model_id=m.id, version=v.id, profile="x86-edge", format="onnx", technique=technique,
                         quality_metric="cosine", files=files, thresholds=gate)
-    return reg.add_artifact(manifest=sign_manifest(manifest, key))
+    return reg.artifacts.add_artifact(manifest=sign_manifest(manifest, key))
 
 
 def test_ab_verdict_from_real_agent_reports_and_promote(mosquitto, tmp_path):
