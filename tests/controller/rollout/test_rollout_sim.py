@@ -321,3 +321,15 @@ def test_real_benchmark_mode_catches_a_degraded_model(tmp_path):
         assert report["candidate_metrics"]["runtime"] == "onnxruntime"  # measured for real, not simulated
         assert report["candidate_metrics"]["quality"] < 0.9 and report["decision"] == "rollback"
         assert h.sim.active_versions() == {good.version_id: 8}
+
+
+def test_every_deployment_status_maps_to_one_rollout_outcome():
+    from controller.registry import DeviceDeploymentState as S
+    from controller.rollout.store import DeviceOutcome as O
+    from controller.rollout.store import outcome_of
+
+    assert {s: outcome_of(s.value, "ok") for s in S} == {
+        S.PENDING: None, S.IN_PROGRESS: None, S.COMMITTED: O.COMMITTED, S.ROLLED_BACK: O.ROLLED_BACK,
+        S.FAILED: O.FAILED, S.SUPERSEDED: O.SUPERSEDED,
+    }
+    assert outcome_of("rolled_back", "regression_latency") is O.REGRESSED
