@@ -14,7 +14,7 @@ Example:
     >>> reg = Registry(Path("/tmp/ws"))                                    # doctest: +SKIP
     >>> m = reg.create_model(name="minilm", actor="alice")                 # doctest: +SKIP
     >>> v = reg.add_version(model_id=m.id, path=Path("minilm.onnx"))       # doctest: +SKIP
-    >>> reg.set_tag(model_id=m.id, tag="production", version_id=v.id)      # doctest: +SKIP
+    >>> reg.tags.set_tag(model_id=m.id, tag="production", version_id=v.id)      # doctest: +SKIP
 """
 
 from __future__ import annotations
