@@ -268,7 +268,7 @@ class FleetService:
             target: a signed Manifest (recorded as an artifact if new), an artifact id, or a
                 version id (same as ``version_id=``): each device then gets the version's
                 artifact for its profile, found or built by the ``artifact_builder``.
-            device_ids: devices known to the registry (connected once, or ``register_device``).
+            device_ids: devices known to the registry (connected once, or ``registry.devices.register_device``).
             thresholds: regression gate for artifacts built here (a dict of ``Thresholds`` fields).
             per_profile: profile id → manifest, artifact id or version id for the devices of that
                 profile, overriding ``target`` (which may then be None if every device's profile is
