@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, check_range, register_handler
 from controller.compression.qdq_tools import (
     ListReader,
     activation_matmuls,
@@ -62,6 +62,8 @@ class Int8StaticConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "int8-static"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.QUANTIZE
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = dataclasses.field(default_factory=_default_samples)
     per_channel: bool = True

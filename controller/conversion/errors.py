@@ -21,6 +21,10 @@ class UnknownTargetError(ConversionError, KeyError):
         return str(self.args[0])
 
 
+class InvalidOptionsError(ConversionError, ValueError):
+    """Converter options that name an unknown field or a value the target's options type refuses."""
+
+
 class UnsupportedSourceError(ConversionError):
     """The source model's format cannot feed this target (e.g. ONNX into the TFLite converter)."""
 

@@ -18,47 +18,45 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from controller.jobs.context import JobContext, JobKind, JobServices, JobSpec
 from controller.jobs.models import InvalidJobSpecError
-from controller.jobs.runner import JobContext, JobKind
 
-FAMILIES = ("quantize", "prune", "distill", "decompose")
+if TYPE_CHECKING:
+    from controller.compression import CompressionConfig
+    from controller.conversion import ConversionResult
+    from controller.registry import Registry, VersionRecord
+    from controller.settings import Settings
+    from controller.zoo import ZooModel
+
 _FAMILY_DEFAULTS = {"prune": ("prune-unstructured", "prune-structured"), "distill": ("distill",),
                     "decompose": ("svd", "tucker", "lowrank")}
 
 
-def family_of(technique: str) -> str | None:
-    """Which REST family a compression technique name belongs to."""
-    name = technique.lower()
-    if "prune" in name or "sparse" in name:
-        return "prune"
-    if "distill" in name:
-        return "distill"
-    if name in ("svd", "tucker", "cp", "lowrank", "low-rank") or "decompos" in name or "svd" in name:
-        return "decompose"
-    if name.startswith(("int", "fp16", "bf16", "mixed", "qat", "quant", "w4", "w8", "ptq")):
-        return "quantize"
-    return None
+def _family(technique: str) -> str | None:
+    """The family a registered technique declares (None for a name that is not registered)."""
+    from controller.compression import techniques
+
+    cls = techniques().get(technique)
+    return cls.family.value if cls is not None else None
 
 
-def _settings() -> Any:
-    from controller.settings import Settings
-
-    return Settings()
-
-
-def default_technique(family: str, available: list[str], settings: Any = None) -> str:
+def default_technique(family: str, available: list[str], settings: Settings | None = None) -> str:
     """The technique a family runs when the request names none."""
     if family == "quantize":
-        settings = settings or _settings()
+        if settings is None:
+            from controller.settings import Settings
+
+            settings = Settings()
         bits = settings.default_quantization_bits
         wanted = {4: ["int4-weight"], 16: ["fp16"]}.get(bits) or (
             ["int8-dynamic", "int8-static"] if settings.enable_dynamic_quantization else ["int8-static"])
     else:
         wanted = list(_FAMILY_DEFAULTS.get(family, ()))
-    for name in wanted + [t for t in available if family_of(t) == family]:
+    for name in wanted + [t for t in available if _family(t) == family]:
         if name in available:
             return name
     raise InvalidJobSpecError(f"no {family} technique is installed; available techniques: {', '.join(available)}")
@@ -78,19 +76,20 @@ def _finite_json(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------- compression
-def build_config(family: str | None, technique: str | None, params: dict[str, Any]) -> Any:
+def build_config(family: str | None, technique: str | None, params: dict[str, Any],
+                 settings: Settings | None = None) -> CompressionConfig:
     """The compression config for a request, or :class:`InvalidJobSpecError` naming what is accepted."""
-    from controller.compression import CompressionError, make_config, techniques
+    from controller.compression import CompressionError, make_config, techniques, techniques_of
 
     available = sorted(techniques())
     if technique is None:
         if family is None:
             raise InvalidJobSpecError("a pipeline step needs a technique name")
-        technique = default_technique(family, available)
+        technique = default_technique(family, available, settings)
     if technique not in available:
         raise InvalidJobSpecError(f"unknown technique {technique!r}; available: {', '.join(available)}")
-    if family is not None and family_of(technique) != family:
-        same = [t for t in available if family_of(t) == family]
+    if family is not None and _family(technique) != family:
+        same = techniques_of(family)
         raise InvalidJobSpecError(f"technique {technique!r} is not a {family} technique; {family} techniques: "
                                   f"{', '.join(same) or 'none installed'}")
     try:
@@ -99,7 +98,7 @@ def build_config(family: str | None, technique: str | None, params: dict[str, An
         raise InvalidJobSpecError(str(exc)) from exc
 
 
-def _check_version(services: Any, version_id: str) -> Any:
+def _check_version(services: JobServices, version_id: str) -> VersionRecord:
     from controller.registry import NotFoundError
 
     try:
@@ -108,7 +107,7 @@ def _check_version(services: Any, version_id: str) -> Any:
         raise InvalidJobSpecError(f"input version {version_id!r} does not exist") from exc
 
 
-def _zoo_root(registry: Any, version: Any) -> tuple[str | None, Any]:
+def _zoo_root(registry: Registry, version: VersionRecord) -> tuple[str | None, VersionRecord]:
     """(zoo name, root version) when the version descends from a zoo import, else (None, root)."""
     from controller.zoo import ZOO_NAMES
 
@@ -117,7 +116,7 @@ def _zoo_root(registry: Any, version: Any) -> tuple[str | None, Any]:
     return (name if name in ZOO_NAMES else None), root
 
 
-def model_argument(registry: Any, version: Any, path: Path, needs_torch: bool) -> Any:
+def model_argument(registry: Registry, version: VersionRecord, path: Path, needs_torch: bool) -> Path | ZooModel:
     """What to hand ``compress``: the zoo entry (real data, torch module) for zoo lineages, else the ONNX file.
 
     A derived version of a zoo model keeps the zoo's calibration/eval data but its own ONNX
@@ -143,9 +142,9 @@ def model_argument(registry: Any, version: Any, path: Path, needs_torch: bool) -
     return clone
 
 
-def _validate_compression(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate_compression(spec: JobSpec, services: JobServices) -> JobSpec:
     config = build_config(spec.get("family") or spec.get("technique_family"), spec.get("technique"),
-                          spec.get("config") or {})
+                          spec.get("config") or {}, services.settings)
     version = _check_version(services, spec["version_id"])
     if getattr(config, "needs_torch", False):
         model_argument(services.registry, version, Path("unused"), True)
@@ -194,7 +193,7 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
             "sha256": new.sha256, "size": new.size, "metrics": metrics}
 
 
-def _uploaded_samples(registry: Any, version: Any) -> Path | None:
+def _uploaded_samples(registry: Registry, version: VersionRecord) -> Path | None:
     """The ``.npz`` of real inputs uploaded with the lineage root (calibration for user ONNX), if any."""
     root = registry.lineage(version_id=version.id)[0]
     sha = root.config.get("samples_sha256")
@@ -211,7 +210,7 @@ def _run_compression(ctx: JobContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- pipeline
-def _validate_pipeline(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate_pipeline(spec: JobSpec, services: JobServices) -> JobSpec:
     version = _check_version(services, spec["version_id"])
     steps = []
     for i, step in enumerate(spec.get("steps") or []):
@@ -264,7 +263,7 @@ def _run_pipeline(ctx: JobContext) -> dict[str, Any]:
 _EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage", "tensorrt": ".onnx"}
 
 
-def _check_convert_available() -> Any:
+def _check_convert_available() -> Callable[..., ConversionResult]:
     try:
         module = importlib.import_module("controller.conversion")
     except ImportError as exc:
@@ -273,33 +272,17 @@ def _check_convert_available() -> Any:
     return module.convert
 
 
-def conversion_options(target: str, options: dict[str, Any]) -> Any:
-    """The target's options dataclass from a JSON dict (None = the profile recipe's defaults)."""
-    import dataclasses
+def conversion_options(target: str, options: dict[str, Any]) -> object | None:
+    """The target's options dataclass parsed by conversion itself, its errors as a 422 job-spec error."""
+    from controller.conversion import ConversionError, options_from_json
 
-    from controller.conversion import ConversionError
-    from controller.conversion.api import _load_converters
-    from controller.conversion.registry import get_converter
-
-    _load_converters()
     try:
-        spec = get_converter(target)
+        return options_from_json(target, options)
     except ConversionError as exc:
         raise InvalidJobSpecError(str(exc)) from exc
-    body = {k: v for k, v in options.items() if k not in ("format", "type")}
-    if not body:
-        return None
-    known = {f.name for f in dataclasses.fields(spec.options_type)}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise InvalidJobSpecError(f"unknown {target} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    try:
-        return spec.options_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in body.items()})
-    except (TypeError, ValueError) as exc:
-        raise InvalidJobSpecError(f"{target} options: {exc}") from exc
 
 
-def _validate_conversion(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate_conversion(spec: JobSpec, services: JobServices) -> JobSpec:
     _check_convert_available()
     version = _check_version(services, spec["version_id"])
     _check_profile(spec["profile"])
@@ -311,7 +294,7 @@ def _validate_conversion(spec: dict[str, Any], services: Any) -> dict[str, Any]:
             "config": dict(spec.get("config") or {})}
 
 
-def _golden(registry: Any, version: Any) -> dict[str, Any] | None:
+def _golden(registry: Registry, version: VersionRecord) -> dict[str, Any] | None:
     """Uploaded sample inputs (stacked on axis 0) for the conversion's cross-runtime check, if any."""
     import numpy as np
 
@@ -371,7 +354,7 @@ def _run_conversion(ctx: JobContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- zoo import
-def _validate_zoo(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate_zoo(spec: JobSpec, services: JobServices) -> JobSpec:
     from controller.registry import validate_name
     from controller.zoo import ZOO_NAMES
 
