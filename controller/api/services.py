@@ -101,9 +101,9 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
 def start_fleet(settings: Settings, registry: Registry) -> Any:
     """The fleet service when a broker is configured, else None.
 
-    The one place a fleet service is built from :class:`Settings`, with a golden source that knows the
-    sample inputs uploaded with a model (see :func:`samples_golden_source`), so a user's
-    own ONNX can be deployed, not only zoo models.
+    The one place a fleet service is built from :class:`Settings`. Its artifact builder finds golden
+    inputs through :class:`controller.version_data.VersionData` (samples uploaded with the model, else
+    the zoo), so a user's own ONNX can be deployed, not only zoo models.
     """
     if not settings.fleet_enabled:
         return None
@@ -113,37 +113,12 @@ def start_fleet(settings: Settings, registry: Registry) -> Any:
 
     password = settings.broker_password.get_secret_value() if settings.broker_password else ""
     key = load_or_create_private_key(settings.compression_workspace / "keys" / "controller.key")
-    builder = ArtifactBuilder(registry, signing_key=key, golden_source=samples_golden_source(registry))
+    builder = ArtifactBuilder(registry, signing_key=key)
     fleet = FleetService(registry, host=settings.broker_host or "", port=settings.broker_port,
                          username=settings.broker_username, password=password, fleet=settings.fleet,
                          artifact_builder=builder)
     fleet.start()
     return fleet
-
-
-def samples_golden_source(registry: Registry, limit: int = 16) -> Any:
-    """Golden inputs from the samples uploaded with the lineage root, falling back to the model zoo."""
-    from controller.artifacts import zoo_golden_source
-
-    zoo_source = zoo_golden_source()
-
-    def source(model: ModelRecord, version: VersionRecord, root: VersionRecord) -> tuple[list, Path, str]:
-        sha = root.config.get("samples_sha256")
-        if not sha:
-            return zoo_source(model, version, root)
-        return load_samples(registry.blob_path(sha256=sha))[:limit], registry.blob_path(sha256=root.sha256), "cosine"
-
-    return source
-
-
-def load_samples(path: Path) -> list[dict[str, Any]]:
-    """Per-sample input dicts (batch axis kept, size 1) from a samples ``.npz`` (no pickle)."""
-    import numpy as np
-
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    n = min(len(a) for a in arrays.values())
-    return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(n)]
 
 
 def submit_job(services: Services, kind: str, spec: dict[str, Any], actor: str) -> Any:

@@ -88,6 +88,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def default_calibration_samples() -> int:
+    """``CALIBRATION_SAMPLES`` as :class:`controller.settings.Settings` reads and validates it (default 128).
+
+    Read when a config or a calibration is made, not at import, so a job process and a test
+    see the environment they run in.
+    """
+    from controller.settings import Settings
+
+    return Settings().calibration_samples
+
+
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     """Raise InvalidConfigError unless ``value`` is one of ``choices``."""
     if value not in choices:

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from common.manifest import sha256_file
 from common.profiles import DeviceProfile, load_profile
 from controller.conversion.errors import CrossRuntimeMismatchError, InvalidOptionsError, MissingDependencyError
 from controller.conversion.registry import ConversionContext, get_converter, options_to_json
@@ -107,10 +108,7 @@ def _digest(path: Path) -> tuple[str, int]:
             h.update(str(f.relative_to(path)).encode() + b"\0" + data)
             size += len(data)
         return h.hexdigest(), size
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest(), path.stat().st_size
+    return sha256_file(path), path.stat().st_size
 
 
 def default_options(target: str, profile: DeviceProfile) -> object:

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from controller.jobs.context import JobContext, JobKind, JobServices, JobSpec
 from controller.jobs.models import InvalidJobSpecError
+from controller.version_data import VersionData
 
 if TYPE_CHECKING:
     from controller.compression import CompressionConfig
     from controller.conversion import ConversionResult
-    from controller.registry import Registry, VersionRecord
+    from controller.registry import VersionRecord
     from controller.settings import Settings
-    from controller.zoo import ZooModel
 
 _FAMILY_DEFAULTS = {"prune": ("prune-unstructured", "prune-structured"), "distill": ("distill",),
                     "decompose": ("svd", "tucker", "lowrank")}
@@ -107,47 +107,28 @@ def _check_version(services: JobServices, version_id: str) -> VersionRecord:
         raise InvalidJobSpecError(f"input version {version_id!r} does not exist") from exc
 
 
-def _zoo_root(registry: Registry, version: VersionRecord) -> tuple[str | None, VersionRecord]:
-    """(zoo name, root version) when the version descends from a zoo import, else (None, root)."""
-    from controller.zoo import ZOO_NAMES
+def check_torch_start(data: VersionData, version: VersionRecord) -> None:
+    """Refuse a technique that retrains the torch module unless it starts from a zoo-imported FP32 version.
 
-    root = registry.lineage(version_id=version.id)[0]
-    name = root.config.get("zoo") if root.config.get("source") == "zoo" else None
-    return (name if name in ZOO_NAMES else None), root
-
-
-def model_argument(registry: Registry, version: VersionRecord, path: Path, needs_torch: bool) -> Path | ZooModel:
-    """What to hand ``compress``: the zoo entry (real data, torch module) for zoo lineages, else the ONNX file.
-
-    A derived version of a zoo model keeps the zoo's calibration/eval data but its own ONNX
-    file. Techniques that retrain the torch module can only start from the zoo's FP32
-    version: the torch module does not carry the changes of an ONNX-level parent.
+    Only the zoo import has a torch module, and it does not carry the changes of an
+    ONNX-level parent, so a derived version cannot be retrained either.
     """
-    zoo_name, root = _zoo_root(registry, version)
-    if needs_torch and (zoo_name is None or version.id != root.id):
+    zoo_name, root = data.zoo_name(version), data.root(version)
+    if zoo_name is None:
+        raise InvalidJobSpecError(
+            "this technique needs a torch module; uploaded ONNX files have none (import a zoo model instead)")
+    if version.id != root.id:
         raise InvalidJobSpecError(
             "this technique retrains or restructures the torch module, which only the zoo-imported FP32 version "
-            f"has; start from version {root.id}" if zoo_name else
-            "this technique needs a torch module; uploaded ONNX files have none (import a zoo model instead)")
-    if zoo_name is None:
-        return path
-    from controller import zoo
-
-    entry = zoo.load(zoo_name)
-    if version.id == root.id:
-        return entry
-    derived = type(f"{type(entry).__name__}Version", (type(entry),), {"onnx_path": property(lambda self: path)})
-    clone = derived.__new__(derived)
-    clone.__dict__.update(entry.__dict__)
-    return clone
+            f"has; start from version {root.id}")
 
 
 def _validate_compression(spec: JobSpec, services: JobServices) -> JobSpec:
     config = build_config(spec.get("family") or spec.get("technique_family"), spec.get("technique"),
                           spec.get("config") or {}, services.settings)
     version = _check_version(services, spec["version_id"])
-    if getattr(config, "needs_torch", False):
-        model_argument(services.registry, version, Path("unused"), True)
+    if config.needs_torch:
+        check_torch_start(VersionData(services.registry), version)
     if spec.get("profile"):
         _check_profile(spec["profile"])
     return {"family": spec.get("family"), "technique": config.technique, "config": config.to_dict(),
@@ -177,8 +158,10 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
     step_dir.mkdir(parents=True, exist_ok=True)
     src = step_dir / "input.onnx"
     src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
-    model = model_argument(registry, version, src, getattr(config, "needs_torch", False))
-    calibration = None if not isinstance(model, Path) else _uploaded_samples(registry, version)
+    data = VersionData(registry)
+    if config.needs_torch:
+        check_torch_start(data, version)
+    model, calibration = data.compression_input(version, src)
     report = ctx.scaled(lo, hi, label)
     report(0, f"{config.technique}: loading")
     result = run_compress(model, config, out=step_dir / "output.onnx", evaluate=evaluate, memory=memory,
@@ -191,13 +174,6 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
                                parent_id=version.id, metrics=metrics, actor=ctx.job.actor)
     return {"version_id": new.id, "model_id": new.model_id, "parent_id": version.id, "technique": config.technique,
             "sha256": new.sha256, "size": new.size, "metrics": metrics}
-
-
-def _uploaded_samples(registry: Registry, version: VersionRecord) -> Path | None:
-    """The ``.npz`` of real inputs uploaded with the lineage root (calibration for user ONNX), if any."""
-    root = registry.lineage(version_id=version.id)[0]
-    sha = root.config.get("samples_sha256")
-    return registry.blob_path(sha256=sha) if sha else None
 
 
 def _run_compression(ctx: JobContext) -> dict[str, Any]:
@@ -227,7 +203,7 @@ def _validate_pipeline(spec: JobSpec, services: JobServices) -> JobSpec:
             config = build_config(None, step["technique"], step.get("config") or {})
         except InvalidJobSpecError as exc:
             raise InvalidJobSpecError(f"step {i + 1}: {exc.message}") from exc
-        if getattr(config, "needs_torch", False) and i > 0:
+        if config.needs_torch and i > 0:
             raise InvalidJobSpecError(f"step {i + 1}: {config.technique} retrains the torch module and must be the "
                                       "first step")
         steps.append({"technique": config.technique, "config": config.to_dict()})
@@ -294,17 +270,6 @@ def _validate_conversion(spec: JobSpec, services: JobServices) -> JobSpec:
             "config": dict(spec.get("config") or {})}
 
 
-def _golden(registry: Registry, version: VersionRecord) -> dict[str, Any] | None:
-    """Uploaded sample inputs (stacked on axis 0) for the conversion's cross-runtime check, if any."""
-    import numpy as np
-
-    path = _uploaded_samples(registry, version)
-    if path is None:
-        return None
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k][:32] for k in npz.files}
-
-
 def run_conversion_step(ctx: JobContext, version_id: str, *, profile: str | None, target: str | None,
                         options: dict[str, Any], lo: float, hi: float, label: str) -> dict[str, Any]:
     """Convert one version with ``controller.conversion.convert`` and store the artifact as a child version."""
@@ -324,14 +289,9 @@ def run_conversion_step(ctx: JobContext, version_id: str, *, profile: str | None
     src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
     report = ctx.scaled(lo, hi, label)
     report(5, f"converting to {target} for {prof.id}")
-    zoo_name, _ = _zoo_root(registry, version)
-    metric = "cosine"
-    if zoo_name:
-        from controller import zoo
-
-        metric = zoo.load(zoo_name).quality_metric
+    data = VersionData(registry)
     result = convert(src, target, prof, out=step_dir / f"model{_EXTENSIONS.get(target, '.bin')}", options=opts,
-                     golden=_golden(registry, version), quality_metric=metric)
+                     golden=data.check_inputs(version), quality_metric=data.quality_metric(version))
     report(90, "storing the artifact")
     path = Path(result.path)
     if path.is_dir():  # e.g. a Core ML .mlpackage: stored as one zip blob
