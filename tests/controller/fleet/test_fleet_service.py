@@ -18,18 +18,10 @@ from controller.broker import Credentials, start_mosquitto
 from controller.fleet import FleetService
 from controller.registry import DeploymentState, DeviceDeploymentState, InvalidInputError, Registry
 from fleetsim.scripted import ScriptedDevice, assemble, sha
+from tests.waiting import wait_until
 
 S = DeviceDeploymentState
 KEY = Ed25519PrivateKey.generate()
-
-
-def wait_until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def make_manifest(reg: Registry, size: int, profile: str = "rpi4", name: str = "m", fmt: str = "onnx") -> Manifest:
