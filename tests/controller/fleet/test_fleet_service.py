@@ -13,11 +13,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import topics
 from common.errors import ReasonCode
-from common.manifest import Manifest, blob_ref, sign_manifest
+from common.manifest import Manifest
 from controller.broker import Credentials, start_mosquitto
 from controller.fleet import FleetService
 from controller.registry import DeploymentState, DeviceDeploymentState, InvalidInputError, Registry
 from fleetsim.scripted import ScriptedDevice, assemble, sha
+from tests.manifests import signed_manifest
 from tests.waiting import wait_until
 
 S = DeviceDeploymentState
@@ -29,14 +30,9 @@ def make_manifest(reg: Registry, size: int, profile: str = "rpi4", name: str = "
     data = os.urandom(size)
     v = reg.add_version(model_id=model.id, data=data, format=fmt)
     golden = reg.put_blob(data=os.urandom(1500))
-    files = [
-        blob_ref("model", reg.blob_path(sha256=v.sha256), 1024, filename=f"model.{fmt}"),
-        blob_ref("golden", Path(golden.path), 1024, filename="golden.npz"),
-    ]
-    man = Manifest(
-        model_id=model.id, version=v.id, profile=profile, format=fmt, quality_metric="cosine", files=files
-    )
-    return sign_manifest(man, KEY)
+    return signed_manifest(reg.blob_path(sha256=v.sha256), Path(golden.path), key=KEY, chunk_size=1024,
+                           model_filename=f"model.{fmt}", golden_filename="golden.npz", model_id=model.id,
+                           version=v.id, profile=profile, format=fmt)
 
 
 @pytest.fixture

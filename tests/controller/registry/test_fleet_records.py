@@ -6,10 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.errors import ReasonCode
-from common.manifest import Manifest, blob_ref, sign_manifest
 from common.messages import BenchMetrics, BenchReport, DeviceCaps, DeviceState, JobReport, ModelRef
 from controller.registry import (
     ConflictError,
@@ -20,6 +18,7 @@ from controller.registry import (
     Registry,
     ReportOutcome,
 )
+from tests.manifests import signed_manifest
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = DeviceDeploymentState
@@ -41,15 +40,8 @@ def _artifact(reg: Registry, tmp_path: Path, content: bytes, profile: str = "rpi
     f = tmp_path / f"{content.hex()[:8]}.onnx"
     f.write_bytes(content * 500)
     v = reg.add_version(model_id=m.id, path=f, parent_id=parent)
-    man = Manifest(
-        model_id=m.id,
-        version=v.id,
-        profile=profile,
-        format="onnx",
-        quality_metric="cosine",
-        files=[blob_ref("model", f, 1024)],
-    )
-    return reg.artifacts.add_artifact(manifest=sign_manifest(man, Ed25519PrivateKey.generate())), v
+    return reg.artifacts.add_artifact(manifest=signed_manifest(f, chunk_size=1024, model_id=m.id, version=v.id,
+                                                     profile=profile)), v
 
 
 def test_stale_will_never_overwrites_newer_birth(reg):
@@ -171,16 +163,9 @@ def test_per_device_artifacts_and_deletion_rules(reg, tmp_path):
     m = reg.get_model(name="m")
     f = tmp_path / "x.onnx"
     f.write_bytes(b"x86" * 500)
-    man = Manifest(
-        model_id=m.id,
-        version=v.id,
-        profile="x86-edge",
-        format="onnx",
-        quality_metric="cosine",
-        files=[blob_ref("model", f, 1024)],
-    )
     reg.put_blob(path=f)
-    a_x86 = reg.artifacts.add_artifact(manifest=sign_manifest(man, Ed25519PrivateKey.generate()))
+    a_x86 = reg.artifacts.add_artifact(manifest=signed_manifest(f, chunk_size=1024, model_id=m.id, version=v.id,
+                                                      profile="x86-edge"))
     reg.devices.register_device(device_id="pi-1", profile="rpi4")
     reg.devices.register_device(device_id="box-1", profile="x86-edge")
     with pytest.raises(InvalidInputError, match="box-1"):

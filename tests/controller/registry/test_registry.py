@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.manifest import Manifest, Thresholds, blob_ref, sign_manifest
+from common.manifest import Thresholds, blob_ref, sign_manifest
 from controller.registry import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     Registry,
 )
+from tests.manifests import make_manifest
 
 
 @pytest.fixture
@@ -200,15 +201,7 @@ def test_artifact_requires_signed_manifest_and_stored_blobs(reg, tmp_path):
     model_file = _file(tmp_path, b"onnx" * 600)
     v = reg.add_version(model_id=m.id, path=model_file)
     ref = blob_ref("model", model_file, 1024)
-    man = Manifest(
-        model_id=m.id,
-        version=v.id,
-        profile="rpi4",
-        format="onnx",
-        quality_metric="cosine",
-        files=[ref],
-        thresholds=Thresholds(),
-    )
+    man = make_manifest(files=[ref], model_id=m.id, version=v.id, thresholds=Thresholds())
     with pytest.raises(InvalidInputError, match="unsigned"):
         reg.artifacts.add_artifact(manifest=man)
     signed = sign_manifest(man, Ed25519PrivateKey.generate())

@@ -8,8 +8,8 @@ device, which rolls the whole rollout back while every device keeps the good mod
 
 from __future__ import annotations
 
-import functools
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -27,8 +27,11 @@ agent_config = pytest.importorskip("agent.config")
 
 pytestmark = pytest.mark.timeout(180)
 
-#: rollouts bake, retry and time out over seconds: wait longer than the helper's default
-settled = functools.partial(wait_until, timeout=20.0, interval=0.05)
+
+def settled(predicate: Callable[[], object], timeout: float = 20.0) -> object:
+    """Rollouts bake, retry and time out over seconds: wait longer than the helper's default."""
+    return wait_until(predicate, timeout, "the rollout to settle", 0.05)
+
 FAST = dict(bench_runs=8, bench_warmup=2, rerequest_interval_s=1.0, telemetry_interval_s=1.0, threads=1)
 
 

@@ -6,8 +6,8 @@ simulated per technique and judged by the agent's real gate (see fleetsim.simula
 
 from __future__ import annotations
 
-import functools
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -19,8 +19,10 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
-#: rollouts bake, retry and time out over seconds: wait longer than the helper's default
-settled = functools.partial(wait_until, timeout=15.0, interval=0.05)
+
+def settled(predicate: Callable[[], object], timeout: float = 15.0) -> object:
+    """Rollouts bake, retry and time out over seconds: wait longer than the helper's default."""
+    return wait_until(predicate, timeout, "the rollout to settle", 0.05)
 
 
 def _kinds(h: SimHarness, rid: str) -> list[str]:
