@@ -14,7 +14,7 @@ from common.keys import load_or_create_private_key, load_public_key
 from common.manifest import Thresholds, read_chunk, verify_manifest
 from controller.artifacts import ArtifactBuilder, ArtifactBuildError, build_artifact, export_artifact
 from controller.registry import NotFoundError, Registry
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from tests.tiny_models import tiny_linear_onnx
 
 
 @pytest.fixture

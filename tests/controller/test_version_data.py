@@ -11,7 +11,7 @@ from common.keys import load_or_create_private_key
 from controller.artifacts import ArtifactBuilder, ArtifactBuildError
 from controller.registry import Registry
 from controller.version_data import VersionData, load_samples
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from tests.tiny_models import tiny_linear_onnx
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from common.keys import load_or_create_private_key
 from controller.artifacts import ArtifactBuilder
 from controller.fleet import FleetService
 from controller.registry import Registry
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from tests.tiny_models import tiny_linear_onnx
 from tests.waiting import wait_until
 
 agent_daemon = pytest.importorskip("agent.daemon")

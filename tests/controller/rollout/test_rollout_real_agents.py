@@ -19,7 +19,7 @@ from controller.artifacts import ArtifactBuilder
 from controller.fleet import FleetService
 from controller.registry import Registry
 from controller.rollout import RolloutEngine, RolloutPlan
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from tests.tiny_models import tiny_linear_onnx
 from tests.waiting import wait_until
 
 agent_daemon = pytest.importorskip("agent.daemon")
