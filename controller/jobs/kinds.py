@@ -7,11 +7,11 @@ of the registry, calls the one door of the owning package (``controller.compress
 parent is the input and whose config is the technique's JSON config: the same object the
 request carried, so lineage, job and request agree.
 
-REST families map onto the compression package's technique names: ``quantize`` accepts
-``int8-static``, ``int8-dynamic``, ``int4-weight``, ``fp16``, ``mixed``, ``qat...``; ``prune``
-accepts techniques whose name contains ``prune``; ``distill`` those containing ``distill``;
-``decompose`` ``svd``/``tucker``/``cp``/``lowrank``. Without an explicit technique the family
-default follows the settings (``DEFAULT_QUANTIZATION_BITS``, ``ENABLE_DYNAMIC_QUANTIZATION``).
+A REST family (``quantize``, ``prune``, ``distill``, ``decompose``) accepts the techniques whose
+config declares that family (``CompressionConfig.family``); nothing is guessed from a name. Without
+an explicit technique the family default follows the settings (``DEFAULT_QUANTIZATION_BITS``,
+``ENABLE_DYNAMIC_QUANTIZATION``). Where a version's calibration and check data come from is
+:class:`controller.version_data.VersionData`'s decision.
 """
 
 from __future__ import annotations
