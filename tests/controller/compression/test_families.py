@@ -32,3 +32,12 @@ def test_family_mismatch_names_the_family_members() -> None:
     with pytest.raises(InvalidJobSpecError, match="'svd' is not a prune technique; prune techniques: prune-structured"):
         build_config("prune", "svd", {})
     assert build_config("decompose", "svd", {}).technique == "svd"
+
+
+def test_calibration_samples_default_comes_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.compression import Int8StaticConfig
+
+    monkeypatch.setenv("CALIBRATION_SAMPLES", "37")
+    assert Int8StaticConfig().calibration_samples == 37  # read when the config is made, not at import
+    monkeypatch.delenv("CALIBRATION_SAMPLES")
+    assert Int8StaticConfig().calibration_samples == 128
