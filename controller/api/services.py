@@ -17,11 +17,11 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from controller.api.auth import KeyRing
 from controller.api.errors import ApiError
-from controller.jobs import JobRunner, JobStore, LocalJobRunner
+from controller.jobs import Job, JobRunner, JobStore, LocalJobRunner
 from controller.registry import (
     InvalidInputError,
     ModelRecord,
@@ -31,6 +31,9 @@ from controller.registry import (
     validate_name,
 )
 from controller.settings import Settings
+
+if TYPE_CHECKING:
+    from controller.fleet.service import FleetService
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,10 @@ class Services:
     keys: KeyRing
     registry: Registry
     runner: JobRunner
-    fleet: Any = None
+    fleet: FleetService | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def require_fleet(self) -> Any:
+    def require_fleet(self) -> FleetService:
         """The fleet service, or a 503 saying how to enable it."""
         if self.fleet is None:
             raise ApiError(503, "no MQTT broker configured: set EDGEFLEET_BROKER_HOST (and credentials) to talk to "
@@ -98,7 +101,7 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
     return services
 
 
-def start_fleet(settings: Settings, registry: Registry) -> Any:
+def start_fleet(settings: Settings, registry: Registry) -> FleetService | None:
     """The fleet service when a broker is configured, else None.
 
     The one place a fleet service is built from :class:`Settings`. Its artifact builder finds golden
@@ -121,7 +124,7 @@ def start_fleet(settings: Settings, registry: Registry) -> Any:
     return fleet
 
 
-def submit_job(services: Services, kind: str, spec: dict[str, Any], actor: str) -> Any:
+def submit_job(services: Services, kind: str, spec: dict[str, Any], actor: str) -> Job:
     """Queue a job and write its audit line (who asked for what, when) in the registry's audit log."""
     job = services.runner.submit(kind, spec, actor=actor)
     services.registry.audit(action=f"job.submit.{kind}", target=job.id, actor=actor,
@@ -129,7 +132,7 @@ def submit_job(services: Services, kind: str, spec: dict[str, Any], actor: str) 
     return job
 
 
-def cancel_job(services: Services, job_id: str, actor: str) -> Any:
+def cancel_job(services: Services, job_id: str, actor: str) -> Job:
     """Cancel a job and audit it."""
     job = services.runner.cancel(job_id)
     services.registry.audit(action="job.cancel", target=job.id, actor=actor, details={"state": job.state.value})
