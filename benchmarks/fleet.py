@@ -44,6 +44,7 @@ from controller.broker import Credentials, start_mosquitto  # noqa: E402
 from controller.fleet import FleetService  # noqa: E402
 from controller.registry import Registry  # noqa: E402
 from controller.rollout import FleetGate, RolloutEngine, RolloutPlan  # noqa: E402
+from fleetsim.waiting import wait_until  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 PROFILE = "x86-edge"
@@ -135,15 +136,6 @@ class Env:
         return final
 
 
-def _wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
-
-
 def telemetry_scenario(workdir: Path, agents: int, seconds: float) -> dict[str, Any]:
     env = Env(workdir, agents, telemetry_s=1.0)
     try:
@@ -230,7 +222,10 @@ def _regressed(env: Env, art: Any, old_version: str, agents: int) -> dict[str, A
     plan = RolloutPlan(canary_count=5, waves=3, gate=FleetGate(max_latency_ratio=1.25))
     r = env.engine.create(artifact_id=art.id, device_ids=env.devices, plan=plan)
     r = env.engine.wait(r.id, 120, until=("rolled_back", "succeeded", "failed", "paused"))
-    back = _wait(lambda: env.active_versions() == {old_version: agents}, 30)
+    try:
+        back = wait_until(lambda: env.active_versions() == {old_version: agents}, 30, "the rollback", 0.05)
+    except AssertionError:
+        back = False
     t_back = time.monotonic()
     canary_dep = r.in_wave(0)[0].deployment_id
     reports = env.registry.db.all("SELECT received_at FROM bench_reports WHERE deployment_id = ? ORDER BY received_at",

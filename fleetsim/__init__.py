@@ -6,7 +6,9 @@
 * :mod:`fleetsim.scripted` — one scripted device that publishes exactly what a test says;
 * :mod:`fleetsim.controller_stub` — a minimal controller that feeds bad inputs to real agents;
 * :mod:`fleetsim.wire` — what they share: logins, message builders, publishing by the topic
-  table of :mod:`common.topics`.
+  table of :mod:`common.topics`;
+* :mod:`fleetsim.waiting` — ``wait_until``, the one poll-with-deadline of tests, benchmarks and
+  these doubles.
 
 The controller never imports this package; benchmarks and tests do. The simulator reuses
 the agent's gate (:func:`agent.compare.decide`) and benchmark code, which is why it sits

@@ -32,6 +32,7 @@ from common.messages import (
 )
 from common.topics import TopicKind
 from fleetsim import wire
+from fleetsim.waiting import wait_until
 
 
 class Offered(Protocol):
@@ -101,16 +102,8 @@ class ControllerStub:
 
     def wait_for(self, predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
         """The predicate's first truthy value, re-checked on every received message; AssertionError on timeout."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out waiting for {what}; jobs={dict(self.jobs)}")
-                self._cond.wait(min(left, 0.2))
+            return wait_until(predicate, timeout, lambda: f"{what}; jobs={dict(self.jobs)}", 0.2, condition=self._cond)
 
     def job_reports(self, device: str, deployment: str) -> list[JobReport]:
         """Job reports one device sent for one deployment, in arrival order."""

@@ -61,6 +61,7 @@ from common.messages import (
 from common.topics import TopicKind
 from common.update_states import UpdateState
 from fleetsim import wire
+from fleetsim.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +209,11 @@ class FleetSimulator:
 
     def wait_connected(self, timeout: float) -> bool:
         """True once every agent has its CONNACK."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(a.online for a in self.agents.values()):
-                return True
-            time.sleep(0.05)
-        return False
+        try:
+            wait_until(lambda: all(a.online for a in self.agents.values()), timeout, "every CONNACK", 0.05)
+        except AssertionError:
+            return False
+        return True
 
     def active_versions(self) -> Counter[str]:
         """How many agents run each model version (``"-"`` = none)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.waiting import wait_until
+from fleetsim.waiting import wait_until
 
 from .artifacts import make_artifact
 

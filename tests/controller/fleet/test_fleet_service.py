@@ -18,8 +18,8 @@ from controller.broker import Credentials, start_mosquitto
 from controller.fleet import FleetService
 from controller.registry import DeploymentState, DeviceDeploymentState, InvalidInputError, Registry
 from fleetsim.scripted import ScriptedDevice, assemble, sha
+from fleetsim.waiting import wait_until
 from tests.manifests import signed_manifest
-from tests.waiting import wait_until
 
 S = DeviceDeploymentState
 KEY = Ed25519PrivateKey.generate()

@@ -17,8 +17,8 @@ from common.keys import load_or_create_private_key
 from controller.artifacts import ArtifactBuilder
 from controller.fleet import FleetService
 from controller.registry import Registry
+from fleetsim.waiting import wait_until
 from tests.tiny_models import tiny_linear_onnx
-from tests.waiting import wait_until
 
 agent_daemon = pytest.importorskip("agent.daemon")
 agent_config = pytest.importorskip("agent.config")

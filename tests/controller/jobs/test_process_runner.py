@@ -11,7 +11,7 @@ import pytest
 from controller.jobs import JobState, JobStore, LocalJobRunner
 from controller.jobs.kinds import plugin_kinds
 from controller.jobs.worker import child_main
-from tests.waiting import wait_until
+from fleetsim.waiting import wait_until
 
 PLUGIN = "tests.controller.jobs.plugin_kinds"
 

@@ -19,7 +19,7 @@ from controller.jobs import (
     JobStore,
     LocalJobRunner,
 )
-from tests.waiting import wait_until
+from fleetsim.waiting import wait_until
 
 
 class Gate:

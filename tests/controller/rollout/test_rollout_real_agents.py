@@ -19,8 +19,8 @@ from controller.artifacts import ArtifactBuilder
 from controller.fleet import FleetService
 from controller.registry import Registry
 from controller.rollout import RolloutEngine, RolloutPlan
+from fleetsim.waiting import wait_until
 from tests.tiny_models import tiny_linear_onnx
-from tests.waiting import wait_until
 
 agent_daemon = pytest.importorskip("agent.daemon")
 agent_config = pytest.importorskip("agent.config")

@@ -15,7 +15,7 @@ from common.messages import BenchMetrics
 from controller.rollout import FleetGate, RolloutPlan, RolloutPlanError, RolloutStateError
 from fleetsim.harness import SimHarness
 from fleetsim.simulator import default_bench
-from tests.waiting import wait_until
+from fleetsim.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

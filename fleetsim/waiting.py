@@ -1,8 +1,9 @@
-"""The one way tests wait for something that happens on another thread, process or device.
+"""The one way tests, benchmarks and the fleet doubles wait for something on another thread, process or device.
 
 Why one: a hand-written poll loop per test file drifted (some returned False on timeout, some
-raised without saying what they waited for). Every wait here returns the predicate's first
-truthy value and, on timeout, fails with what it waited for.
+raised without saying what they waited for). :func:`wait_until` returns the predicate's first
+truthy value and, on timeout, fails with what it waited for; a caller whose contract is "False
+on timeout" catches that one ``AssertionError``.
 """
 
 from __future__ import annotations
