@@ -331,6 +331,16 @@ class BrokerHandle:
             shutil.rmtree(self._private_dir, ignore_errors=True)
             self._private_dir = None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process id (None for the embedded broker)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code once the broker process ended on its own, else None."""
+        return self._proc.poll() if self._proc is not None else None
+
     def admin(self) -> DynsecAdmin:
         """An account manager logged in as the controller (close it after use)."""
         return DynsecAdmin(self.host, self.port, CONTROLLER_USER, self.credentials.users[CONTROLLER_USER])

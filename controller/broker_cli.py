@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(1.0):
-            if handle._proc is not None and handle._proc.poll() is not None:
-                print(f"error: mosquitto exited with {handle._proc.returncode}; see {folder / 'mosquitto.log'}",
+            if handle.returncode is not None:
+                print(f"error: mosquitto exited with {handle.returncode}; see {folder / 'mosquitto.log'}",
                       file=sys.stderr)
                 return 1
     finally:

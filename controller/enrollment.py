@@ -130,7 +130,7 @@ def enroll_device(settings: Settings, registry: object, *, device_id: str, profi
             admin.add_device(device_id, password, fleet=settings.fleet)
         except BrokerError as exc:
             raise EnrollmentError(str(exc)) from exc
-    registry.register_device(device_id=device_id, profile=profile, actor=actor)  # type: ignore[attr-defined]
+    registry.devices.register_device(device_id=device_id, profile=profile, actor=actor)  # type: ignore[attr-defined]
     tls = settings.broker_tls_port is not None
     host = settings.broker_public_host or settings.broker_host or "127.0.0.1"
     bundle = EnrollmentBundle(device_id=device_id)
@@ -159,3 +159,27 @@ def revoke_device(settings: Settings, *, device_id: str) -> None:
             admin.remove_device(device_id)
         except BrokerError as exc:
             raise EnrollmentError(str(exc)) from exc
+
+
+def announce_offline(fleet: object, device_id: str) -> bool:
+    """Publish a revoked device's offline state on its behalf (retained, its own session id and seq).
+
+    Deleting a broker account disconnects the device *without* its last-will, so nothing else
+    would ever say it went away. ``fleet`` is the running FleetService. Returns False for a
+    device that never sent a state.
+    """
+    from common import topics
+    from common.messages import DeviceState
+    from controller.registry import NotFoundError
+
+    try:
+        record = fleet.registry.devices.get_device(device_id=device_id)  # type: ignore[attr-defined]
+    except NotFoundError:
+        return False
+    if not record.state:
+        return False
+    will = DeviceState.model_validate({**record.state, "online": False})
+    info = fleet.client.publish(topics.state(fleet.fleet, device_id), will.to_bytes(),  # type: ignore[attr-defined]
+                                qos=1, retain=True)
+    fleet.desired.await_acks([info], f"offline state of {device_id}")  # type: ignore[attr-defined]
+    return True

@@ -36,6 +36,7 @@ class _Remote:
         from controller.client_cli import Client
 
         self.client = Client(url)
+        self.devices = self.deployments = self  # the registry's sub-stores these commands use
 
     def __enter__(self) -> _Remote:
         return self
@@ -83,7 +84,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     try:
         with _source(args) as reg:  # type: ignore[attr-defined]
-            return _print_status(args, reg.list_devices())
+            return _print_status(args, reg.devices.list_devices())
     except ClientError as exc:
         print(f"error: {exc}")
         return 1
@@ -106,7 +107,6 @@ def _print_status(args: argparse.Namespace, devices: list) -> int:
             f"{d.id:<24} {'yes' if d.online else 'no':<6} {d.profile:<18} {_model(d.active):<18} "
             f"{p95:>8} {quality:>8}  {bench.get('decision', '-')}"
         )
-    return 0
 
 
 def _cmd_deployment(args: argparse.Namespace) -> int:
@@ -114,7 +114,7 @@ def _cmd_deployment(args: argparse.Namespace) -> int:
 
     with _source(args) as reg:  # type: ignore[attr-defined]
         try:
-            dep = reg.get_deployment(deployment_id=args.deployment_id)
+            dep = reg.deployments.get_deployment(deployment_id=args.deployment_id)
         except NotFoundError as exc:
             print(f"error: {exc}")
             return 1

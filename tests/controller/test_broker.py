@@ -69,7 +69,7 @@ def fleet() -> str:
 
 
 def test_mosquitto_runs_unprivileged(mosquitto):
-    uid = int(Path(f"/proc/{mosquitto._proc.pid}/status").read_text().split("Uid:")[1].split()[0])
+    uid = int(Path(f"/proc/{mosquitto.pid}/status").read_text().split("Uid:")[1].split()[0])
     if os.geteuid() == 0:
         assert uid != 0, "mosquitto must drop root"
     else:

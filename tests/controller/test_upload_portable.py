@@ -8,7 +8,7 @@ import pytest
 from common.keys import load_or_create_private_key
 from controller.artifacts import ArtifactBuildError, build_artifact
 from controller.registry import Registry
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from tests.tiny_models import tiny_linear_onnx
 
 
 def test_upload_with_a_profile_is_not_locked_to_it(tmp_path):

@@ -16,7 +16,7 @@ def _tm(inferences: int, errors: int, p50: float | None = 2.0) -> Telemetry:
 
 def test_error_rate_after_activation_raises_one_event_per_model(tmp_path):
     reg = Registry(tmp_path / "ws")
-    store = TelemetryStore(reg, error_rate=0.05, min_inferences=20)
+    store = TelemetryStore(reg.db, error_rate=0.05, min_inferences=20)
     seen: list[dict] = []
     store.listeners.append(seen.append)
     store.write_batch([(_tm(50, 1), "a" * 64) for _ in range(4)])  # 2 % on the old model: fine

@@ -25,7 +25,7 @@ from controller.artifacts import ArtifactBuilder
 from controller.fleet import FleetService
 from controller.registry import Registry
 from controller.rollout import RolloutEngine, RolloutPlan
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from tests.tiny_models import tiny_linear_onnx
 
 agent_daemon = pytest.importorskip("agent.daemon")
 agent_config = pytest.importorskip("agent.config")
@@ -122,13 +122,13 @@ def test_error_rate_on_real_requests_rolls_the_rollout_back(mosquitto, tmp_path)
         assert anomaly["figures"]["rate"] >= 0.05 and anomaly["figures"]["inferences"] >= 20
         assert svc.telemetry.events(device_id=dev)[0]["kind"] == "error_rate"
         # the device is back on v1 and the application's requests succeed again
-        assert _wait(lambda: (reg.get_device(device_id=dev).active or {}).get("version") == v1.id, 60)
+        assert _wait(lambda: (reg.devices.get_device(device_id=dev).active or {}).get("version") == v1.id, 60)
         t_back = time.monotonic()
         assert _wait(lambda: any(ok and t > t_back for t, _, ok in outcomes), 20)
         failed = [o for o in outcomes if not o[2]]
         assert failed and {status for _, status, _ in failed} == {"500"}  # the new model failed, never the endpoint
         assert outcomes[-1][1] == v1.id and outcomes[-1][2]
-        assert (reg.get_device(device_id=other).active or {}).get("version") == v1.id  # never got v2
+        assert (reg.devices.get_device(device_id=other).active or {}).get("version") == v1.id  # never got v2
     finally:
         stop.set()
         if app.is_alive():
