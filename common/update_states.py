@@ -8,7 +8,7 @@ the controller maps them once to a per-device deployment status
 
 from __future__ import annotations
 
-from enum import StrEnum
+from common.compat import StrEnum
 
 
 class UpdateState(StrEnum):
