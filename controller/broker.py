@@ -49,6 +49,8 @@ CONTROLLER_USER = "controller"
 BROKER_ACCOUNT = "mosquitto"
 """The unprivileged account mosquitto runs as when started by root (Debian's package creates it)."""
 DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
+STATE_ROOT = Path("/var/lib/edgefleet/mosquitto")
+"""Where root keeps the broker's own files for a broker folder the broker account cannot reach."""
 DYNSEC_PLUGIN_PATHS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
     "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
@@ -413,9 +415,12 @@ def _run_as(workdir: Path, *, persistent: bool = False) -> tuple[str | None, Pat
     gids = {account.pw_gid}
     if _reachable(workdir, account.pw_uid, gids):
         return BROKER_ACCOUNT, workdir / "mosquitto", None
-    if persistent:
-        raise BrokerError(f"user {BROKER_ACCOUNT} cannot reach {workdir} (a parent directory is not searchable); "
-                          "the broker keeps its accounts there: choose a directory such as /var/lib/edgefleet/broker")
+    if persistent:  # e.g. a workspace under /root: the accounts go to a stable folder the broker can reach
+        stable = STATE_ROOT / hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
+        stable.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(stable.parent, 0o755)
+        log.info("%s is not reachable by user %s; its accounts are kept in %s", workdir, BROKER_ACCOUNT, stable)
+        return BROKER_ACCOUNT, stable, None
     private = Path(tempfile.mkdtemp(prefix="edgefleet-mosquitto-"))
     os.chmod(private, 0o711)
     log.info("%s is not reachable by user %s; broker files go to %s", workdir, BROKER_ACCOUNT, private)

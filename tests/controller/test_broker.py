@@ -196,3 +196,31 @@ def _until(pred, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return bool(pred())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the broker's files to the mosquitto account")
+def test_root_with_an_unreachable_folder_keeps_accounts_where_the_broker_can_reach(tmp_path):
+    import hashlib
+
+    from controller.broker import STATE_ROOT
+
+    folder = tmp_path / "broker"  # below pytest's 0700 root: the mosquitto account cannot traverse it
+    stable = STATE_ROOT / hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    creds = Credentials()
+    creds.add("controller", "ctl-pw")
+    try:
+        first = start_mosquitto(folder, creds, keep_accounts=True)
+        pw = first.add_user("kept-1", fleet="f")
+        first.stop()
+        fresh = Credentials()
+        fresh.add("controller", "ctl-pw")
+        again = start_mosquitto(folder, fresh, keep_accounts=True)
+        try:
+            s = Session(again, "kept-1", pw, "kept-1")
+            assert s.connected.is_set()
+            s.close()
+        finally:
+            again.stop()
+        assert (stable / "dynamic-security.json").exists() and (folder / "mosquitto").exists() is False
+    finally:
+        shutil.rmtree(stable, ignore_errors=True)
