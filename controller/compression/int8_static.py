@@ -62,6 +62,7 @@ class Int8StaticConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "int8-static"
+    speed_guarded: ClassVar[bool] = True
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = dataclasses.field(default_factory=_default_samples)
     per_channel: bool = True
@@ -100,13 +101,40 @@ def preprocessed(src: Path, workdir: Path) -> Path:
     return pre if pre.exists() else preprocess(src, pre)
 
 
+def opset_for(src: Path, config: Int8StaticConfig, workdir: Path) -> tuple[Path, Int8StaticConfig, dict[str, Any]]:
+    """The source at an opset the config can be written in, or per-tensor weights when it cannot be raised.
+
+    Computed once per work dir (``mixed`` quantises the same source many times).
+    """
+    import json
+
+    from controller.compression.opset import PER_CHANNEL_MIN_OPSET, ensure_opset
+
+    if not config.per_channel:
+        return src, config, {}
+    record = workdir / "opset.json"
+    if record.exists():
+        info = json.loads(record.read_text())
+    else:
+        _path, info = ensure_opset(src, PER_CHANNEL_MIN_OPSET, workdir)
+        record.write_text(json.dumps(info))
+    if info.get("converted"):
+        return workdir / f"opset{PER_CHANNEL_MIN_OPSET}.onnx", config, info
+    if info["from"] < PER_CHANNEL_MIN_OPSET:
+        info["fallback"] = "per-tensor weights (per-channel QDQ needs opset 13)"
+        return src, dataclasses.replace(config, per_channel=False), info
+    return src, config, info
+
+
 def quantize_qdq(src: Path, dst: Path, samples: list[Inputs], config: Int8StaticConfig, workdir: Path,
                  progress: Callable[[float, str], None]) -> dict[str, Any]:
     """Pre-process and static-quantise ``src`` to ``dst``; returns what was quantised and what was not."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    src, config, opset = opset_for(src, config, workdir)
     pre = preprocessed(src, workdir)
+    _check_node_names(pre, src, config)
     guarded = extreme_range_nodes(pre, samples[:8], workdir) if config.guard_extreme_ranges else {}
     act_matmuls = [] if config.quantize_activation_matmuls else activation_matmuls(pre)
     exclude = sorted({*config.exclude_nodes, *config.weight_only_nodes, *guarded, *act_matmuls})
@@ -139,8 +167,27 @@ def quantize_qdq(src: Path, dst: Path, samples: list[Inputs], config: Int8Static
             "weight_only_not_applied": sorted(set(config.weight_only_nodes) - set(weight_only)),
             "float_activation_matmuls": act_matmuls,
             "float_for_extreme_range": {k: float(f"{v:.3g}") for k, v in guarded.items()},
-            "op_types": op_types or "onnxruntime default",
+            "op_types": op_types or "onnxruntime default", "per_channel": config.per_channel,
+            **({"opset": opset} if opset.get("converted") or opset.get("fallback") else {}),
             "quantized_ops": quantized_op_counts(dst)}
+
+
+def _check_node_names(pre: Path, src: Path, config: Int8StaticConfig) -> None:
+    """Refuse node names that are in neither the source graph nor the pre-processed one (a typo would
+    otherwise silently quantise the layer the user meant to protect)."""
+    import onnx
+
+    from controller.compression.errors import InvalidConfigError
+
+    wanted = {*config.exclude_nodes, *config.weight_only_nodes}
+    if not wanted:
+        return
+    known = {n.name for p in (pre, src) for n in onnx.load(str(p), load_external_data=False).graph.node}
+    unknown = sorted(wanted - known)
+    if unknown:
+        sample = ", ".join(sorted(known)[:8])
+        raise InvalidConfigError(f"exclude_nodes/weight_only_nodes name node(s) not in the graph: {unknown}; node "
+                                 f"names look like: {sample} … (the 'mixed' technique's per-layer table lists them)")
 
 
 def auto_op_types(model: Path) -> list[str] | None:
@@ -174,6 +221,10 @@ def int8_static(source: ModelSource, config: Int8StaticConfig, ctx: Any) -> dict
     if report["weight_only_not_applied"]:
         ctx.warn(f"weight_only_nodes without an initializer weight (left in float): "
                  f"{report['weight_only_not_applied']}")
+    opset = report.get("opset") or {}
+    if opset.get("fallback"):
+        ctx.warn(f"the model's opset {opset['from']} could not be raised to {opset['required']} "
+                 f"({opset.get('error')}): quantised with {opset['fallback']}")
     if report["float_for_extreme_range"]:
         ctx.warn(f"{len(report['float_for_extreme_range'])} node(s) kept in float: their tensors exceed ±1e5 "
                  "(e.g. attention masks), which 8 bits cannot represent")
