@@ -95,7 +95,8 @@ def feed_form(array: np.ndarray, spec: Any, where: str) -> np.ndarray:
     """One stored sample of one input, shaped and typed the way the graph input takes it."""
     array = np.asarray(array)
     rank = len(spec.shape)
-    if array.ndim == rank - 1:
+    added = array.ndim == rank - 1
+    if added:
         array = array[None]
     elif array.ndim != rank:
         raise CalibrationError(
@@ -104,8 +105,10 @@ def feed_form(array: np.ndarray, spec: Any, where: str) -> np.ndarray:
             f"batch axis of 1 added, or as (N, *{_shape_text(spec.shape)}) to feed each sample as is")
     for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
         if isinstance(want, int) and want > 0 and got != want:
+            hint = (f"; a batch axis of 1 was added to the stored {array.shape[1:]}: to feed each sample as is, "
+                    f"store it as (N, *{_shape_text(spec.shape).replace('batch', '1')})") if added else ""
             raise CalibrationError(f"{where}: input {spec.name!r} sample fed as {array.shape}, the model expects "
-                                   f"{_shape_text(spec.shape)} (axis {axis} must be {want})")
+                                   f"{_shape_text(spec.shape)} (axis {axis} must be {want}){hint}")
     want_dtype = np.dtype(spec.dtype)
     if array.dtype != want_dtype:
         same_kind = (array.dtype.kind in "iu" and want_dtype.kind in "iu") or (
@@ -117,7 +120,7 @@ def feed_form(array: np.ndarray, spec: Any, where: str) -> np.ndarray:
                 np.iinfo(want_dtype).min <= array.min() and array.max() <= np.iinfo(want_dtype).max):
             raise CalibrationError(f"{where}: input {spec.name!r} values do not fit {want_dtype.name}")
         array = array.astype(want_dtype)
-    return np.ascontiguousarray(array)
+    return array.copy(order="C")  # (np.ascontiguousarray would turn a scalar into shape (1,))
 
 
 def _shape_text(shape: Sequence[Any]) -> str:

@@ -124,9 +124,8 @@ class ModelSource:
             return self.zoo.torch_model()
         if self.torch_module is not None:
             return copy.deepcopy(self.torch_module).eval()
-        from controller.zoo import ZOO_NAMES
-
         from controller.compression.config import techniques
+        from controller.zoo import ZOO_NAMES
 
         onnx_ones = ", ".join(name for name, cls in techniques().items() if not cls.needs_torch)
         raise UnsupportedModelError(
