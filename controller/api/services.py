@@ -277,7 +277,7 @@ def check_onnx(path: Path) -> dict[str, Any]:
     try:
         onnx.checker.check_model(str(path), full_check=False)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0][:500]
+        first = str(exc).strip().splitlines()[0][:500].replace(str(path), "the upload")
         raise ApiError(422, f"the ONNX model fails onnx.checker: {first}", code="invalid_model") from exc
     inits = {i.name for i in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in inits]
@@ -327,7 +327,8 @@ def check_samples(path: Path, inputs: dict[str, tuple[int, ...]]) -> int:
 
 
 def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | None, description: str,
-                 actor: str, samples: Path | None = None) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
+                 actor: str, samples: Path | None = None, eval_samples: Path | None = None,
+                 filename: str | None = None) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
     """Validate everything, then create the model (if new) and its version; a failure leaves nothing behind.
 
     ``samples`` (optional ``.npz`` of real inputs) is stored beside the model and named in
@@ -336,10 +337,15 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
     """
     validate_name(name)
     profile = validate_profile(profile)
+    from controller.api.upload_files import check_sample_upload, normalize_model_upload
+
+    normalize_model_upload(tmp, filename)  # a .zip of .onnx + .data becomes one self-contained file
     info = check_onnx(tmp)
     config: dict[str, Any] = {"source": "upload"}
     if samples is not None:
-        config["samples"] = check_samples(samples, info["input_shapes"])
+        config["samples"] = check_sample_upload(samples, tmp, "samples")
+    if eval_samples is not None:  # held-out: compression jobs measure quality on it, never calibrate
+        config["eval_samples"] = check_sample_upload(eval_samples, tmp, "eval_samples")
     created = False
     try:
         model = registry.get_model(name=name)
@@ -349,6 +355,8 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
     try:
         if samples is not None:
             config["samples_sha256"] = registry.put_blob(path=samples, actor=actor).sha256
+        if eval_samples is not None:
+            config["eval_samples_sha256"] = registry.put_blob(path=eval_samples, actor=actor).sha256
         version = registry.add_version(model_id=model.id, path=tmp, technique="upload", config=config,
                                        format="onnx", profile=profile, metrics={"size_bytes": tmp.stat().st_size},
                                        actor=actor)

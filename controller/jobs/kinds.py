@@ -153,7 +153,19 @@ def _validate_compression(spec: dict[str, Any], services: Any) -> dict[str, Any]
         _check_profile(spec["profile"])
     return {"family": spec.get("family"), "technique": config.technique, "config": config.to_dict(),
             "version_id": version.id, "profile": spec.get("profile"),
-            "evaluate": bool(spec.get("evaluate", True)), "measure_memory": bool(spec.get("measure_memory", False))}
+            "evaluate": bool(spec.get("evaluate", True)), "measure_memory": bool(spec.get("measure_memory", False)),
+            "metric": _check_metric(spec.get("metric")), "allow_slower": bool(spec.get("allow_slower", False))}
+
+
+def _check_metric(metric: str | None) -> str | None:
+    from controller.evaluation.metrics import MetricError, check_metric
+
+    if metric is None:
+        return None
+    try:
+        return check_metric(metric)
+    except MetricError as exc:
+        raise InvalidJobSpecError(f"metric: {exc}") from exc
 
 
 def _check_profile(profile: str) -> None:
@@ -166,7 +178,8 @@ def _check_profile(profile: str) -> None:
 
 
 def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str, Any], *, profile: str | None,
-                         evaluate: bool, memory: bool, lo: float, hi: float, label: str) -> dict[str, Any]:
+                         evaluate: bool, memory: bool, lo: float, hi: float, label: str,
+                         metric: str | None = None, allow_slower: bool = False) -> dict[str, Any]:
     """Compress one version and store the output as its child version; returns the new version summary."""
     from controller.compression import compress as run_compress
     from controller.compression import config_from_json
@@ -180,10 +193,12 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
     src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
     model = model_argument(registry, version, src, getattr(config, "needs_torch", False))
     calibration = None if not isinstance(model, Path) else _uploaded_samples(registry, version)
+    held_out = None if not isinstance(model, Path) else _uploaded_samples(registry, version, "eval_samples_sha256")
     report = ctx.scaled(lo, hi, label)
     report(0, f"{config.technique}: loading")
     result = run_compress(model, config, out=step_dir / "output.onnx", evaluate=evaluate, memory=memory,
-                          calibration=calibration, progress=lambda f, msg: report(100 * f, msg))
+                          calibration=calibration, eval_data=held_out, metric=metric, never_slower=not allow_slower,
+                          progress=lambda f, msg: report(100 * f, msg))
     metrics = _finite_json(result.metrics)
     if result.warnings:
         metrics["warnings"] = list(result.warnings)
@@ -194,10 +209,10 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
             "sha256": new.sha256, "size": new.size, "metrics": metrics}
 
 
-def _uploaded_samples(registry: Any, version: Any) -> Path | None:
-    """The ``.npz`` of real inputs uploaded with the lineage root (calibration for user ONNX), if any."""
+def _uploaded_samples(registry: Any, version: Any, key: str = "samples_sha256") -> Path | None:
+    """The ``.npz`` uploaded with the lineage root: calibration ``samples`` (default) or held-out ``eval_samples``."""
     root = registry.lineage(version_id=version.id)[0]
-    sha = root.config.get("samples_sha256")
+    sha = root.config.get(key)
     return registry.blob_path(sha256=sha) if sha else None
 
 
@@ -205,7 +220,8 @@ def _run_compression(ctx: JobContext) -> dict[str, Any]:
     spec = ctx.job.spec
     out = run_compression_step(ctx, spec["version_id"], spec["config"], profile=spec.get("profile"),
                                evaluate=spec.get("evaluate", True), memory=spec.get("measure_memory", False),
-                               lo=2, hi=99, label=spec["technique"])
+                               lo=2, hi=99, label=spec["technique"], metric=spec.get("metric"),
+                               allow_slower=spec.get("allow_slower", False))
     ctx.progress(100, "recorded version " + out["version_id"])
     return out
 
