@@ -175,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     except (CompressionError, ValueError, json.JSONDecodeError) as exc:
         print(f"\nedgefleet compress: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError:
+        raise  # an install without the controller extra: ``run`` says what to install
     except Exception as exc:  # noqa: BLE001 - a library failure on an unusual model: one line, not a traceback
         print(f"\nedgefleet compress: {args.technique or 'compression'} failed on {args.model}: {type(exc).__name__}: "
               f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''} (nothing written to {out}); "
