@@ -284,3 +284,41 @@ def test_quantization_that_cannot_win_is_not_delivered_slower(tmp_path, techniqu
     else:  # an alternative judged not slower: it must still measure so (generous bound: shared machine)
         samples = [{"x": rng.standard_normal((1, 4)).astype(np.float32)} for _ in range(8)]
         assert latency_ratio(model, r.output, samples) < 1.15
+
+
+# ------------------------------------------------------------------ accuracy-preserving PTQ
+def test_bias_correction_removes_the_mean_shift_of_int8_weights(tiny_models, tmp_path):
+    from controller.compression.ptq_methods import bias_correct
+    from controller.evaluation import run_all, session
+
+    m = tiny_models["cnn"]
+    samples = m["inputs"][:24]
+    info = bias_correct(m["onnx"], tmp_path / "bc.onnx", samples)
+    assert info["layers"] >= 3
+    model = onnx.load(str(tmp_path / "bc.onnx"))
+    conv_w = next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name in
+                  {n.input[1] for n in model.graph.node if n.op_type == "Conv"})
+    steps = conv_w / (np.abs(conv_w).max(axis=(1, 2, 3), keepdims=True) / 127)
+    assert np.allclose(steps, np.round(steps), atol=1e-3)  # on the INT8 grid ORT will use
+    # the same snapped weights without the bias fix: the corrected model's outputs are closer to FP32 on average
+    snapped = onnx.load(str(tmp_path / "bc.onnx"))
+    original = {i.name: i for i in onnx.load(str(m["onnx"])).graph.initializer}
+    for init in snapped.graph.initializer:
+        if init.name in {n.input[2] for n in snapped.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}:
+            init.CopyFrom(original[init.name])
+    onnx.save(snapped, str(tmp_path / "snapped.onnx"))
+    ref = run_all(session(m["onnx"]), samples)
+    corrected = run_all(session(tmp_path / "bc.onnx"), samples)
+    uncorrected = run_all(session(tmp_path / "snapped.onnx"), samples)
+    assert np.abs((corrected - ref).mean(0)).mean() < np.abs((uncorrected - ref).mean(0)).mean()
+
+
+def test_auto_range_search_reports_its_choice(tiny_models, tmp_path):
+    m = tiny_models["cnn"]
+    r = compress(m["onnx"], Int8StaticConfig(calibration_method="auto", calibration_samples=32, bias_correction=True),
+                 out=tmp_path / "a.onnx", calibration=m["npz"], evaluate=False, never_slower=False)
+    search = r.report["range_search"]
+    assert search["chosen"] in ("minmax", "percentile", "entropy") and search["samples_scored"] == 8
+    assert search["output_nmse"][search["chosen"]] == min(search["output_nmse"].values())
+    assert r.report["bias_correction"]["layers"] >= 3
+    onnx.checker.check_model(str(r.output))
