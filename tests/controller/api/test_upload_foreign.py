@@ -82,3 +82,23 @@ def test_eval_samples_field_is_checked_and_used_by_a_job(controller: Controller,
     metrics = done["result"]["metrics"]
     assert metrics["eval"]["held_out"] is True and metrics["eval"]["samples"] == 10
     assert metrics["eval"]["metric"] == "cosine" and metrics["quality_on_calibration_data"] is False
+
+
+def test_client_cli_uploads_samples_and_eval_samples(controller: Controller, tmp_path: Path, monkeypatch,
+                                                      capsys) -> None:
+    import json
+
+    from controller.cli import main
+
+    monkeypatch.setenv("EDGEFLEET_URL", controller.url)
+    monkeypatch.setenv("EDGEFLEET_API_KEY", controller.keys["admin"])
+    model = tiny_onnx(tmp_path / "m.onnx", seed=9)
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "c.npz", input=rng.standard_normal((8, 16)).astype(np.float32))
+    np.savez(tmp_path / "e.npz", input=rng.standard_normal((5, 16)).astype(np.float32))
+    code = main(["models", "upload", "cli-eval", str(model), "--samples", str(tmp_path / "c.npz"),
+                 "--eval-samples", str(tmp_path / "e.npz")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    config = json.loads(out)["version"]["config"]
+    assert config["samples"] == 8 and config["eval_samples"] == 5 and config["eval_samples_sha256"]
