@@ -9,8 +9,8 @@
   crops): INT8 *weights* alone 0.85 → 0.97 top-1 agreement with FP32; full INT8 0.74 → 0.71
   (minmax) and 0.77 → 0.78–0.83 (percentile): activation quantisation, not weight rounding, is
   what is left, so it is opt-in (``bias_correction=true``).
-* **Range search** (``calibration_method="auto"``): ORT's MinMax, Percentile and Entropy
-  calibrators are each run, and the one whose INT8 model has the lowest output error
+* **Range search** (``calibration_method="auto"``): ORT's MinMax, Percentile and (on graphs of at
+  most 150 tensors) Entropy calibrators are each run, and the one whose INT8 model has the lowest output error
   (normalised MSE of the first output vs FP32) on a calibration split not used to calibrate is
   kept — chosen on calibration loss, never on the evaluation data.
 
