@@ -220,7 +220,7 @@ model = onnx.load(sys.argv[1])
 with np.load(sys.argv[3]) as npz:
     arrays = {k: npz[k] for k in npz.files}
 n = len(next(iter(arrays.values())))
-items = [{k: v[i] for k, v in arrays.items()} for i in range(n)]
+items = [{k: np.asarray(v[i]) for k, v in arrays.items()} for i in range(n)]
 quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=n)
 onnx.save(quantized, sys.argv[2])
 """
@@ -311,8 +311,9 @@ def write_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "| model | family | opset | metric | ours | ORT quantize_static defaults | NNCF nncf.quantize defaults |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['family']} | {r['opset']} | {r['metric']} | {_cell(r['ours'], r['metric'])} "
-                     f"| {_cell(r['ort_defaults'], r['metric'])} | {_cell(r['nncf_defaults'], r['metric'])} |")
+        run = f" (run {r['from_run']})" if r.get("from_run") else ""
+        cells = " | ".join(_cell(r[c], r["metric"]) for c in ("ours", "ort_defaults", "nncf_defaults"))
+        lines.append(f"| {r['model']}{run} | {r['family']} | {r['opset']} | {r['metric']} | {cells} |")
     lines += ["", "Ours: `int8-static`, `calibration_method=auto` (MinMax / Percentile / Entropy chosen on a held-back "
               "calibration split), opset raised for per-channel weights where needed, never delivered slower than "
               "FP32 (what was delivered instead is in brackets)."]
@@ -339,6 +340,14 @@ def main() -> int:
             platform.machine(), "cpus": os.cpu_count(), "load_before": round(os.getloadavg()[0], 2)}
     names = sys.argv[1:] or list(MODELS)
     rows = [run_model(name, work) for name in names]
+    previous = RESULTS / "foreign_models.json"
+    if sys.argv[1:] and previous.exists():  # a re-run of some models keeps the other rows (and says so)
+        old = json.loads(previous.read_text())
+        kept = [r for r in old["rows"] if r["model"] not in names]
+        for r in kept:
+            r["from_run"] = old["meta"]["date"]
+        rows = [r for name in MODELS for r in [*kept, *rows] if r["model"] == name]
+        meta["partial_rerun"] = names
     meta.update(load_after=round(os.getloadavg()[0], 2), seconds=time.perf_counter() - started)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "foreign_models.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))

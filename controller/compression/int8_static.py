@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.onnx_utils import topological_sort
 from controller.compression.qdq_tools import (
     ListReader,
     activation_matmuls,
@@ -173,6 +174,7 @@ def quantize_qdq(src: Path, dst: Path, samples: list[Inputs], config: Int8Static
     model = onnx.load(str(quantized))
     float_inputs = float_activation_inputs(model, [*config.exclude_nodes, *config.weight_only_nodes])
     weight_only = weight_only_int8(model, list(config.weight_only_nodes)) if config.weight_only_nodes else []
+    topological_sort(model.graph)  # ORT appends Q/DQ of an If's outputs after their consumers (silero VAD)
     onnx.save(model, str(dst))
     return {"calibration_samples": len(samples), "excluded_nodes": list(config.exclude_nodes),
             "weight_only_int8_nodes": weight_only, "float_activation_inputs": float_inputs,
