@@ -322,3 +322,26 @@ def test_auto_range_search_reports_its_choice(tiny_models, tmp_path):
     assert search["output_nmse"][search["chosen"]] == min(search["output_nmse"].values())
     assert r.report["bias_correction"]["layers"] >= 3
     onnx.checker.check_model(str(r.output))
+
+
+def test_topological_sort_respects_tensors_read_inside_if_branches():
+    from controller.compression.onnx_utils import topological_sort
+
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        node = helper.make_node(op, ["outer"], [f"{name}_y"])  # reads 'outer' from the enclosing graph
+        return helper.make_graph([node], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT,
+                                                                                  [2])])
+
+    use_if = helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", "Relu"),
+                              else_branch=branch("else", "Neg"), name="uses_outer")
+    make_outer = helper.make_node("Abs", ["x"], ["outer"], name="makes_outer")
+    graph = helper.make_graph([use_if, make_outer], "g",  # the If comes first: invalid order
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+                               helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.checker.ValidationError, match="topologically sorted"):
+        onnx.checker.check_model(model)
+    topological_sort(model.graph)
+    assert [n.name for n in model.graph.node] == ["makes_outer", "uses_outer"]
+    onnx.checker.check_model(model)
