@@ -345,7 +345,7 @@ def main() -> int:
         old = json.loads(previous.read_text())
         kept = [r for r in old["rows"] if r["model"] not in names]
         for r in kept:
-            r["from_run"] = old["meta"]["date"]
+            r.setdefault("from_run", old["meta"]["date"])
         rows = [r for name in MODELS for r in [*kept, *rows] if r["model"] == name]
         meta["partial_rerun"] = names
     meta.update(load_after=round(os.getloadavg()[0], 2), seconds=time.perf_counter() - started)
