@@ -75,6 +75,17 @@ class Settings(BaseSettings):
         description="comma-separated modules exposing JOB_KINDS (extra job kinds, e.g. a custom technique)")
     max_upload_mb: float = Field(512.0, gt=0, validation_alias=_env("EDGEFLEET_MAX_UPLOAD_MB"))
 
+    # ---- this host: caches and measurement
+    cache_dir: Path = Field(Path.home() / ".cache" / "edgefleet", validation_alias=_env("EDGEFLEET_CACHE"),
+                            description="zoo exports, datasets and demo builds (reused across runs)")
+    host_profile: str | None = Field(
+        None, validation_alias=_env("EDGEFLEET_HOST_PROFILE"),
+        description="profile whose ORT tuning the controller's own measurements use (default: the shipped "
+                    "profile closest to this host)")
+    convert_python: Path | None = Field(
+        None, validation_alias=_env("EDGEFLEET_CONVERT_PYTHON"),
+        description="interpreter of the converter venv (default: .venv-convert/bin/python)")
+
     @field_validator("default_quantization_bits")
     @classmethod
     def _bits(cls, value: int) -> int:
@@ -83,7 +94,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be 4, 8 or 16, not {value}")
         return value
 
-    @field_validator("compression_workspace")
+    @field_validator("compression_workspace", "cache_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

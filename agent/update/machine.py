@@ -291,10 +291,10 @@ class UpdateMachine:
         d.job_seq += 1
         self.journal.save(d)
         if deployment:
-            self.reporter.job(self._job(deployment, d.job_seq, state.value, reason, detail))
+            self.reporter.job(self._job(deployment, d.job_seq, state, reason, detail))
         self.reporter.state_changed()
 
-    def _job(self, deployment: str, seq: int, state: str, reason: ReasonCode, detail: str) -> JobReport:
+    def _job(self, deployment: str, seq: int, state: State, reason: ReasonCode, detail: str) -> JobReport:
         return JobReport(
             device_id=self.cfg.device_id, deployment_id=deployment, seq=seq, state=state, reason=reason, detail=detail
         )
@@ -306,7 +306,7 @@ class UpdateMachine:
             return
         self.data.job_seq += 1
         self.journal.save(self.data)
-        self.reporter.job(self._job(deployment, self.data.job_seq, state.value, reason, detail))
+        self.reporter.job(self._job(deployment, self.data.job_seq, state, reason, detail))
 
     # ----------------------------------------------------------------------------- acceptance
 

@@ -9,8 +9,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from common.manifest import Manifest, Thresholds, blob_ref, sha256_file, sign_manifest
+from common.manifest import Manifest, Thresholds, sha256_file
 from common.tensorrt_recipe import TensorrtRecipe
+from tests.manifests import signed_manifest
 
 IN_DIM = 64
 OUT_DIM = 32
@@ -257,18 +258,14 @@ def make_artifact(
     model_path = folder / f"model.{fmt}"
     model_path.write_bytes(model_bytes)
     golden_path = reference.write_golden(folder / "golden.npz")
-    manifest = Manifest(
-        model_id=model_id,
-        version=version,
-        profile=profile,
-        format=fmt,
-        technique="fp32",
+    manifest = signed_manifest(
+        model_path, golden_path, key=key, chunk_size=chunk_size,
+        model_id=model_id, version=version, profile=profile, format=fmt, technique="fp32",
         quality_metric=quality_metric,
-        files=[blob_ref("model", model_path, chunk_size), blob_ref("golden", golden_path, chunk_size)],
         thresholds=thresholds or Thresholds(latency_slack_ms=5.0, memory_slack_mb=64.0),
         tensorrt_recipe=linear_recipe(model_path) if tensorrt else None,
     )
-    return Artifact(sign_manifest(manifest, key), {"model": model_path, "golden": golden_path})
+    return Artifact(manifest, {"model": model_path, "golden": golden_path})
 
 
 class Recorder:
