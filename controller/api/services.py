@@ -277,30 +277,6 @@ def validate_profile(profile: str | None) -> str | None:
         raise InvalidInputError(str(exc)) from exc
 
 
-def check_samples(path: Path, inputs: dict[str, tuple[int, ...]]) -> int:
-    """Validate a samples ``.npz``: no pickle, keys = the graph's inputs, same sample count; returns it."""
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            shapes = {k: npz[k].shape for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ApiError(422, f"samples must be an .npz without pickled objects ({exc})", code="invalid_input") from exc
-    if set(shapes) != set(inputs):
-        raise ApiError(422, f"samples .npz keys {sorted(shapes)} must be the model's input names {sorted(inputs)}",
-                       code="invalid_input")
-    counts = {s[0] if s else 0 for s in shapes.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise ApiError(422, f"samples arrays must hold the same number (>0) of samples on axis 0, got {shapes}",
-                       code="invalid_input")
-    for key, shape in shapes.items():
-        want = inputs[key]
-        if len(shape) != len(want) or any(w > 0 and g != w for g, w in zip(shape[1:], want[1:], strict=True)):
-            raise ApiError(422, f"samples[{key!r}] has shape {shape}, the model input is {want} (-1 = any)",
-                           code="invalid_input")
-    return counts.pop()
-
-
 def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | None, description: str,
                  actor: str, samples: Path | None = None, eval_samples: Path | None = None,
                  filename: str | None = None) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
