@@ -40,7 +40,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CACHE = Path(os.environ.get("EDGEFLEET_CACHE", Path.home() / ".cache" / "edgefleet")) / "foreign-models"
+sys.path.insert(0, str(ROOT))
+from controller.zoo.cache import cache_dir  # noqa: E402 - after making the repo importable
+
+CACHE = cache_dir() / "foreign-models"  # $EDGEFLEET_CACHE through the project's Settings
 N_CALIB, N_EVAL = 64, 64
 
 MODELS = {
