@@ -128,7 +128,7 @@ def open_study(problem: Problem, strategy: str, storage: str, study_name: str, s
     samplers = {
         "nsga2": lambda: optuna.samplers.NSGAIISampler(population_size=8, seed=seed),
         "tpe": lambda: optuna.samplers.TPESampler(n_startup_trials=5, seed=seed,
-                                                  multivariate=True, warn_independent_sampling=False),
+                                                  multivariate=True),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "rl": lambda: optuna.samplers.RandomSampler(seed=seed),  # unused: the RL controller asks itself
     }
