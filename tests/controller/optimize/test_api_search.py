@@ -1,0 +1,58 @@
+"""REST: ``POST /compression/search`` runs one job per version × profile as one group; GET returns the fronts."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from controller.registry import Registry
+from tests.controller.api.conftest import api, controller, wait_job  # noqa: F401 - fixtures
+
+
+def test_search_group_runs_and_returns_fronts(api: httpx.Client, controller, tiny) -> None:  # noqa: F811
+    mlp = tiny["mlp"]
+    r = api.post("/compression/models", data={"name": "opt-mlp"},
+                 files={"file": ("mlp.onnx", mlp["onnx"].read_bytes(), "application/octet-stream"),
+                        "samples": ("calib.npz", mlp["calib"].read_bytes(), "application/octet-stream")})
+    assert r.status_code == 201, r.text
+    vid = r.json()["data"]["version"]["id"]
+    body = {"version_ids": [vid], "profiles": ["rpi4", "x86-edge"], "quality_floor": 0.9, "trials": 3,
+            "strategy": "random", "objectives": ["quality", "latency", "size"], "precisions": ["fp32", "int8"]}
+    r = api.post("/compression/search", json=body)
+    assert r.status_code == 202, r.text
+    search = r.json()["data"]
+    sid = search["search_id"]
+    assert len(search["searches"]) == 2 and {s["profile"] for s in search["searches"]} == {"rpi4", "x86-edge"}
+    stages = set()
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        search = api.get(f"/compression/search/{sid}").json()["data"]
+        stages |= {s["stage"] or "" for s in search["searches"]}
+        if search["state"] not in ("running", "queued"):
+            break
+        time.sleep(0.2)
+    assert search["state"] == "succeeded", search
+    assert any("trial" in s and "/3" in s for s in stages), stages
+    with Registry(controller.workspace) as registry:
+        for s in search["searches"]:
+            assert s["front"] and s["recommended"]["recommended"]
+            assert s["meta"]["trials"] == 3 and s["meta"]["profile"] == s["profile"]
+            for point in s["front"]:
+                chain = registry.lineage(version_id=point["version_id"])
+                assert chain[0].id == vid  # lineage starts at the searched version
+                if point["config"]["stages"]:
+                    assert chain[-1].metrics["optimize"]["study"] == s["meta"]["study"]
+    r = api.post("/compression/search", json={**body, "profiles": ["rpi4", "iphone"]})
+    assert r.status_code == 422 and "coreml" in r.json()["message"]  # all or nothing
+    # resume: nothing to redo for a finished group
+    r = api.post(f"/compression/search/{sid}/resume")
+    assert r.status_code == 202 and "resumed 0" in r.json()["message"]
+
+
+def test_search_bad_requests(api: httpx.Client) -> None:  # noqa: F811
+    assert api.get("/compression/search/nope").status_code == 404
+    r = api.post("/compression/search", json={"version_ids": ["missing"], "profiles": ["rpi4"]})
+    assert r.status_code == 422 and "does not exist" in r.json()["message"]
+    r = api.post("/compression/search", json={"version_ids": ["x"], "profiles": ["rpi4"], "strategy": "grid"})
+    assert r.status_code == 422
