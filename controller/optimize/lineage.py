@@ -60,7 +60,7 @@ def record_front(result: SearchResult, out: Path, registry: Any, *, fp32: Path, 
             if not last and stage["stage"] == "arch":
                 arch = point["config"]["candidate"]["arch"]
                 if arch not in arch_versions:
-                    path = out / "stages" / f"{arch.replace(':', '-')}.onnx"
+                    path = Path(result.meta["stage_dir"]) / f"{arch.replace(':', '-')}.onnx"
                     v = registry.add_version(model_id=root.model_id, path=path, technique=stage["technique"],
                                              config=stage["config"], format="onnx", profile=profile, parent_id=parent,
                                              metrics={"optimize": {"study": result.meta["study"], "arch": arch}},

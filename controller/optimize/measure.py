@@ -94,7 +94,7 @@ class Evaluator:
     """Builds and measures candidates of one model for one profile."""
 
     def __init__(self, model: Any, source: Any, profile: DeviceProfile, metric: QualityMetric, data: SearchData,
-                 workdir: Path, options: BuildOptions | None = None) -> None:
+                 workdir: Path, options: BuildOptions | None = None, *, stage_dir: Path | str | None = None) -> None:
         self.model = model
         self.source = source
         self.profile = profile
@@ -102,7 +102,7 @@ class Evaluator:
         self.data = data
         self.workdir = Path(workdir)
         self.options = options or BuildOptions()
-        self.stage_dir = self.workdir / "stages"
+        self.stage_dir = Path(stage_dir) if stage_dir else self.workdir / "stages"
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         self.reference_path = Path(source.onnx_path)
         self._ref_out: np.ndarray | None = None

@@ -126,7 +126,7 @@ def collect(study: Any, problem: Any, *, strategy: str, metric: str, data_origin
             "space": problem.space.to_dict(), "data": data_origin, "storage": storage, "study": study.study_name,
             "trials": len(points) + len(failed), "measured": len(points), "failed": len(failed),
             "seconds_this_run": round(seconds, 1), "hypervolume": front_hypervolume(distinct, floor),
-            "options": dataclasses.asdict(problem.evaluator.options)}
+            "options": dataclasses.asdict(problem.evaluator.options), "stage_dir": str(problem.evaluator.stage_dir)}
     return SearchResult(points, failed, recommended, closest, message, meta)
 
 

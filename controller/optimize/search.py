@@ -192,6 +192,7 @@ def optimize(
     precisions: Sequence[str] | None = None,
     options: BuildOptions | None = None,
     eval_limit: int | None = None,
+    stage_cache: Path | str | None = None,
     progress: Progress | None = None,
 ) -> SearchResult:
     """Search the compositions a model + profile allow; return the measured front and a recommendation.
@@ -211,6 +212,9 @@ def optimize(
         storage / study_name: optuna storage URL (default ``sqlite:///<out>/study.db``) and study;
             the same pair resumes a search or lets several workers share it.
         dimensions / archs / precisions: narrow the space (see :func:`build_space`).
+        eval_limit: judge on the first N held-out samples only (shorter benchmarks).
+        stage_cache: directory of built sub-networks to share between searches of the same model
+            (default ``<out>/stages``); e.g. strategies compared on one model build each once.
 
     Returns:
         :class:`SearchResult` with every trial, the Pareto flags and the recommended point (or,
@@ -239,7 +243,7 @@ def optimize(
     if "memory" not in objectives and opts.measure_memory and not constraints.use_slo:
         opts = dataclasses.replace(opts, measure_memory=False)
     space = build_space(model_traits(source), prof, dimensions=dimensions, archs=archs, precisions=precisions)
-    evaluator = Evaluator(model, source, prof, metric_obj, data, out, opts)
+    evaluator = Evaluator(model, source, prof, metric_obj, data, out, opts, stage_dir=stage_cache)
     problem = Problem(evaluator, space, prof, objectives, constraints, out, progress, budget.trials)
     storage = storage or f"sqlite:///{out / 'study.db'}"
     study_name = study_name or f"{source.name}-{prof.id}-{strategy}"
