@@ -179,15 +179,21 @@ def main() -> int:
     ap.add_argument("--report", action="store_true", help="only rewrite optimize.md")
     args = ap.parse_args()
     path = RESULTS / "optimize.json"
-    data = json.loads(path.read_text()) if path.exists() else {"meta": {}, "models": {}}
+    work = Path(args.work)
     if not args.report:
-        entry = run_model(args.model, args.strategies.split(","), args.trials, Path(args.work))
-        data["models"][args.model] = entry
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), platform.processor())
+        entry = run_model(args.model, args.strategies.split(","), args.trials, work)
+        # each model's entry is also kept beside its runs, so models benchmarked in parallel processes merge
+        (work / args.model / "entry.json").write_text(json.dumps(entry, indent=2))
+    data = json.loads(path.read_text()) if path.exists() else {"meta": {}, "models": {}}
+    for part in sorted(work.glob("*/entry.json")):
+        entry = json.loads(part.read_text())
+        data["models"][entry["model"]] = entry
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    if not args.report or not data["meta"]:
         data["meta"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu,
                         "cores": os.cpu_count(), "python": platform.python_version()}
-        path.write_text(json.dumps(data, indent=2))
+    path.write_text(json.dumps(data, indent=2))
     write_md(data)
     return 0
 

@@ -85,14 +85,14 @@ class Problem:
         trial.set_user_attr("seconds", time.perf_counter() - started)
         self._report(study, trial.number, f"trial {trial.number}: {candidate.describe()} quality "
                      f"{measurement['quality']:.4f} latency {measurement['latency_ratio']:.2f}x size "
-                     f"{measurement['size_ratio']:.3f}x")
+                     f"{measurement['size_ratio']:.3f}x", (candidate.describe(), measurement))
         return self.values(measurement)
 
-    def _report(self, study: Any, number: int, message: str) -> None:
+    def _report(self, study: Any, number: int, message: str, current: tuple[str, dict] | None = None) -> None:
         log.info(message)
         if self.progress is not None:
             done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished()) + 1
-            best = best_so_far(study, self.constraints.quality_floor)
+            best = best_so_far(study, self.constraints.quality_floor, current)
             self.progress(done, self.budget_trials, f"{message}; best so far: {best}")
 
 
@@ -106,19 +106,20 @@ def _measured(study: Any, key: str, number: int) -> dict[str, Any] | None:
     return None
 
 
-def best_so_far(study: Any, floor: float) -> str:
-    """The fastest measured point meeting the quality floor, in words."""
+def best_so_far(study: Any, floor: float, current: tuple[str, dict] | None = None) -> str:
+    """The fastest measured point meeting the quality floor (the trial being finished included), in words."""
     import optuna
 
+    measured = [(t.user_attrs.get("label"), t.user_attrs.get("measurement"))
+                for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     best = None
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        m = t.user_attrs.get("measurement")
+    for label, m in [*measured, *([current] if current else [])]:
         if m and m["quality"] >= floor and (best is None or m["latency_ratio"] < best[1]["latency_ratio"]):
-            best = (t, m)
+            best = (label, m)
     if best is None:
         return f"nothing meets the quality floor {floor} yet"
-    t, m = best
-    return f"{t.user_attrs.get('label')} ({m['latency_ratio']:.2f}x latency, quality {m['quality']:.4f})"
+    label, m = best
+    return f"{label} ({m['latency_ratio']:.2f}x latency, quality {m['quality']:.4f})"
 
 
 def open_study(problem: Problem, strategy: str, storage: str, study_name: str, seed: int | None) -> Any:
