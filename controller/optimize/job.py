@@ -61,7 +61,7 @@ def search_dir(services: Any, spec: dict[str, Any]) -> Path:
 
 
 def _run(ctx: JobContext) -> dict[str, Any]:
-    from controller.jobs.kinds import _uploaded_samples, model_argument
+    from controller.jobs.kinds import _uploaded_samples, _zoo_root, model_argument
     from controller.optimize.lineage import record_front
     from controller.optimize.measure import BuildOptions
     from controller.optimize.problem import Budget, Constraints
@@ -78,6 +78,15 @@ def _run(ctx: JobContext) -> dict[str, Any]:
         src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
     model = model_argument(registry, version, src, False)
     calibration = None if not isinstance(model, Path) else _uploaded_samples(registry, version)
+    dimensions = list(spec["dimensions"])
+    _, root = _zoo_root(registry, version)
+    if root.id != version.id and "arch" in dimensions:
+        # the torch module is the root's: pruning it would ignore what this derived version changed
+        dimensions.remove("arch")
+        if not dimensions:
+            raise InvalidJobSpecError(f"version {version.id} is derived: sub-networks can only be searched from "
+                                      f"its root version {root.id}; search 'precision' here")
+        ctx.progress(1, f"architecture stage left out: {version.id} is derived from {root.id}")
     started = time.monotonic()
 
     def progress(done: int, total: int | None, message: str) -> None:
@@ -93,7 +102,7 @@ def _run(ctx: JobContext) -> dict[str, Any]:
                           Constraints(quality_floor=spec["quality_floor"], latency_scale=spec["latency_scale"]),
                           spec["strategy"], Budget(trials=spec["trials"], time_s=spec["time_budget_s"]), out=out,
                           metric=spec["metric"], calibration=calibration, study_name=spec["study"],
-                          seed=spec["seed"], dimensions=spec["dimensions"], archs=spec["archs"],
+                          seed=spec["seed"], dimensions=dimensions, archs=spec["archs"],
                           precisions=spec["precisions"],
                           options=BuildOptions(finetune_epochs=spec["finetune_epochs"],
                                                measure_memory="memory" in spec["objectives"]),

@@ -67,8 +67,15 @@ class Problem:
                 trial.set_user_attr("repeat_of", previous["number"])
             else:
                 path = self.out / "candidates" / f"trial-{trial.number:04d}.onnx"
-                built = self.evaluator.build(candidate, path)
-                measurement, stages = self.evaluator.measure(path).to_dict(), built.stages
+                try:
+                    built = self.evaluator.build(candidate, path)
+                    measurement, stages = self.evaluator.measure(path).to_dict(), built.stages
+                except CandidateFailed:
+                    raise
+                except Exception as exc:  # any crash of a technique or probe fails this trial, not the search
+                    log.exception("trial %d crashed", trial.number)
+                    detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+                    raise CandidateFailed(f"{candidate.describe()}: crashed: {type(exc).__name__}: {detail}") from exc
                 path = str(path.relative_to(self.out))
         except CandidateFailed as exc:
             trial.set_user_attr("failure", exc.reason)
