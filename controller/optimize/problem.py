@@ -86,3 +86,27 @@ class Budget:
             raise InvalidSearchError("trials must be >= 1")
         if self.time_s is not None and self.time_s <= 0:
             raise InvalidSearchError("time_s must be > 0")
+
+
+def spent(study: Any) -> int:
+    """Trials that count against the budget: measured or failed *as candidates*.
+
+    A trial cut short by a cancel, a controller restart or a killed worker (failed without a
+    recorded reason) is not the candidate's fault and is run again when the search resumes.
+    """
+    import optuna
+
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state == optuna.trial.TrialState.COMPLETE
+               or (t.state == optuna.trial.TrialState.FAIL and "failure" in t.user_attrs))
+
+
+class StopAtBudget:
+    """optuna callback: stop this worker once all workers together spent the trial budget."""
+
+    def __init__(self, trials: int) -> None:
+        self.trials = trials
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if spent(study) >= self.trials:
+            study.stop()

@@ -80,7 +80,7 @@ def collect(study: Any, problem: Any, *, strategy: str, metric: str, data_origin
     """Read every trial of the study into a :class:`SearchResult` (works for any worker, any time)."""
     import optuna
 
-    points, failed = [], []
+    points, failed, interrupted = [], [], []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         if t.state == optuna.trial.TrialState.COMPLETE and "measurement" in attrs:
@@ -93,9 +93,11 @@ def collect(study: Any, problem: Any, *, strategy: str, metric: str, data_origin
                            "measured_on": [m["measured_on"]], "figures": m,
                            "violations": attrs.get("violations", {}), "repeat_of": attrs.get("repeat_of"),
                            "seconds": attrs.get("seconds")})
-        elif t.state == optuna.trial.TrialState.FAIL:
+        elif t.state == optuna.trial.TrialState.FAIL and "failure" in attrs:
             failed.append({"trial": t.number, "label": attrs.get("label"), "candidate": attrs.get("candidate"),
-                           "reason": attrs.get("failure", "crashed (see the worker's log)")})
+                           "reason": attrs["failure"]})
+        elif t.state == optuna.trial.TrialState.FAIL:
+            interrupted.append(t.number)  # cancel / restart / killed worker: run again on resume
     objectives = tuple(problem.objectives)
     distinct = [p for p in points if p["repeat_of"] is None]
     for p, on_front in zip(distinct, non_dominated([_vector(p, objectives) for p in distinct]), strict=True):
@@ -125,6 +127,7 @@ def collect(study: Any, problem: Any, *, strategy: str, metric: str, data_origin
             "slo": problem.profile.slo.model_dump(), "max_artifact_mb": problem.profile.max_artifact_mb,
             "space": problem.space.to_dict(), "data": data_origin, "storage": storage, "study": study.study_name,
             "trials": len(points) + len(failed), "measured": len(points), "failed": len(failed),
+            "interrupted": interrupted,
             "seconds_this_run": round(seconds, 1), "hypervolume": front_hypervolume(distinct, floor),
             "options": dataclasses.asdict(problem.evaluator.options), "stage_dir": str(problem.evaluator.stage_dir)}
     return SearchResult(points, failed, recommended, closest, message, meta)

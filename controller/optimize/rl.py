@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from controller.optimize.errors import CandidateFailed
-from controller.optimize.problem import Budget
+from controller.optimize.problem import Budget, spent
 from controller.optimize.space import LAYER_CHOICES, Candidate
 
 FAIL_REWARD = -4.0
@@ -178,8 +178,7 @@ def run_rl(problem: Any, study: Any, budget: Budget, *, seed: int | None = 0) ->
             controller.learn(Candidate.from_dict(t.user_attrs["candidate"]), t.user_attrs.get("measurement"))
     started = time.monotonic()
     while True:
-        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-        if budget.trials is not None and done >= budget.trials:
+        if budget.trials is not None and spent(study) >= budget.trials:
             break
         if budget.time_s is not None and time.monotonic() - started > budget.time_s:
             break

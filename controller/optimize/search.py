@@ -23,7 +23,7 @@ from controller.optimize.data import search_data
 from controller.optimize.errors import CandidateFailed, InvalidSearchError
 from controller.optimize.measure import BuildOptions, Evaluator
 from controller.optimize.metrics import get_metric
-from controller.optimize.problem import Budget, Constraints, check_objectives, check_strategy
+from controller.optimize.problem import Budget, Constraints, StopAtBudget, check_objectives, check_strategy, spent
 from controller.optimize.result import SearchResult, collect
 from controller.optimize.space import Candidate, build_space, model_traits
 
@@ -98,7 +98,7 @@ class Problem:
     def _report(self, study: Any, number: int, message: str, current: tuple[str, dict] | None = None) -> None:
         log.info(message)
         if self.progress is not None:
-            done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished()) + 1
+            done = spent(study) + 1
             best = best_so_far(study, self.constraints.quality_floor, current)
             self.progress(done, self.budget_trials, f"{message}; best so far: {best}")
 
@@ -161,21 +161,13 @@ def open_study(problem: Problem, strategy: str, storage: str, study_name: str, s
     return study
 
 
-def _finished(study: Any) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-
-
 def run_optuna(problem: Problem, study: Any, budget: Budget) -> None:
     """Ask optuna's sampler for candidates until the (shared) budget is spent."""
-    import optuna
-
-    remaining = None if budget.trials is None else max(0, budget.trials - _finished(study))
+    remaining = None if budget.trials is None else max(0, budget.trials - spent(study))
     if remaining == 0:
         return
-    callbacks = []
-    if budget.trials is not None:  # several workers on one study share the trial budget
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-        callbacks.append(optuna.study.MaxTrialsCallback(budget.trials, states=states))
+    # several workers on one study share the trial budget
+    callbacks = [StopAtBudget(budget.trials)] if budget.trials is not None else []
     study.optimize(lambda trial: problem.run_trial(trial, problem.space.suggest(trial), study), n_trials=remaining,
                    timeout=budget.time_s, catch=(CandidateFailed,), callbacks=callbacks)
 
