@@ -7,7 +7,7 @@ decision per quantised layer (INT8 / INT8 weight-only / FP32) from a network sha
 layers whose input is the layer's features (position, op type, has weights, measured INT8
 sensitivity). The episode's candidate is built and measured like any other trial; its reward is
 
-    R = -(latency_ratio + w_size · size_ratio) - λ · max(0, floor - quality) / (1 - floor)
+    R = -(latency_ratio + w_size · size_ratio) - λ · min(1, max(0, floor - quality) / (1 - floor))
 
 (failed candidates get ``FAIL_REWARD``), and REINFORCE with a moving-average baseline updates
 the policy. Every episode is a trial of the study, so a resumed search replays the stored
@@ -26,7 +26,7 @@ from controller.optimize.errors import CandidateFailed
 from controller.optimize.problem import Budget, spent
 from controller.optimize.space import LAYER_CHOICES, Candidate
 
-FAIL_REWARD = -4.0
+FAIL_REWARD = -12.0  # below any measured candidate: a failure teaches only 'not this'
 OPS = ("Conv", "MatMul", "Gemm")
 MAX_LAYERS = 64  # per-layer decisions for the most sensitive layers; the rest stay INT8
 
@@ -46,7 +46,8 @@ def reward(m: dict[str, Any] | None, floor: float, w: RewardWeights | None = Non
     if m is None:
         return FAIL_REWARD
     r = -(m["latency_ratio"] + w.size * m["size_ratio"] + w.memory * (m.get("memory_ratio") or 0.0))
-    return r - w.quality_penalty * max(0.0, floor - m["quality"]) / max(1.0 - floor, 1e-3)
+    shortfall = max(0.0, floor - m["quality"]) / max(1.0 - floor, 1e-3)
+    return r - w.quality_penalty * min(1.0, shortfall)  # capped: a miss is bad, a bigger miss only somewhat worse
 
 
 def layer_features(table: list[dict[str, Any]]) -> np.ndarray:
