@@ -60,8 +60,8 @@ class Problem:
         trial.set_user_attr("label", candidate.describe())
         trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
         started = time.perf_counter()
-        previous = _measured(study, candidate.key(), trial.number)
         try:
+            previous = _measured(study, candidate.key(), trial.number)
             if previous is not None:  # the sampler proposed a candidate already measured: reuse its figures
                 measurement, stages, path = previous["measurement"], previous["stages"], previous["path"]
                 trial.set_user_attr("repeat_of", previous["number"])
@@ -104,12 +104,18 @@ class Problem:
 
 
 def _measured(study: Any, key: str, number: int) -> dict[str, Any] | None:
+    """The stored outcome of an identical candidate: its figures, or CandidateFailed with its reason."""
     import optuna
 
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.number != number and "measurement" in t.user_attrs and "candidate" in t.user_attrs and \
-                Candidate.from_dict(t.user_attrs["candidate"]).key() == key:
-            return {"number": t.number, **{k: t.user_attrs[k] for k in ("measurement", "stages", "path")}}
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    for t in study.get_trials(deepcopy=False, states=states):
+        attrs = t.user_attrs
+        if t.number == number or "candidate" not in attrs or Candidate.from_dict(attrs["candidate"]).key() != key:
+            continue
+        if "measurement" in attrs:
+            return {"number": t.number, **{k: attrs[k] for k in ("measurement", "stages", "path")}}
+        if "failure" in attrs:  # the same candidate failed before: fail again at once (same reason, no rebuild)
+            raise CandidateFailed(f"same as trial {t.number}: {attrs['failure']}")
     return None
 
 
