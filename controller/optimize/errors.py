@@ -1,21 +1,19 @@
-"""Typed errors of the optimiser: each names what to change."""
+"""Typed errors of the optimiser: each names what to change (HTTP 422 through the one domain base)."""
 
 from __future__ import annotations
 
+from common.errors import DomainError, InvalidInputError
 
-class OptimizeError(Exception):
+
+class OptimizeError(DomainError):
     """Base of every optimiser error (bad request, nothing to search, unusable profile)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
-
-class InvalidSearchError(OptimizeError):
+class InvalidSearchError(OptimizeError, InvalidInputError):
     """The request cannot be searched as given (unknown strategy, metric, objective, empty space)."""
 
 
-class UnsupportedProfileError(OptimizeError):
+class UnsupportedProfileError(OptimizeError, InvalidInputError):
     """The profile cannot run what the search builds (e.g. no ONNX runtime on the device)."""
 
 

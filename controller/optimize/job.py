@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from controller.jobs.context import JobContext, JobKind, JobServices, JobSpec
 from controller.jobs.models import InvalidJobSpecError
-from controller.jobs.runner import JobContext, JobKind
 from controller.optimize.errors import OptimizeError
 
 KIND = "optimize"
@@ -23,7 +23,7 @@ _DEFAULTS = {"quality_floor": 0.99, "metric": None, "strategy": "nsga2", "trials
              "archs": None, "precisions": None, "finetune_epochs": 3, "latency_scale": 1.0, "seed": 0}
 
 
-def _validate(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate(spec: JobSpec, services: JobServices) -> JobSpec:
     """Normalise a search job's spec; refuses (422) what would only fail minutes later."""
     from common.profiles import ProfileError, load_profile
     from controller.optimize.metrics import get_metric
@@ -55,18 +55,18 @@ def _validate(spec: dict[str, Any], services: Any) -> dict[str, Any]:
     return {**body, "version_id": version.id, "profile": profile.id, "trials": trials, "group": group, "study": study}
 
 
-def search_dir(services: Any, spec: dict[str, Any]) -> Path:
+def search_dir(services: JobServices, spec: JobSpec) -> Path:
     """Where a search job keeps its study and files (stable across restarts)."""
     return Path(services.settings.compression_workspace) / "optimize" / spec["group"] / spec["study"]
 
 
 def _run(ctx: JobContext) -> dict[str, Any]:
-    from controller.jobs.kinds import _uploaded_samples, _zoo_root, model_argument
     from controller.optimize.lineage import record_front
     from controller.optimize.measure import BuildOptions
     from controller.optimize.problem import Budget, Constraints
     from controller.optimize.report import write_report
     from controller.optimize.search import optimize
+    from controller.version_data import VersionData
 
     spec = ctx.job.spec
     registry = ctx.services.registry
@@ -76,10 +76,10 @@ def _run(ctx: JobContext) -> dict[str, Any]:
     src = out / "input.onnx"
     if not src.exists():
         src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
-    model = model_argument(registry, version, src, False)
-    calibration = None if not isinstance(model, Path) else _uploaded_samples(registry, version)
+    data = VersionData(registry)
+    model, calibration = data.compression_input(version, src)
     dimensions = list(spec["dimensions"])
-    _, root = _zoo_root(registry, version)
+    root = data.root(version)
     if root.id != version.id and "arch" in dimensions:
         # the torch module is the root's: pruning it would ignore what this derived version changed
         dimensions.remove("arch")

@@ -76,5 +76,6 @@ def record_front(result: SearchResult, out: Path, registry: Any, *, fp32: Path, 
             created.append(v.id)
     rec = result.recommended
     if rec and rec.get("version_id"):
-        registry.set_tag(model_id=root.model_id, tag=f"optimized-{profile}", version_id=rec["version_id"], actor=actor)
+        registry.tags.set_tag(model_id=root.model_id, tag=f"optimized-{profile}", version_id=rec["version_id"],
+                              actor=actor)
     return created

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import platform
+import random
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -135,6 +136,19 @@ def best_so_far(study: Any, floor: float, current: tuple[str, dict] | None = Non
     return f"{label} ({m['latency_ratio']:.2f}x latency, quality {m['quality']:.4f})"
 
 
+def _storage(url: str) -> Any:
+    """An optuna storage for ``url``: RDB with heartbeats (so a restarted search fails the trials a killed
+    worker left running) and a patient SQLite lock wait; anything else is handed to optuna as is."""
+    import optuna
+
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return url
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=600)
+
+
 def open_study(problem: Problem, strategy: str, storage: str, study_name: str, seed: int | None) -> Any:
     """Create or load the study (a restart with the same storage + name resumes it)."""
     import optuna
@@ -147,16 +161,16 @@ def open_study(problem: Problem, strategy: str, storage: str, study_name: str, s
         "rl": lambda: optuna.samplers.RandomSampler(seed=seed),  # unused: the RL controller asks itself
     }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store: Any = storage
-    if storage.startswith(("sqlite", "postgresql", "mysql")):
-        # heartbeats let a restarted search fail the trials a killed worker left running
-        kwargs = {"connect_args": {"timeout": 120}} if storage.startswith("sqlite") else {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            store = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, heartbeat_interval=30,
-                                               grace_period=600)
-    study = optuna.create_study(storage=store, study_name=study_name, directions=problem.directions(),
-                                sampler=samplers[strategy](), load_if_exists=True)
+    for attempt in range(6):  # workers starting together race to create the schema: the loser retries
+        try:
+            study = optuna.create_study(storage=_storage(storage), study_name=study_name,
+                                        directions=problem.directions(), sampler=samplers[strategy](),
+                                        load_if_exists=True)
+            break
+        except Exception as exc:  # sqlalchemy IntegrityError / OperationalError ("database is locked")
+            if attempt == 5 or type(exc).__name__ not in ("IntegrityError", "OperationalError"):
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1))
     stored = study.user_attrs.get("objectives")
     if stored is None:
         study.set_user_attr("objectives", list(problem.objectives))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.controller.compression.conftest import _tiny_cnn, _tiny_mlp
+from tests.tiny_models import tiny_module
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("opt-tiny")
     rng = np.random.default_rng(1)
     out = {}
-    for name, module, shape in (("mlp", _tiny_mlp(), (1, 32)), ("cnn", _tiny_cnn(), (1, 3, 16, 16))):
+    for name, module, shape in (("mlp", tiny_module("mlp"), (1, 32)), ("cnn", tiny_module("cnn"), (1, 3, 16, 16))):
         example = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
         path = export_onnx(module, (example,), root / f"{name}.onnx", input_names=["input"], output_names=["output"],
                            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})

@@ -40,7 +40,7 @@ def test_cli_writes_front_report_and_versions(tiny, opt_dir, tmp_path, monkeypat
                 assert v.metrics["quality"] == p["quality"]
                 assert v.metrics["optimize"]["trial"] == p["trial"]
         model_id = registry.get_version(version_id=rec["version_id"]).model_id
-        assert registry.get_tag(model_id=model_id, tag="optimized-rpi4").id == rec["version_id"]
+        assert registry.tags.get_tag(model_id=model_id, tag="optimized-rpi4").id == rec["version_id"]
     # again: the stored study is complete, nothing new is measured, the same root version is reused
     assert main(argv) == 0
     with Registry(workspace) as registry:

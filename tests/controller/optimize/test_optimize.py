@@ -95,7 +95,7 @@ def test_collapsed_candidate_is_refused_with_its_reason(tiny, tmp_path) -> None:
     from controller.compression.source import resolve_model
     from controller.optimize.data import search_data
     from controller.optimize.metrics import get_metric
-    from tests.controller.onnx_fixtures import tiny_linear_onnx
+    from tests.tiny_models import tiny_linear_onnx
 
     ref = tiny_linear_onnx(tmp_path / "ref.onnx")
     flipped = tiny_linear_onnx(tmp_path / "flipped.onnx", scale=-1.0)  # relu(-xW): unrelated outputs
