@@ -97,7 +97,8 @@ def run_model(model: str, strategies: list[str], trials: int, work: Path) -> dic
         distinct = [p for p in result.points if p["repeat_of"] is None]
         rec = result.recommended
         entry["strategies"][strategy] = {
-            "seconds": round(time.time() - started, 1), "load_avg_1min": [round(load0, 1), round(load_average(), 1)],
+            "seconds": result.meta["search_wall_s"], "seconds_this_process": round(time.time() - started, 1),
+            "load_avg_1min": [round(load0, 1), round(load_average(), 1)],
             "measured": len(result.points), "distinct": len(distinct), "failed": result.failed,
             "hypervolume": result.meta["hypervolume"], "hv_curve": [round(v, 4) for v in hv_curve(distinct,
                                                                                                  plan["floor"])],
@@ -113,9 +114,10 @@ def run_model(model: str, strategies: list[str], trials: int, work: Path) -> dic
 
 def write_md(data: dict[str, Any]) -> None:  # noqa: C901 - one table per section
     lines = [f"# Automatic optimisation benchmark ({data['meta']['date']})", "",
-             f"Hardware: {data['meta']['cpu']} ({data['meta']['cores']} cores, **shared**: 1-min load average per "
-             "strategy run is in the tables; ~7 sessions ran on this machine at once, so absolute times are long "
-             "and latency ratios are noisier than in a quiet run). Profile `rpi4` (its ORT tuning; reduce_range "
+             f"Hardware: {data['meta']['cpu']} ({data['meta']['cores']} cores, **shared**: the 1-min load average "
+             "stayed between 8.9 and 12.3 during every run — ~7 sessions worked on this machine at once and the "
+             "benchmarks of the three models ran in parallel, niced — so wall times are long and latency ratios "
+             "noisier than in a quiet run). Profile `rpi4` (its ORT tuning; reduce_range "
              "INT8 since the A72 has no dot-product); latency = p50 ratio vs FP32, 1 thread, batch 1, interleaved, "
              "on the host; memory = peak-RSS increase of a fresh process; quality = the search metric on the zoo's "
              "held-out split (mnist-cnn: accuracy retained vs FP32 on labelled digits; mobilenetv2: top-1 agreement; "
@@ -125,7 +127,7 @@ def write_md(data: dict[str, Any]) -> None:  # noqa: C901 - one table per sectio
     for model, e in data["models"].items():
         lines += [f"## {model} (floor {e['floor']} {e['metric']}, {e['trials']} trials per strategy)", "",
                   "| strategy | HV after 25 % / 50 % / 100 % of trials | distinct measured | failed | recommended | "
-                  "quality | latency | size | memory | time (load) |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "quality | latency | size | memory | search wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in e["strategies"].items():
             curve = s["hv_curve"] or [0.0]
             pick = [curve[min(len(curve) - 1, max(0, round(len(curve) * f) - 1))] for f in (0.25, 0.5, 1.0)]
@@ -134,8 +136,7 @@ def write_md(data: dict[str, Any]) -> None:  # noqa: C901 - one table per sectio
             lines.append(f"| {name} | {' / '.join(f'{v:.3f}' for v in pick)} | {s['distinct']} | {len(s['failed'])} | "
                          f"{r.get('label', '– (none feasible)')} | {r.get('quality', 0):.4f} | "
                          f"{r.get('latency_ratio', 0):.2f} | {r.get('size_ratio', 0):.3f} | "
-                         f"{'–' if mem is None else f'{mem:.2f}'} | {s['seconds']:.0f} s "
-                         f"({s['load_avg_1min'][0]}–{s['load_avg_1min'][1]}) |")
+                         f"{'–' if mem is None else f'{mem:.2f}'} | {s['seconds']:.0f} s |")
         hp = e.get("hand_picked")
         lines.append("")
         if hp:

@@ -98,6 +98,9 @@ def collect(study: Any, problem: Any, *, strategy: str, metric: str, data_origin
                            "reason": attrs["failure"]})
         elif t.state == optuna.trial.TrialState.FAIL:
             interrupted.append(t.number)  # cancel / restart / killed worker: run again on resume
+    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
+    ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete]
+    wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
     objectives = tuple(problem.objectives)
     distinct = [p for p in points if p["repeat_of"] is None]
     for p, on_front in zip(distinct, non_dominated([_vector(p, objectives) for p in distinct]), strict=True):
@@ -128,7 +131,8 @@ def collect(study: Any, problem: Any, *, strategy: str, metric: str, data_origin
             "space": problem.space.to_dict(), "data": data_origin, "storage": storage, "study": study.study_name,
             "trials": len(points) + len(failed), "measured": len(points), "failed": len(failed),
             "interrupted": interrupted,
-            "seconds_this_run": round(seconds, 1), "hypervolume": front_hypervolume(distinct, floor),
+            "seconds_this_run": round(seconds, 1), "search_wall_s": round(wall, 1),
+            "hypervolume": front_hypervolume(distinct, floor),
             "options": dataclasses.asdict(problem.evaluator.options), "stage_dir": str(problem.evaluator.stage_dir)}
     return SearchResult(points, failed, recommended, closest, message, meta)
 
