@@ -53,15 +53,15 @@ def test_search_measures_points_and_recommends_the_fastest_feasible(tiny, opt_di
 
 
 def test_restart_resumes_the_stored_study(tiny, opt_dir) -> None:
-    first = _run(tiny, opt_dir, budget=Budget(trials=3))
+    first = _run(tiny, opt_dir, budget=Budget(trials=2))
     seconds = {p["trial"]: p["seconds"] for p in first.points}
-    again = _run(tiny, opt_dir, budget=Budget(trials=5))
-    assert again.meta["trials"] == 5  # 3 stored + 2 new, not 5 new
+    again = _run(tiny, opt_dir, budget=Budget(trials=4))
+    assert again.meta["trials"] == 4  # 2 stored + 2 new, not 4 new
     for p in again.points:
         if p["trial"] in seconds:
             assert p["seconds"] == seconds[p["trial"]]  # not measured again
-    done = _run(tiny, opt_dir, budget=Budget(trials=5))
-    assert done.meta["trials"] == 5 and done.meta["seconds_this_run"] < 30
+    done = _run(tiny, opt_dir, budget=Budget(trials=4))
+    assert done.meta["trials"] == 4 and done.meta["seconds_this_run"] < 30
 
 
 def test_infeasible_constraints_give_the_closest_point(tiny, opt_dir) -> None:
