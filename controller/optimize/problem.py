@@ -55,6 +55,10 @@ class Constraints:
         if self.latency_scale <= 0:
             raise InvalidSearchError("latency_scale must be > 0")
 
+    def feasible(self, m: dict[str, Any], profile: DeviceProfile) -> bool:
+        """True when every constraint is met."""
+        return all(v <= 0 for v in self.violations(m, profile).values())
+
     def violations(self, m: dict[str, Any], profile: DeviceProfile) -> dict[str, float]:
         """Relative violation per constraint (> 0 = violated by that fraction, ≤ 0 = met)."""
         out = {"quality_floor": (self.quality_floor - m["quality"]) / max(self.quality_floor, 1e-9)}

@@ -100,7 +100,7 @@ class Problem:
         log.info(message)
         if self.progress is not None:
             done = spent(study) + 1
-            best = best_so_far(study, self.constraints.quality_floor, current)
+            best = best_so_far(study, lambda m: self.constraints.feasible(m, self.profile), current)
             self.progress(done, self.budget_trials, f"{message}; best so far: {best}")
 
 
@@ -120,18 +120,18 @@ def _measured(study: Any, key: str, number: int) -> dict[str, Any] | None:
     return None
 
 
-def best_so_far(study: Any, floor: float, current: tuple[str, dict] | None = None) -> str:
-    """The fastest measured point meeting the quality floor (the trial being finished included), in words."""
+def best_so_far(study: Any, feasible: Callable[[dict], bool], current: tuple[str, dict] | None = None) -> str:
+    """The fastest feasible measured point (the trial being finished included), in words."""
     import optuna
 
     measured = [(t.user_attrs.get("label"), t.user_attrs.get("measurement"))
                 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     best = None
     for label, m in [*measured, *([current] if current else [])]:
-        if m and m["quality"] >= floor and (best is None or m["latency_ratio"] < best[1]["latency_ratio"]):
+        if m and feasible(m) and (best is None or m["latency_ratio"] < best[1]["latency_ratio"]):
             best = (label, m)
     if best is None:
-        return f"nothing meets the quality floor {floor} yet"
+        return "nothing meets the quality floor and the SLO yet"
     label, m = best
     return f"{label} ({m['latency_ratio']:.2f}x latency, quality {m['quality']:.4f})"
 
