@@ -125,7 +125,12 @@ def write_md(data: dict[str, Any]) -> None:  # noqa: C901 - one table per sectio
              "budget. Hypervolume: feasible points in (quality above the floor, latency, size), scaled to [0, 1].",
              ""]
     for model, e in data["models"].items():
+        plan = PLANS.get(model, {})
         lines += [f"## {model} (floor {e['floor']} {e['metric']}, {e['trials']} trials per strategy)", "",
+                  f"Budget: {e['trials']} trials per strategy; sub-networks fine-tuned / distilled "
+                  f"{plan.get('epochs')} epoch(s) on ≤ {plan.get('max_samples')} samples; quality on "
+                  f"{plan.get('eval')} held-out inputs; archs {plan.get('archs') or 'all the model allows'}, "
+                  f"precisions {plan.get('precisions') or 'all the profile allows'}.", "",
                   "| strategy | HV after 25 % / 50 % / 100 % of trials | distinct measured | failed | recommended | "
                   "quality | latency | size | memory | search wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in e["strategies"].items():
