@@ -360,7 +360,9 @@ def _run_zoo(ctx: JobContext) -> dict[str, Any]:
 # ---------------------------------------------------------------- registry of kinds
 def default_kinds() -> dict[str, JobKind]:
     """The built-in job kinds."""
-    return {
+    from controller.optimize.job import JOB_KINDS as OPTIMIZE_KINDS
+
+    return OPTIMIZE_KINDS | {
         "compression": JobKind("compression", _run_compression, _validate_compression),
         "pipeline": JobKind("pipeline", _run_pipeline, _validate_pipeline),
         "conversion": JobKind("conversion", _run_conversion, _validate_conversion),
