@@ -170,7 +170,8 @@ class Evaluator:
             if not path.exists():
                 tmp = self.stage_dir / f"{slug}.tmp-{os.getpid()}.onnx"
                 try:
-                    compress(self.model, config, out=tmp, calibration=self._calibration_arg(), evaluate=False)
+                    compress(self.model, config, out=tmp, calibration=self._calibration_arg(), evaluate=False,
+                             never_slower=False)
                 except (CompressionError, RuntimeError, ValueError) as exc:
                     reason = f"{arch}: {config.technique} failed: {str(exc).splitlines()[0][:300]}"
                     failed.write_text(reason)
@@ -191,7 +192,8 @@ class Evaluator:
                 n = self.options.calibration_samples
                 cfg = MixedPrecisionConfig(max_fallback=0, calibration_method=calibration, calibration_samples=n,
                                            validation_samples=8)
-                result = compress(base, cfg, out=out, calibration=self.data.calibration, evaluate=False)
+                result = compress(base, cfg, out=out, calibration=self.data.calibration, evaluate=False,
+                                  never_slower=False)
                 rows = [{"node": r["node"], "op": r["op"], "has_weight": r["has_weight"],
                          "sensitivity_sqnr_db": r["sensitivity_sqnr_db"]} for r in result.report["per_layer"]]
                 cache.write_text(json.dumps(rows))
@@ -241,7 +243,8 @@ class Evaluator:
             shutil.copy(base, out)
             return Built(out, stages)
         try:
-            compress(base, config, out=out, calibration=self.data.calibration, evaluate=False)
+            # the search measures every candidate itself: the engine's never-slower swap would mislabel it
+            compress(base, config, out=out, calibration=self.data.calibration, evaluate=False, never_slower=False)
         except (CompressionError, RuntimeError, ValueError) as exc:
             raise CandidateFailed(f"{candidate.describe()}: {config.technique} failed: "
                                   f"{str(exc).splitlines()[0][:300]}") from exc
