@@ -15,16 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.errors import NotFoundError
 from controller.report.charts import Chart
 
 MAX_REPORT_BYTES = 2 * 1024 * 1024
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
-class ReportError(Exception):
-    """A report cannot be made (unknown reference, nothing to report); the message says which and why."""
-
-    http_status = 404
+class ReportError(NotFoundError):
+    """A report cannot be made (unknown reference, unknown chart); the message says which and why (HTTP 404)."""
 
 
 @dataclass
