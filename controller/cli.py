@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "controller.profiles_cli",
     "controller.api.cli",
     "controller.fleet.cli",
+    "controller.report.cli",
+    "controller.dashboards.cli",
 )
 
 

@@ -21,9 +21,11 @@ def mount(app: Any, api_prefix: str = "/api/v1") -> None:
     from fastapi.staticfiles import StaticFiles
 
     from controller.console.routes import router, shell_router
+    from controller.dashboards.routes import router as dashboards_router
     from controller.report.routes import router as report_router
 
     app.include_router(report_router, prefix=api_prefix)
+    app.include_router(dashboards_router, prefix=api_prefix)
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
 
     async def swagger() -> HTMLResponse:
