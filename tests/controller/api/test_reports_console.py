@@ -156,3 +156,34 @@ def test_event_stream_announces_job_changes(controller: Controller, api: httpx.C
     assert "jobs" in seen and time.monotonic() - started < 15
     used = httpx.get(controller.url + "/console/stream", params={"ticket": ticket})
     assert used.status_code == 401  # a ticket opens one stream only
+
+
+def test_live_metrics_cover_the_grafana_dashboard(controller: Controller, api: httpx.Client) -> None:
+    from tests.controller.dashboards.test_dashboards import dashboard_metrics, served_metrics
+
+    r = httpx.get(controller.url + "/metrics")
+    assert r.status_code == 200
+    served = served_metrics(r.text)
+    missing = sorted(m for m in dashboard_metrics() if m not in served)
+    assert not missing, missing
+    assert sum(s.value for s in served["edgefleet_jobs"]) >= 1  # the jobs of this module are counted
+    dash = api.get("/fleet/grafana-dashboard").json()["data"]
+    assert dash["uid"] == "edgefleet-fleet" and dash["panels"]
+    assert api.post("/fleet/homeassistant").status_code == 503  # no broker configured on this controller
+
+
+def test_report_cli_saves_html_and_charts(controller: Controller, quantized: dict, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    from controller.cli import main
+
+    ref = quantized["int8"]
+    rc = main(["report", ref, "--url", controller.url, "--key", controller.keys["viewer"], "--out", str(tmp_path),
+               "--charts"])
+    assert rc == 0
+    html = tmp_path / ref / "report.html"
+    assert capsys.readouterr().out.strip() == str(html)
+    assert "per-layer weight drift" in html.read_text()
+    names = sorted(p.name for p in (tmp_path / ref / "charts").iterdir())
+    assert any(n.startswith("drift-") and n.endswith(".png") for n in names) and len(names) >= 8
+    assert main(["report", "no-such-id", "--url", controller.url, "--out", str(tmp_path)]) == 1
+    assert "no job, version" in capsys.readouterr().err
