@@ -119,12 +119,11 @@ def version_detail(services: Any, version_id: str) -> dict[str, Any]:
     lineage = reg.lineage(version_id=v.id)
     children = reg.children(version_id=v.id)
     deployments = [_deployment_row(d) for d in reg.list_deployments(limit=100) if d.version_id == v.id][:10]
-    devices = [{"id": d.id, "profile": d.profile, "online": d.online} for d in reg.list_devices()][:500]
     return {"version": _version_row(v, [t for t, x in tags.items() if x == v.id]), "model": model.as_dict(),
             "config": json.dumps(v.config or {}, indent=2), "metrics": v.metrics or {},
             "lineage": [_version_row(x, [t for t, y in tags.items() if y == x.id], i) for i, x in enumerate(lineage)],
             "children": [_version_row(c, [t for t, y in tags.items() if y == c.id]) for c in children],
-            "deployments": deployments, "devices": devices}
+            "deployments": deployments}
 
 
 # ------------------------------------------------------------------ jobs

@@ -35,12 +35,13 @@ PAGES = {  # path → (title, fragment url template, live topics)
     "deployments": ("Deployments", "/console/fragments/deployments", "deployments"),
     "rollouts": ("Rollouts", "/console/fragments/rollouts", "rollouts deployments"),
 }
-DETAIL = {  # kind → (title, fragment url, live topics)
-    "models": ("Model", "/console/fragments/models/{ref}", "jobs"),
-    "versions": ("Version", "/console/fragments/versions/{ref}", "jobs deployments"),
-    "devices": ("Device", "/console/fragments/devices/{ref}", "devices telemetry deployments"),
-    "deployments": ("Deployment", "/console/fragments/deployments/{ref}", "deployments devices"),
-    "rollouts": ("Rollout", "/console/fragments/rollouts/{ref}", "rollouts deployments devices"),
+DETAIL = {  # kind → (title, fragment url, live topics, actions fragment loaded once: forms keep what the user typed)
+    "models": ("Model", "/console/fragments/models/{ref}", "jobs", ""),
+    "versions": ("Version", "/console/fragments/versions/{ref}", "jobs deployments",
+                 "/console/fragments/versions/{ref}/actions"),
+    "devices": ("Device", "/console/fragments/devices/{ref}", "devices telemetry deployments", ""),
+    "deployments": ("Deployment", "/console/fragments/deployments/{ref}", "deployments", ""),
+    "rollouts": ("Rollout", "/console/fragments/rollouts/{ref}", "rollouts deployments", ""),
 }
 
 
@@ -86,9 +87,9 @@ def detail_page(request: Request, section: str, ref: str) -> HTMLResponse:
     """The shell of one model, version, device, deployment or rollout."""
     if section not in DETAIL or not ref.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ApiError(404, f"no console page {section}/{ref}")
-    title, url, live = DETAIL[section]
+    title, url, live, actions = DETAIL[section]
     return _render(request, "page.html", title=f"{title} {ref[:36]}", fragment=url.format(ref=ref), live=live,
-                   section=section)
+                   section=section, actions=actions.format(ref=ref))
 
 
 # ------------------------------------------------------------------ fragments
@@ -112,12 +113,22 @@ def frag_model(request: Request, name: str, services: ServicesDep, _: Reader, pa
 
 
 @router.get("/console/fragments/versions/{version_id}", response_class=HTMLResponse)
-def frag_version(request: Request, version_id: str, services: ServicesDep, who: Reader) -> HTMLResponse:
-    """Lineage graph, figures, config, deployments, and the compress / deploy forms."""
+def frag_version(request: Request, version_id: str, services: ServicesDep, _: Reader) -> HTMLResponse:
+    """Lineage graph, figures, config and the deployments that carried it."""
+    return _render(request, "fragments/version.html", d=queries.version_detail(services, version_id))
+
+
+@router.get("/console/fragments/versions/{version_id}/actions", response_class=HTMLResponse)
+def frag_version_actions(request: Request, version_id: str, services: ServicesDep, who: Reader) -> HTMLResponse:
+    """The compress and deploy forms (read-write keys only); not live-refreshed, so input is never lost."""
     from controller.compression import techniques
 
-    return _render(request, "fragments/version.html", d=queries.version_detail(services, version_id),
-                   techniques=sorted(techniques()), can_write=who.can_write, fleet=services.fleet is not None)
+    if not who.can_write:
+        return HTMLResponse('<p class="muted">Actions need a read-write key.</p>')
+    version = services.registry.get_version(version_id=version_id)
+    devices = [{"id": d.id, "profile": d.profile, "online": d.online} for d in services.registry.list_devices()][:500]
+    return _render(request, "fragments/version_actions.html", v={"id": version.id}, devices=devices,
+                   techniques=sorted(techniques()), fleet=services.fleet is not None)
 
 
 @router.get("/console/fragments/jobs", response_class=HTMLResponse)

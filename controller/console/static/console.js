@@ -9,6 +9,18 @@
   document.body.addEventListener("htmx:configRequest", (e) => {
     if (key()) e.detail.headers["Authorization"] = "Bearer " + key();
   });
+  // While an action is in flight, live refreshes wait: swapping out the element that sent the
+  // request would drop its answer (and its redirect). The answer's HX-Trigger refreshes afterwards.
+  window.efBusy = false;
+  document.body.addEventListener("htmx:beforeRequest", (e) => {
+    if (e.detail.requestConfig && e.detail.requestConfig.verb !== "get") window.efBusy = true;
+  });
+  document.body.addEventListener("htmx:afterRequest", (e) => {
+    if (e.detail.requestConfig && e.detail.requestConfig.verb !== "get") {
+      window.efBusy = false;
+      htmx.trigger(document.body, "ef:refresh");  // what changed while the action ran
+    }
+  });
 
   function flash(text, ok) {
     const box = document.getElementById("flash");
@@ -72,10 +84,17 @@
       setTimeout(connect, retry = Math.min(retry * 2, 15000));
     };
     for (const topic of ["devices", "telemetry", "jobs", "deployments", "rollouts"]) {
-      source.addEventListener(topic, () => htmx.trigger(document.body, "ef:" + topic));
+      source.addEventListener(topic, () => {
+        window.efEvents = (window.efEvents || 0) + 1;  // read by the browser test and the latency benchmark
+        htmx.trigger(document.body, "ef:" + topic);
+      });
     }
   }
   if ((document.body.dataset.live || "").trim()) connect();
+  // Browsers allow 6 HTTP/1.1 connections per host: a stream left open by a page we navigated away
+  // from (kept in the back/forward cache) would soon starve the fragment requests. Close it on the way out.
+  window.addEventListener("pagehide", () => { if (source) { source.close(); source = null; } });
+  window.addEventListener("pageshow", (e) => { if (e.persisted && (document.body.dataset.live || "").trim()) connect(); });
 
   // ---- telemetry charts (uPlot) on the device page: data from the REST metrics endpoint
   async function drawTelemetry(el) {

@@ -106,7 +106,8 @@ def test_console_pages_fragments_and_offline_docs(controller: Controller, api: h
     assert "reported" in models
     version = httpx.get(f"{base}/versions/{quantized['int8']}", headers=hdr).text
     assert "int8-static" in version and quantized["fp32"]["id"][:8] in version  # the lineage shows the parent
-    assert "Compress" not in version  # read-only key: no write actions offered
+    actions = httpx.get(f"{base}/versions/{quantized['int8']}/actions", headers=hdr).text
+    assert "Compress" not in actions and "read-write key" in actions  # read-only key: no write actions offered
     jobs = httpx.get(base + "/jobs", headers=hdr).text
     assert quantized["job"]["id"][:8] in jobs and "succeeded" in jobs
     assert httpx.get(base + "/overview", headers={"Authorization": "Bearer efk_bogus"}).status_code == 401
