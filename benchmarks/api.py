@@ -291,3 +291,7 @@ def write_md(results: dict) -> None:
                   "the browser test asserts the same path end to end with generous bounds.", "",
                   "Reproduce: `.venv/bin/python benchmarks/api.py --console`."]
     (RESULTS / "api.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -210,7 +210,7 @@ def device_figures(name: str, rows: Sequence[dict[str, Any]], *, title: str = "o
     ax.set_yticks(ys, [str(r["device_id"]) for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.margins(x=0.3)
-    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(title, fontsize=10)
     return _finish(fig, name, title)
