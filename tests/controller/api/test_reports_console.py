@@ -8,9 +8,9 @@ and event stream go through the same API keys as the REST API.
 from __future__ import annotations
 
 import re
-from html import unescape
 import threading
 import time
+from html import unescape
 from pathlib import Path
 
 import httpx
