@@ -117,3 +117,12 @@ def test_home_assistant_announcer_publishes_every_device_and_new_ones(mosquitto,
         c.disconnect()
         svc.stop()
         reg.close()
+
+
+def test_grafana_dashboard_cli_prints_the_json(capsys):
+    from controller.cli import main
+
+    assert main(["grafana-dashboard"]) == 0
+    assert json.loads(capsys.readouterr().out)["uid"] == "edgefleet-fleet"
+    assert main(["homeassistant", "publish", "--url", "http://127.0.0.1:9"]) == 1  # nothing listens there
+    assert "cannot reach the controller" in capsys.readouterr().err
