@@ -68,12 +68,12 @@ def populate(workspace: Path, *, devices: int, versions: int, samples: int = 30)
         parent = rec.id if made % 10 else None
         made += 1
     now = datetime.now(UTC)
-    store = TelemetryStore(reg)
+    store = TelemetryStore(reg.db)
     batch = []
     for i in range(devices):
         dev = f"dev-{i:04d}"
         ids["devices"].append(dev)
-        reg.record_device_state(state=DeviceState(device_id=dev, session_id=f"s{i}", online=i % 7 != 0,
+        reg.devices.record_device_state(state=DeviceState(device_id=dev, session_id=f"s{i}", online=i % 7 != 0,
                                                   profile=("rpi4", "rpi5", "jetson-orin-nano")[i % 3],
                                                   agent_version="1.0"))
         batch += [(Telemetry(device_id=dev, cpu_percent=10 + k % 40, mem_percent=40, rss_mb=60,

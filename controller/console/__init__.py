@@ -33,7 +33,8 @@ def mount(app: Any, api_prefix: str = "/api/v1") -> None:
             openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} — API",
             swagger_js_url="/console/static/vendor/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/console/static/vendor/swagger-ui/swagger-ui.css",
-            swagger_favicon_url="/console/static/vendor/swagger-ui/favicon-32x32.png")
+            swagger_favicon_url="/console/static/vendor/swagger-ui/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None})  # no badge fetched from swagger.io: fully offline
 
     app.add_api_route("/docs", swagger, include_in_schema=False, response_class=HTMLResponse)
     app.include_router(router)

@@ -34,7 +34,7 @@ class ChangeFeed:
         self.services = services
         self.interval_s = interval_s
         self.idle_stop_s = idle_stop_s
-        self._subs: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
+        self._subs: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue[str], set[str]]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stamps: dict[str, Any] = {}
@@ -62,9 +62,9 @@ class ChangeFeed:
         """Yield topic names as they change, plus a ``ping`` every 15 s to keep proxies from closing the stream."""
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[str] = asyncio.Queue(maxsize=256)
-        entry = (loop, q)
+        pending: set[str] = set()  # topics queued but not yet sent: one pending event per topic is enough
         with self._lock:
-            self._subs.add(entry)
+            self._subs[id(q)] = (loop, q, pending)
             if self._thread is None or not self._thread.is_alive():
                 self._stamps = self._snapshot()
                 self._thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
@@ -72,19 +72,22 @@ class ChangeFeed:
         try:
             while True:
                 try:
-                    yield await asyncio.wait_for(q.get(), timeout=15.0)
+                    topic = await asyncio.wait_for(q.get(), timeout=15.0)
                 except TimeoutError:
                     yield "ping"
+                    continue
+                pending.discard(topic)
+                yield topic
         finally:
             with self._lock:
-                self._subs.discard(entry)
+                self._subs.pop(id(q), None)
 
     def _publish(self, topic: str) -> None:
         with self._lock:
-            subs = list(self._subs)
-        for loop, q in subs:
-            with contextlib.suppress(RuntimeError, asyncio.QueueFull):  # loop closed / slow reader: drop
-                loop.call_soon_threadsafe(_put, q, topic)
+            subs = list(self._subs.values())
+        for loop, q, pending in subs:
+            with contextlib.suppress(RuntimeError):  # the subscriber's loop is closing: nothing to tell
+                loop.call_soon_threadsafe(_put, q, pending, topic)
         self.stats["events"] += 1
 
     def _run(self) -> None:
@@ -125,9 +128,12 @@ class ChangeFeed:
         return queries.stamps(self.services)
 
 
-def _put(q: asyncio.Queue[str], topic: str) -> None:
-    if topic not in q._queue:  # type: ignore[attr-defined]  # coalesce: one pending event per topic is enough
-        q.put_nowait(topic)
+def _put(q: asyncio.Queue[str], pending: set[str], topic: str) -> None:
+    """On the subscriber's loop: queue the topic unless it is already waiting (coalesce bursts)."""
+    if topic in pending or q.full():
+        return
+    pending.add(topic)
+    q.put_nowait(topic)
 
 
 def feed_for(services: Any) -> ChangeFeed:

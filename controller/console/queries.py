@@ -17,7 +17,7 @@ PAGE = 50
 
 def _sql(registry: Any, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
     try:
-        return registry._all(sql, params)  # noqa: SLF001 - aggregate reads, see the module docstring
+        return registry.db.all(sql, params)
     except Exception:  # noqa: BLE001 - a table another package creates lazily may not exist yet
         return []
 
@@ -57,7 +57,7 @@ def overview(services: Any) -> dict[str, Any]:
             "models": int(_one(reg, "SELECT count(*) AS n FROM models").get("n") or 0),
             "versions": int(_one(reg, "SELECT count(*) AS n FROM versions").get("n") or 0),
             "jobs": jobs, "rollouts": rollouts, "fleet": services.fleet is not None,
-            "deployments": [_deployment_row(d) for d in reg.list_deployments(limit=8)]}
+            "deployments": [_deployment_row(d) for d in reg.deployments.list_deployments(limit=8)]}
 
 
 # ------------------------------------------------------------------ models and versions
@@ -74,7 +74,7 @@ def models_page(services: Any, *, page: int = 1, q: str | None = None) -> dict[s
             counts[r["model_id"]] = r
     where, params = ("WHERE name LIKE ?", (f"%{q}%",)) if q else ("", ())
     total = int(_one(reg, f"SELECT count(*) AS n FROM models {where}", params).get("n") or 0)
-    rows = [{"id": m.id, "name": m.name, "description": m.description, "tags": reg.list_tags(model_id=m.id),
+    rows = [{"id": m.id, "name": m.name, "description": m.description, "tags": reg.tags.list_tags(model_id=m.id),
              "versions": int((counts.get(m.id) or {}).get("n") or 0),
              "formats": (counts.get(m.id) or {}).get("formats") or "",
              "latest": (counts.get(m.id) or {}).get("latest")} for m in models]
@@ -89,7 +89,7 @@ def model_detail(services: Any, name: str, *, page: int = 1) -> dict[str, Any]:
     model = resolve_model(reg, name)
     total = int(_one(reg, "SELECT count(*) AS n FROM versions WHERE model_id = ?", (model.id,)).get("n") or 0)
     versions = reg.list_versions(model_id=model.id, limit=PAGE, offset=(page - 1) * PAGE)
-    tags = reg.list_tags(model_id=model.id)
+    tags = reg.tags.list_tags(model_id=model.id)
     by_version: dict[str, list[str]] = {}
     for tag, vid in tags.items():
         by_version.setdefault(vid, []).append(tag)
@@ -115,10 +115,10 @@ def version_detail(services: Any, version_id: str) -> dict[str, Any]:
     reg = services.registry
     v = reg.get_version(version_id=version_id)
     model = reg.get_model(model_id=v.model_id)
-    tags = reg.list_tags(model_id=v.model_id)
+    tags = reg.tags.list_tags(model_id=v.model_id)
     lineage = reg.lineage(version_id=v.id)
     children = reg.children(version_id=v.id)
-    deployments = [_deployment_row(d) for d in reg.list_deployments(limit=100) if d.version_id == v.id][:10]
+    deployments = [_deployment_row(d) for d in reg.deployments.list_deployments(limit=100) if d.version_id == v.id][:10]
     return {"version": _version_row(v, [t for t, x in tags.items() if x == v.id]), "model": model.as_dict(),
             "config": json.dumps(v.config or {}, indent=2), "metrics": v.metrics or {},
             "lineage": [_version_row(x, [t for t, y in tags.items() if y == x.id], i) for i, x in enumerate(lineage)],
@@ -165,7 +165,7 @@ def devices_page(services: Any, *, page: int = 1, profile: str | None = None) ->
     """One page of devices with latency and error sparklines from their recent telemetry."""
     from controller.console.sparkline import sparkline
 
-    devices = services.registry.list_devices(profile=profile or None)
+    devices = services.registry.devices.list_devices(profile=profile or None)
     total = len(devices)
     rows = []
     telemetry = getattr(services.fleet, "telemetry", None)
@@ -186,10 +186,11 @@ def devices_page(services: Any, *, page: int = 1, profile: str | None = None) ->
 def device_detail(services: Any, device_id: str) -> dict[str, Any]:
     """One device: state, caps, profile, last benchmark, deployments, telemetry events."""
     reg = services.registry
-    d = reg.get_device(device_id=device_id)
+    d = reg.devices.get_device(device_id=device_id)
     telemetry = getattr(services.fleet, "telemetry", None)
+    recent = reg.deployments.list_deployments(device_id=device_id, limit=10)
     return {"device": device_row(d), "caps": d.caps or {}, "state": d.state or {}, "last_bench": d.last_bench or {},
-            "deployments": [_deployment_row(x) for x in reg.list_deployments(device_id=device_id, limit=10)],
+            "deployments": [_deployment_row(x) for x in recent],
             "events": telemetry.events(device_id=device_id, limit=10) if telemetry is not None else []}
 
 
@@ -202,14 +203,14 @@ def _deployment_row(d: Any) -> dict[str, Any]:
 
 def deployments_page(services: Any) -> dict[str, Any]:
     """The newest deployments."""
-    return {"items": [_deployment_row(d) for d in services.registry.list_deployments(limit=PAGE)]}
+    return {"items": [_deployment_row(d) for d in services.registry.deployments.list_deployments(limit=PAGE)]}
 
 
 def deployment_detail(services: Any, deployment_id: str) -> dict[str, Any]:
     """A deployment with every device's state, reason and figures."""
     from controller.report.builders import device_row as bench_row
 
-    d = services.registry.get_deployment(deployment_id=deployment_id)
+    d = services.registry.deployments.get_deployment(deployment_id=deployment_id)
     rows = [bench_row(x.device_id, x.state.value, x.reason, x.bench, detail=x.detail or "",
                       updated=str(x.updated_at)) for x in d.devices]
     return {"deployment": _deployment_row(d), "devices": rows}

@@ -126,7 +126,8 @@ def frag_version_actions(request: Request, version_id: str, services: ServicesDe
     if not who.can_write:
         return HTMLResponse('<p class="muted">Actions need a read-write key.</p>')
     version = services.registry.get_version(version_id=version_id)
-    devices = [{"id": d.id, "profile": d.profile, "online": d.online} for d in services.registry.list_devices()][:500]
+    devices = [{"id": d.id, "profile": d.profile, "online": d.online}
+               for d in services.registry.devices.list_devices()][:500]
     return _render(request, "fragments/version_actions.html", v={"id": version.id}, devices=devices,
                    techniques=sorted(techniques()), fleet=services.fleet is not None)
 
@@ -219,7 +220,7 @@ def act_compress(services: ServicesDep, who: Writer, version_id: Annotated[str, 
                  config: Annotated[str, Form(max_length=4000)] = "{}") -> HTMLResponse:
     """Queue a compression job (the family is derived from the technique)."""
     from controller.api.services import submit_job
-    from controller.jobs.kinds import family_of
+    from controller.compression import techniques as installed
 
     try:
         params = json.loads(config or "{}")
@@ -227,7 +228,10 @@ def act_compress(services: ServicesDep, who: Writer, version_id: Annotated[str, 
         raise ApiError(422, f"config must be a JSON object: {exc}") from exc
     if not isinstance(params, dict):
         raise ApiError(422, "config must be a JSON object, e.g. {\"calibration_samples\": 64}")
-    job = submit_job(services, "compression", {"family": family_of(technique), "version_id": version_id,
+    cls = installed().get(technique)
+    if cls is None:
+        raise ApiError(422, f"unknown technique {technique!r}; installed: {', '.join(sorted(installed()))}")
+    job = submit_job(services, "compression", {"family": cls.family.value, "version_id": version_id,
                                                 "technique": technique, "config": params}, who.name)
     return _done(f"{technique} job {job.id} queued", "jobs")
 
@@ -275,6 +279,6 @@ def act_rollback(deployment_id: str, services: ServicesDep, who: Writer,
                  reason: Annotated[str, Form(max_length=500)] = "") -> HTMLResponse:
     """Send every device of a deployment back to what it ran before."""
     fleet = services.require_fleet()
-    services.registry.get_deployment(deployment_id=deployment_id)
+    services.registry.deployments.get_deployment(deployment_id=deployment_id)
     fleet.rollback(deployment_id=deployment_id, reason=reason or "rolled back from the console", actor=who.name)
     return _done(f"deployment {deployment_id[:8]} rolled back", "deployments", "devices")

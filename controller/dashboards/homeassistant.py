@@ -30,7 +30,7 @@ class HomeAssistantAnnouncer:
 
     def announce_new(self) -> int:
         """Publish configs for every device not announced yet; returns how many configs were published."""
-        new = [d.id for d in self.fleet.registry.list_devices() if d.id not in self.announced]
+        new = [d.id for d in self.fleet.registry.devices.list_devices() if d.id not in self.announced]
         if not new:
             return 0
         n = self.fleet.publish_ha_discovery(new, prefix=self.prefix)

@@ -19,7 +19,7 @@ def publish_homeassistant(services: ServicesDep, who: Writer,
     """Retained MQTT discovery configs for every known device (503 without a broker); audited."""
     fleet = services.require_fleet()
     n = fleet.publish_ha_discovery(prefix=prefix)
-    devices = len(services.registry.list_devices())
+    devices = len(services.registry.devices.list_devices())
     services.registry.audit(action="homeassistant.publish", target=prefix, actor=who.name,
                             details={"configs": n, "devices": devices})
     return ok({"configs": n, "devices": devices, "prefix": prefix},

@@ -44,26 +44,17 @@ def write_job_report(registry: Any, job: Any, workspace: Path) -> Path | None:
 
 def resolve(services: Any, ref: str) -> Report:
     """The report for any id: a job, a model version, a deployment or a rollout (tried in that order)."""
-    from controller.jobs import JobNotFoundError
-    from controller.registry import NotFoundError
+    from common.errors import NotFoundError  # the jobs, registry and rollout "unknown id" errors all derive from it
 
-    try:
-        return job_report(services.registry, services.runner.get(ref))
-    except JobNotFoundError:
-        pass
-    for build in (version_report, deployment_report):
+    attempts = [lambda: job_report(services.registry, services.runner.get(ref)),
+                lambda: version_report(services.registry, ref),
+                lambda: deployment_report(services.registry, ref),
+                lambda: rollout_report(services.registry, rollout_store(services), ref)]
+    for attempt in attempts:
         try:
-            return build(services.registry, ref)
+            return attempt()
         except NotFoundError:
-            pass
-    store = rollout_store(services)
-    if store is not None:
-        from controller.rollout.errors import RolloutNotFoundError
-
-        try:
-            return rollout_report(services.registry, store, ref)
-        except RolloutNotFoundError:
-            pass
+            continue
     raise ReportError(f"no job, version, deployment or rollout has the id {ref!r}")
 
 
@@ -74,4 +65,4 @@ def rollout_store(services: Any) -> Any:
         return engine.store
     from controller.rollout.store import RolloutStore
 
-    return RolloutStore(services.registry)
+    return RolloutStore(services.registry.db)

@@ -163,7 +163,7 @@ def _file_sections(registry: Any, version: Any, root: Any, prefix: str) -> tuple
 
 def _device_section(registry: Any, version: Any, prefix: str) -> Section | None:
     rows = []
-    for dep in registry.list_deployments(limit=200):
+    for dep in registry.deployments.list_deployments(limit=200):
         if dep.version_id != version.id:
             continue
         for d in dep.devices:
@@ -280,7 +280,7 @@ def job_report(registry: Any, job: Any) -> Report:
 # ------------------------------------------------------------------------------------------------ deployments
 def deployment_report(registry: Any, deployment_id: str, *, title: str = "") -> Report:
     """Per-device decisions of one deployment with the agents' figures."""
-    dep = registry.get_deployment(deployment_id=deployment_id)
+    dep = registry.deployments.get_deployment(deployment_id=deployment_id)
     rows = [device_row(d.device_id, d.state.value, d.reason, d.bench, detail=d.detail) for d in dep.devices]
     counts = dep.counts()
     try:
@@ -321,7 +321,7 @@ def rollout_report(registry: Any, store: Any, rollout_id: str) -> Report:
         bench, reason, state = None, "", d.outcome
         if d.deployment_id:
             try:
-                dd = next(x for x in registry.get_deployment(deployment_id=d.deployment_id).devices
+                dd = next(x for x in registry.deployments.get_deployment(deployment_id=d.deployment_id).devices
                           if x.device_id == d.device_id)
                 bench, reason = dd.bench, dd.reason
             except Exception:  # noqa: BLE001 - a deployment row gone: keep the rollout's own outcome

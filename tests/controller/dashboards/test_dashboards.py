@@ -48,8 +48,8 @@ def served_metrics(text: str) -> dict[str, list]:
 def test_grafana_dashboard_uses_only_metrics_that_metrics_serves(tmp_path):
     reg = Registry(tmp_path / "ws")
     jobs = JobStore(tmp_path / "ws" / "jobs.sqlite")
-    store = TelemetryStore(reg)
-    reg.record_device_state(state=DeviceState(device_id="pi-1", session_id="s1", online=True, profile="rpi4",
+    store = TelemetryStore(reg.db)
+    reg.devices.record_device_state(state=DeviceState(device_id="pi-1", session_id="s1", online=True, profile="rpi4",
                                               agent_version="1.0"))
     store.write_batch([(Telemetry(device_id="pi-1", cpu_percent=12, mem_percent=40, rss_mb=50, temperature_c=51.5,
                                   latency_ms_p50=7.5, inferences=30, errors=1, ts=datetime.now(UTC)), None)])
@@ -75,7 +75,7 @@ def test_grafana_dashboard_uses_only_metrics_that_metrics_serves(tmp_path):
 def test_home_assistant_announcer_publishes_every_device_and_new_ones(mosquitto, tmp_path):
     fleet = f"t{uuid.uuid4().hex[:8]}"
     reg = Registry(tmp_path / "ws")
-    reg.register_device(device_id="pi-1", profile="rpi4")
+    reg.devices.register_device(device_id="pi-1", profile="rpi4")
     svc = FleetService(reg, host=mosquitto.host, port=mosquitto.port,
                        password=mosquitto.credentials.users["controller"], fleet=fleet).start()
     got: dict[str, dict] = {}
@@ -102,7 +102,7 @@ def test_home_assistant_announcer_publishes_every_device_and_new_ones(mosquitto,
         while "pi-1" not in devices_seen() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert devices_seen() == {"pi-1"}
-        reg.register_device(device_id="pi-2", profile="rpi5")  # a device the controller learns about later
+        reg.devices.register_device(device_id="pi-2", profile="rpi5")  # a device the controller learns about later
         deadline = time.monotonic() + 10
         while "pi-2" not in devices_seen() and time.monotonic() < deadline:
             time.sleep(0.05)
