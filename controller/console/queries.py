@@ -2,8 +2,9 @@
 
 Pages are paginated and every query is bounded, so a page costs the same with 10 or 10,000
 versions (``benchmarks/api.py`` measures it). The few aggregate reads the registry has no
-public method for (version counts per model, change stamps) are plain SQL on the registry's
-connection, kept here in one place so a future store interface (issue 10) can absorb them.
+method for (version counts per model, the change stamps of ``live.py``) are plain SQL through
+the registry's public ``Database`` seam (``registry.db.all``), kept here in one place; a failing
+one reads as empty, and ``tests/controller/console/test_live.py`` checks every stamp still moves.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ PAGE = 50
 def _sql(registry: Any, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
     try:
         return registry.db.all(sql, params)
-    except Exception:  # noqa: BLE001 - a table another package creates lazily may not exist yet
+    except Exception:  # noqa: BLE001 - a table another package creates lazily (rollouts) may not exist yet
         return []
 
 
