@@ -242,17 +242,14 @@ def rollout_detail(services: Any, rollout_id: str) -> dict[str, Any]:
         waves.append({"wave": w, "label": "canary" if w == 0 and r.plan.strategy == "canary" else f"wave {w}",
                       "devices": [d.__dict__ for d in devs],
                       "outcomes": {o: sum(1 for d in devs if d.outcome == o) for o in {d.outcome for d in devs}}})
+    events = store.events(rollout_id)
     verdict = None
-    if r.kind == "ab" and services.fleet is not None:
-        from controller.api.routes.rollouts import engine_for
-        from controller.rollout import ab
-
-        try:
-            verdict = ab.verdict(engine_for(services), rollout_id)
-        except Exception as exc:  # noqa: BLE001 - the verdict is informative: show why it is missing
-            verdict = {"error": str(exc)}
+    if r.kind == "ab":  # the last verdict computed (GET …/verdict or the console's button): a page view never
+        # computes one itself, since computing records an event, which would refresh every open page again
+        last = next((e for e in reversed(events) if e["kind"] == "ab_verdict"), None)
+        verdict = last["figures"] if last else {"reason": "no verdict computed yet"}
     return {"rollout": {"id": r.id, "kind": r.kind, "state": r.state, "phase": r.phase, "wave": r.wave,
                         "waves": r.waves, "reason": r.reason, "created_at": r.created_at, "target": r.target,
                         "outcomes": r.outcomes(), "plan": r.plan.model_dump()},
-            "waves": waves, "events": store.events(rollout_id), "verdict": verdict,
+            "waves": waves, "events": events, "verdict": verdict,
             "active": r.state in ("running", "paused")}

@@ -252,6 +252,16 @@ def act_deploy(services: ServicesDep, who: Writer, version_id: Annotated[str, Fo
     return resp
 
 
+@router.post("/console/actions/rollouts/{rollout_id}/verdict", response_class=HTMLResponse)
+def act_verdict(rollout_id: str, services: ServicesDep, _: Reader) -> HTMLResponse:
+    """Compute and record the A/B verdict now (what ``GET /rollouts/{id}/verdict`` does; a read)."""
+    from controller.api.routes.rollouts import engine_for
+    from controller.rollout import ab
+
+    out = ab.verdict(engine_for(services), rollout_id)
+    return _done(f"winner {out['winner'] or 'none'}: {out['reason']}", "rollouts")
+
+
 @router.post("/console/actions/rollouts/{rollout_id}/{action}", response_class=HTMLResponse)
 def act_rollout(rollout_id: str, action: str, services: ServicesDep, who: Writer,
                 reason: Annotated[str, Form(max_length=500)] = "") -> HTMLResponse:

@@ -103,6 +103,17 @@ def test_rollout_actions_pages_and_reports(ctl: Controller, tmp_path: Path) -> N
     assert dep_report.status_code == 200 and "c-1" in dep_report.text
     assert httpx.get(f"{ctl.url}/api/v1/reports/{rid}", headers=viewer, params={"format": "json"}).json()[
         "data"]["kind"] == "rollout"
+    # an A/B deployment: the page shows the last verdict and computes one only on request
+    with ctl.client() as api:
+        ab = api.post("/rollouts/ab", json={"a": fp32["id"], "b": fp32["id"], "device_ids": ["c-1", "c-2"]})
+        assert ab.status_code == 201, ab.text
+        ab_id = ab.json()["data"]["id"]
+    page = httpx.get(f"{frag}/rollouts/{ab_id}", headers=viewer).text
+    assert "no verdict computed yet" in page
+    assert httpx.get(f"{frag}/rollouts/{ab_id}", headers=viewer).text.count("ab_verdict") == 0  # views record nothing
+    r = httpx.post(f"{ctl.url}/console/actions/rollouts/{ab_id}/verdict", headers=viewer)
+    assert r.status_code == 200 and "inconclusive" in r.text
+    assert "inconclusive" in httpx.get(f"{frag}/rollouts/{ab_id}", headers=viewer).text
     with ctl.client() as api:
         published = api.post("/fleet/homeassistant", params={"prefix": "homeassistant/consoletest"}).json()
         assert published["data"] == {"configs": 14, "devices": 2, "prefix": "homeassistant/consoletest"}
