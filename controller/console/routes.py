@@ -27,19 +27,21 @@ TEMPLATES = Path(__file__).parent / "templates"
 Page = Annotated[int, Query(ge=1, le=100_000)]
 _templates: Any = None
 
-PAGES = {  # path → (title, fragment url template, live topics)
-    "": ("Overview", "/console/fragments/overview", "jobs devices deployments rollouts"),
-    "models": ("Models", "/console/fragments/models", ""),
-    "jobs": ("Jobs", "/console/fragments/jobs", "jobs"),
-    "devices": ("Devices", "/console/fragments/devices", "devices telemetry"),
-    "deployments": ("Deployments", "/console/fragments/deployments", "deployments"),
-    "rollouts": ("Rollouts", "/console/fragments/rollouts", "rollouts deployments"),
+PAGES = {  # path → (title, fragment url, live topics, seconds between polls (0: events only))
+    "": ("Overview", "/console/fragments/overview", "jobs devices deployments rollouts", 0),
+    "models": ("Models", "/console/fragments/models", "", 0),
+    "jobs": ("Jobs", "/console/fragments/jobs", "jobs", 0),
+    # telemetry arrives every second from every device: the list follows state changes live and redraws its
+    # sparklines every 10 s, so an open devices page costs the same with 10 or 1,000 devices
+    "devices": ("Devices", "/console/fragments/devices", "devices", 10),
+    "deployments": ("Deployments", "/console/fragments/deployments", "deployments", 0),
+    "rollouts": ("Rollouts", "/console/fragments/rollouts", "rollouts deployments", 0),
 }
 DETAIL = {  # kind → (title, fragment url, live topics, actions fragment loaded once: forms keep what the user typed)
     "models": ("Model", "/console/fragments/models/{ref}", "jobs", ""),
     "versions": ("Version", "/console/fragments/versions/{ref}", "jobs deployments",
                  "/console/fragments/versions/{ref}/actions"),
-    "devices": ("Device", "/console/fragments/devices/{ref}", "devices telemetry deployments", ""),
+    "devices": ("Device", "/console/fragments/devices/{ref}", "devices deployments", ""),
     "deployments": ("Deployment", "/console/fragments/deployments/{ref}", "deployments", ""),
     "rollouts": ("Rollout", "/console/fragments/rollouts/{ref}", "rollouts deployments", ""),
 }
@@ -78,8 +80,8 @@ def page(request: Request, section: str = "") -> HTMLResponse:
     """A page shell: navigation, the key box, and a container htmx fills from the section's fragment."""
     if section not in PAGES:
         raise ApiError(404, f"no console page {section!r}; pages: {', '.join(p or '/' for p in PAGES)}")
-    title, url, live = PAGES[section]
-    return _render(request, "page.html", title=title, fragment=url, live=live, section=section)
+    title, url, live, poll = PAGES[section]
+    return _render(request, "page.html", title=title, fragment=url, live=live, section=section, poll=poll)
 
 
 @shell_router.get("/console/{section}/{ref}", response_class=HTMLResponse)
@@ -89,7 +91,7 @@ def detail_page(request: Request, section: str, ref: str) -> HTMLResponse:
         raise ApiError(404, f"no console page {section}/{ref}")
     title, url, live, actions = DETAIL[section]
     return _render(request, "page.html", title=f"{title} {ref[:36]}", fragment=url.format(ref=ref), live=live,
-                   section=section, actions=actions.format(ref=ref))
+                   section=section, actions=actions.format(ref=ref), poll=10 if section == "devices" else 0)
 
 
 # ------------------------------------------------------------------ fragments
