@@ -188,3 +188,15 @@ def test_report_cli_saves_html_and_charts(controller: Controller, quantized: dic
     assert any(n.startswith("drift-") and n.endswith(".png") for n in names) and len(names) >= 8
     assert main(["report", "no-such-id", "--url", controller.url, "--out", str(tmp_path)]) == 1
     assert "no job, version" in capsys.readouterr().err
+
+
+def test_user_text_is_escaped_in_pages_and_reports(controller: Controller, api: httpx.Client, tmp_path: Path) -> None:
+    evil = '<script>alert("x")</script>'
+    r = api.post("/compression/models", data={"name": "escaped", "description": evil},
+                 files={"file": ("m.onnx", tiny_onnx(tmp_path / "m.onnx", seed=9).read_bytes())})
+    assert r.status_code == 201, r.text
+    hdr = {"Authorization": f"Bearer {controller.keys['viewer']}"}
+    page = httpx.get(controller.url + "/console/fragments/models", params={"q": "escaped"}, headers=hdr).text
+    assert "&lt;script&gt;" in page and evil not in page
+    report = api.get(f"/reports/{r.json()['data']['version']['id']}").text
+    assert "<script" not in report
