@@ -99,6 +99,10 @@ def test_console_pages_fragments_and_offline_docs(controller: Controller, api: h
     assert "/console/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs
     _assert_local(docs)
     assert httpx.get(controller.url + "/console/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
+    redoc = httpx.get(controller.url + "/redoc").text
+    assert "/console/static/vendor/redoc/redoc.standalone.js" in redoc and "fonts.googleapis" not in redoc
+    _assert_local(redoc)
+    assert httpx.get(controller.url + "/console/static/vendor/redoc/redoc.standalone.js").status_code == 200
     assert httpx.get(controller.url + "/console/nope").status_code == 404
     base = controller.url + "/console/fragments"
     hdr = {"Authorization": f"Bearer {controller.keys['viewer']}"}

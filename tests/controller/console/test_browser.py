@@ -209,6 +209,13 @@ def test_deploy_watched_until_committed_then_a_rollback_with_its_reason(fleet: d
     assert report.status_code == 200 and "aborted and rolled back" in report.text
     assert "regression_quality" in report.text and "rollout timeline" in report.text
     (SHOTS / "rollout-report.html").write_text(report.text)
+
+    # the API docs render from the controller's own assets (this machine reaches nothing else)
+    d.get(ctl.url + "/docs")
+    _until(d, lambda d: len(d.find_elements("css selector", ".opblock")) > 20, 30, "Swagger UI's operations")
+    d.save_screenshot(str(SHOTS / "07-swagger-ui.png"))
+    d.get(ctl.url + "/redoc")
+    _until(d, lambda d: "Start a rollout" in d.find_element("tag name", "body").text, 30, "ReDoc's operations")
     d.get((SHOTS / "rollout-report.html").as_uri())
     d.save_screenshot(str(SHOTS / "06-rollout-report.png"))
     api.close()
