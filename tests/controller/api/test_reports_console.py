@@ -204,3 +204,20 @@ def test_user_text_is_escaped_in_pages_and_reports(controller: Controller, api: 
     assert "&lt;script&gt;" in page and evil not in page
     report = api.get(f"/reports/{r.json()['data']['version']['id']}").text
     assert "<script" not in report
+
+
+def test_a_pipeline_build_report_has_a_section_per_step(controller: Controller, api: httpx.Client,
+                                                        quantized: dict) -> None:
+    steps = [{"technique": "prune-unstructured", "config": {"sparsity": 0.3}},
+             {"technique": "int8-static", "config": {"calibration_samples": 8}}]
+    job = api.post("/compression/pipeline", json={"version_id": quantized["fp32"]["id"], "steps": steps})
+    assert job.status_code == 202, job.text
+    done = wait_job(api, job.json()["data"]["id"], timeout=120)
+    assert done["state"] == "succeeded", done["error"]
+    rep = api.get(f"/compression/jobs/{done['id']}/report", params={"format": "json"}).json()["data"]
+    titles = [s["title"] for s in rep["sections"]]
+    assert "step 1 (prune-unstructured): summary against the reference" in titles
+    assert "step 2 (int8-static): per-layer weight drift" in " ".join(titles)
+    assert rep["verdict_ok"] is True and rep["verdict"].startswith("succeeded")
+    drift = next(s for s in rep["sections"] if s["title"].startswith("step 1 (prune-unstructured): per-layer"))
+    assert all(r[3] > 0 for r in drift["tables"][0]["rows"])  # 30 % of each weight zeroed: a real relative error
