@@ -182,6 +182,9 @@ def test_deploy_watched_until_committed_then_a_rollback_with_its_reason(fleet: d
         _until(d, lambda d, dev=dev: int8[:8] in _text(d, f'tr[data-device="{dev}"] .active-version'), 20,
                f"{dev} running the new version")
     d.save_screenshot(str(SHOTS / "03-devices.png"))
+    d.get(f"{ctl.url}/console/devices/{fleet['devices'][0]}")  # the agent's telemetry, drawn by the vendored uPlot
+    _until(d, lambda d: d.find_elements("css selector", ".telemetry .uplot canvas"), 30, "the telemetry chart")
+    assert int8[:8] in _text(d, "#content")
 
     # a damaged build: 95 % of the weights zeroed. Devices refuse it; the console shows why.
     bad_job = api.post("/compression/prune", json={"version_id": fp32["id"], "technique": "prune-unstructured",
