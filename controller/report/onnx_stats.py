@@ -74,12 +74,32 @@ def _candidate_weights(model: Any) -> dict[str, np.ndarray]:
         zero = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in inits else None
         name = node.input[0].removesuffix("_quantized")
         out[name] = _dequantize(q, scale, zero, axis if axis >= 0 else q.ndim + axis)
+    for name, init in inits.items():  # weights quantized without a DequantizeLinear (dynamic INT8: MatMulInteger)
+        base = name.removesuffix("_quantized")
+        if base == name or base in out or f"{base}_scale" not in inits:
+            continue
+        q = numpy_helper.to_array(init)
+        scale = numpy_helper.to_array(inits[f"{base}_scale"])
+        zp = inits.get(f"{base}_zero_point")
+        axis = _channel_axis(q.shape, scale.size)
+        if q.ndim >= 2 and axis is not None:
+            out[base] = _dequantize(q, scale, numpy_helper.to_array(zp) if zp is not None else None, axis)
     for name, init in inits.items():
         if name not in out and init.data_type in (1, 10, 11, 16):  # float, float16, double, bfloat16
             arr = numpy_helper.to_array(init)
             if arr.ndim >= 2:
                 out[name] = arr.astype(np.float32)
     return out
+
+
+def _channel_axis(shape: tuple[int, ...], n_scales: int) -> int | None:
+    """The axis a per-channel scale runs along: output channels (MatMul weight [K, N] → 1, Conv [O, ...] → 0)."""
+    if n_scales == 1:
+        return 0
+    preferred = 1 if len(shape) == 2 else 0
+    if shape[preferred] == n_scales:
+        return preferred
+    return next((i for i, d in enumerate(shape) if d == n_scales), None)
 
 
 def layer_drift(reference: Path, candidate: Path) -> dict[str, Any]:
