@@ -20,11 +20,14 @@ COMMAND_MODULES = (
     "agent.cli",
     "controller.demo.cli",
     "controller.compression.cli",
+    "controller.optimize.cli",
     "controller.conversion.cli",
     "controller.profiles_cli",
     "controller.api.cli",
     "controller.fleet.cli",
     "controller.broker_cli",
+    "controller.report.cli",
+    "controller.dashboards.cli",
 )
 
 

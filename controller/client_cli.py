@@ -204,7 +204,8 @@ def _models(args: argparse.Namespace, c: Client) -> Any:
             "name": args.name, "tag": args.tag, "format": args.format, "profile": args.profile,
             "page": args.page}.items() if v is not None})
     if a == "upload":
-        return upload(c, args.model, Path(args.file), profile=args.profile, samples=args.samples)
+        return upload(c, args.model, Path(args.file), profile=args.profile, samples=args.samples,
+                      eval_samples=args.eval_samples)
     if a == "download":
         dest = Path(args.out or f"{args.model}-{args.version[:8]}.onnx")
         c.download(f"/compression/models/{args.model}/versions/{args.version}/download", dest)
@@ -224,15 +225,19 @@ def _models(args: argparse.Namespace, c: Client) -> Any:
     raise ClientError(f"unknown action {a}")
 
 
-def upload(c: Client, name: str, path: Path, *, profile: str | None = None, samples: str | None = None) -> Any:
-    """Upload an ONNX file (and optionally real sample inputs: calibration data and golden set)."""
+def upload(c: Client, name: str, path: Path, *, profile: str | None = None, samples: str | None = None,
+           eval_samples: str | None = None) -> Any:
+    """Upload an ONNX file (or a .zip of it and its weights) with optional real inputs: ``samples``
+    (calibration data and golden set) and ``eval_samples`` (held-out: quality is measured on them)."""
+    from contextlib import ExitStack
+
     data = {"name": name, **({"profile": profile} if profile else {})}
-    with path.open("rb") as fh:
-        files: dict[str, Any] = {"file": (path.name, fh, "application/octet-stream")}
-        if samples:
-            with Path(samples).open("rb") as sh:
-                files["samples"] = (Path(samples).name, sh, "application/octet-stream")
-                return c.call("POST", "/compression/models", data=data, files=files)
+    with ExitStack() as stack:
+        files = {}
+        for field, value in (("file", str(path)), ("samples", samples), ("eval_samples", eval_samples)):
+            if value:
+                p = Path(value)
+                files[field] = (p.name, stack.enter_context(p.open("rb")), "application/octet-stream")
         return c.call("POST", "/compression/models", data=data, files=files)
 
 
@@ -419,8 +424,11 @@ def _register_models(p: argparse.ArgumentParser, common: argparse.ArgumentParser
     action("show", "one model with its tags", "model")
     action("versions", "a model's versions", "model")
     action("version", "one version: lineage, metrics, config", "model", "version")
-    q = action("upload", "upload an ONNX file as a new version", "model", "file")
+    q = action("upload", "upload an ONNX file (or a .zip of it and its weight files) as a new version", "model",
+               "file")
     q.add_argument("--samples", help=".npz of real inputs (keys = input names): calibration data and golden set")
+    q.add_argument("--eval-samples", "--eval", dest="eval_samples",
+                   help="held-out .npz, same layout: quality is measured on it")
     q.add_argument("--profile", help="profile the file was built for (default: none, deployable to any profile)")
     action("import", "import a model from the offline zoo (a job)", "model", "zoo")
     q = action("download", "download a version's file", "model", "version")

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from controller.api.errors import install_error_handlers
 from controller.api.limits import BodySizeLimit
-from controller.api.routes import conversions, deployments, devices, jobs, models, profiles, rollouts, system
+from controller.api.routes import conversions, deployments, devices, jobs, models, profiles, rollouts, search, system
 from controller.api.services import Services, open_services
 from controller.settings import Settings
 
@@ -50,14 +50,18 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         description="Compress models per device profile, manage versions with lineage, deploy to an MQTT fleet. "
                     "Every response is an envelope `{status, data, message}`; mutating calls need a bearer API key.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by controller.console with vendored Swagger UI assets (works offline)
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
     # the model file and its samples may each reach the limit; multipart framing is small
     app.add_middleware(BodySizeLimit, max_bytes=2 * settings.max_upload_bytes + 1024 * 1024)
-    for module in (jobs, models, conversions, profiles, devices, deployments, rollouts, system):
+    for module in (jobs, search, models, conversions, profiles, devices, deployments, rollouts, system):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(rollouts.metrics_router, prefix=API_PREFIX)
     app.include_router(rollouts.prometheus_router)  # Prometheus scrapes /metrics at the root
+    from controller.console import mount
+
+    mount(app, API_PREFIX)  # web console, offline /docs, …/report endpoints
     return app

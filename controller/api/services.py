@@ -62,6 +62,9 @@ class Services:
     def close(self) -> None:
         """Stop the runner and fleet, close the stores."""
         self.runner.shutdown()
+        announcer = self.extra.pop("ha_discovery", None)
+        if announcer is not None:
+            announcer.stop()
         engine = self.extra.pop("rollouts", None)  # the rollout engine ticks on the fleet: stop it first
         if engine is not None:
             engine.stop()
@@ -97,6 +100,11 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
         from controller.rollout import RolloutEngine
 
         services.extra["rollouts"] = RolloutEngine(services.fleet).start()
+        if settings.ha_discovery:  # Home Assistant discovery for every device, and each new one as it appears
+            from controller.dashboards import HomeAssistantAnnouncer
+
+            services.extra["ha_discovery"] = HomeAssistantAnnouncer(
+                services.fleet, prefix=settings.ha_discovery_prefix).start()
     runner.start()
     return services
 
@@ -252,7 +260,7 @@ def check_onnx(path: Path) -> dict[str, Any]:
     try:
         onnx.checker.check_model(str(path), full_check=False)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0][:500]
+        first = str(exc).strip().splitlines()[0][:500].replace(str(path), "the upload")
         raise ApiError(422, f"the ONNX model fails onnx.checker: {first}", code="invalid_model") from exc
     inits = {i.name for i in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in inits]
@@ -277,32 +285,9 @@ def validate_profile(profile: str | None) -> str | None:
         raise InvalidInputError(str(exc)) from exc
 
 
-def check_samples(path: Path, inputs: dict[str, tuple[int, ...]]) -> int:
-    """Validate a samples ``.npz``: no pickle, keys = the graph's inputs, same sample count; returns it."""
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            shapes = {k: npz[k].shape for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ApiError(422, f"samples must be an .npz without pickled objects ({exc})", code="invalid_input") from exc
-    if set(shapes) != set(inputs):
-        raise ApiError(422, f"samples .npz keys {sorted(shapes)} must be the model's input names {sorted(inputs)}",
-                       code="invalid_input")
-    counts = {s[0] if s else 0 for s in shapes.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise ApiError(422, f"samples arrays must hold the same number (>0) of samples on axis 0, got {shapes}",
-                       code="invalid_input")
-    for key, shape in shapes.items():
-        want = inputs[key]
-        if len(shape) != len(want) or any(w > 0 and g != w for g, w in zip(shape[1:], want[1:], strict=True)):
-            raise ApiError(422, f"samples[{key!r}] has shape {shape}, the model input is {want} (-1 = any)",
-                           code="invalid_input")
-    return counts.pop()
-
-
 def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | None, description: str,
-                 actor: str, samples: Path | None = None) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
+                 actor: str, samples: Path | None = None, eval_samples: Path | None = None,
+                 filename: str | None = None) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
     """Validate everything, then create the model (if new) and its version; a failure leaves nothing behind.
 
     ``samples`` (optional ``.npz`` of real inputs) is stored beside the model and named in
@@ -311,10 +296,15 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
     """
     validate_name(name)
     profile = validate_profile(profile)
+    from controller.api.upload_files import check_sample_upload, normalize_model_upload
+
+    normalize_model_upload(tmp, filename)  # a .zip of .onnx + .data becomes one self-contained file
     info = check_onnx(tmp)
     config: dict[str, Any] = {"source": "upload"}
     if samples is not None:
-        config["samples"] = check_samples(samples, info["input_shapes"])
+        config["samples"] = check_sample_upload(samples, tmp, "samples")
+    if eval_samples is not None:  # held-out: compression jobs measure quality on it, never calibrate
+        config["eval_samples"] = check_sample_upload(eval_samples, tmp, "eval_samples")
     created = False
     try:
         model = registry.get_model(name=name)
@@ -324,6 +314,8 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
     try:
         if samples is not None:
             config["samples_sha256"] = registry.put_blob(path=samples, actor=actor).sha256
+        if eval_samples is not None:
+            config["eval_samples_sha256"] = registry.put_blob(path=eval_samples, actor=actor).sha256
         version = registry.add_version(model_id=model.id, path=tmp, technique="upload", config=config,
                                        format="onnx", profile=profile, metrics={"size_bytes": tmp.stat().st_size},
                                        actor=actor)

@@ -25,6 +25,8 @@ def session(path: Path | str, threads: int = 1) -> Any:
 
 def make_batches(inputs: Sequence[Inputs], batch: int) -> list[Inputs]:
     """Concatenate per-sample dicts into batches of ``batch`` (last partial batch dropped if others exist)."""
+    if batch == 1:  # as stored: scalars and recurrent states must not be concatenated
+        return [dict(s) for s in inputs]
     out = []
     for i in range(0, len(inputs), batch):
         chunk = inputs[i : i + batch]
@@ -35,22 +37,35 @@ def make_batches(inputs: Sequence[Inputs], batch: int) -> list[Inputs]:
 
 
 def run_all(sess: Any, inputs: Sequence[Inputs], batch: int = 32) -> np.ndarray:
-    """First output of ``sess`` over all samples (batched when the model allows it)."""
+    """First output of ``sess`` over all samples, samples on axis 0.
+
+    Samples are batched only when every graph input has a dynamic leading axis fed as 1
+    (``can_batch``): a recurrent state's fixed leading axis or a scalar input is not a batch axis.
+    """
+    from controller.compression.inputs import can_batch
+
     outs = []
-    try:
-        for b in make_batches(inputs, batch):
-            outs.append(sess.run(None, b)[0])
-        if sum(len(o) for o in outs) != len(inputs):  # partial batch dropped
-            outs = [sess.run(None, s)[0] for s in inputs]
-    except Exception:  # fixed batch dim: fall back to one sample at a time
-        outs = [sess.run(None, s)[0] for s in inputs]
+    if inputs and can_batch(sess.get_inputs(), inputs[0]):
+        try:
+            for b in make_batches(inputs, batch):
+                outs.append(sess.run(None, b)[0])
+            if sum(len(o) for o in outs) == len(inputs):
+                return np.concatenate(outs)
+        except Exception:  # noqa: BLE001 - a graph that refuses batches: one sample at a time
+            pass
+    outs = [np.asarray(sess.run(None, s)[0]) for s in inputs]
+    if outs and outs[0].ndim == 0:
+        return np.stack(outs)
     return np.concatenate(outs)
 
 
 def _pcts(times: list[float]) -> dict[str, float]:
     arr = np.asarray(times) * 1000.0
+    q = np.percentile(arr, [5, 25, 50, 75, 95, 99])  # a quantile summary: enough to draw the distribution
+    quantiles = {f"p{p}": round(float(v), 4) for p, v in zip((5, 25, 50, 75, 95, 99), q, strict=True)}
+    quantiles |= {"min": round(float(arr.min()), 4), "max": round(float(arr.max()), 4)}
     return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
-            "mean_ms": float(arr.mean()), "runs": len(arr)}
+            "mean_ms": float(arr.mean()), "runs": len(arr), "quantiles_ms": quantiles}
 
 
 def compare_latency(reference: Path | str, candidate: Path | str, inputs: Sequence[Inputs], *,
