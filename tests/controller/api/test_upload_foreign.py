@@ -97,7 +97,7 @@ def test_client_cli_uploads_samples_and_eval_samples(controller: Controller, tmp
     np.savez(tmp_path / "c.npz", input=rng.standard_normal((8, 16)).astype(np.float32))
     np.savez(tmp_path / "e.npz", input=rng.standard_normal((5, 16)).astype(np.float32))
     code = main(["models", "upload", "cli-eval", str(model), "--samples", str(tmp_path / "c.npz"),
-                 "--eval-samples", str(tmp_path / "e.npz")])
+                 "--eval-samples", str(tmp_path / "e.npz"), "--json"])
     out = capsys.readouterr().out
     assert code == 0, out
     config = json.loads(out)["version"]["config"]
