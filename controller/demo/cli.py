@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     # scenario.EMULATED_PROFILES
     p.add_argument("--emulated", default="rpi5",
                    help="profiles whose agent runs as an aarch64 process under qemu-user ('' for none)")
-    p.add_argument("--emulated-bench-runs", type=int, default=3, help="timed runs per benchmark on emulated devices")
+    p.add_argument("--emulated-bench-runs", type=int, default=2, help="timed runs per benchmark on emulated devices")
     p.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
     p.add_argument("--bench-runs", type=int, default=30)
     p.add_argument("--stage-timeout", type=float, default=600.0, help="seconds per deployment stage")

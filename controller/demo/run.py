@@ -274,7 +274,11 @@ def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
         ]
         for stage in stages:
             status.update(f"deploying {stage.name}")
-            say(f"deploying {stage.name} ({stage.technique}) to {len(run.agents)} devices in one deployment")
+            left_out = [d for d, p in run.device_profiles().items()
+                        if run.emulated_cpu(p) and stage.name not in opts.emulated_stages]
+            say(f"deploying {stage.name} ({stage.technique}) to {len(run.agents) - len(left_out)} devices in one "
+                "deployment" + (f" ({', '.join(left_out)} emulated: joins at "
+                                f"{', '.join(opts.emulated_stages)})" if left_out else ""))
 
             def show(states: dict[str, dict[str, Any]], name: str = stage.name) -> None:
                 status.update(f"{name}: " + "  ".join(f"{d}={s['job'] or s['state']}" for d, s in states.items()))
