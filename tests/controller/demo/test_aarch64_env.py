@@ -6,7 +6,9 @@ The full aarch64 agent story is ``tests/agent/test_aarch64_agent.py`` (slow, run
 from __future__ import annotations
 
 import io
+import os
 import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -99,3 +101,51 @@ def test_built_tree_runs_the_agent_stack_as_aarch64():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[:3] == ["aarch64", "onnxruntime", aarch64.ORT_VERSION]
+
+
+def test_build_fetches_debs_and_wheels_once_and_renames_into_place(monkeypatch, tmp_path):
+    """The build's commands (apt/dpkg/pip stood in for by a recorder): arm64 names, one dpkg -x per deb,
+    aarch64 platform tags, then a stamped folder; the second call finds it and runs nothing."""
+    calls: list[list[str]] = []
+
+    def fake_run(argv, what, cwd=None):
+        calls.append(list(argv))
+        if argv[:2] == ["apt-get", "download"]:
+            for name in argv[5:]:
+                (cwd / f"{name.split(':')[0]}_1.0_arm64.deb").write_bytes(b"deb")
+        elif argv[:2] == ["dpkg", "-x"]:
+            (Path(argv[3]) / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+        elif "pip" in argv:
+            Path(argv[argv.index("--target") + 1]).mkdir(parents=True)
+
+    monkeypatch.setattr(aarch64, "_run", fake_run)
+    monkeypatch.setattr(aarch64, "_foreign_architectures", lambda: ["arm64"])
+    monkeypatch.setattr(aarch64, "find_qemu", lambda: "/usr/bin/qemu-aarch64-static")
+    monkeypatch.setattr(aarch64, "_precompile", lambda tree, say: None)
+    said: list[str] = []
+    env = aarch64.ensure_aarch64_env(tmp_path, say=said.append)
+    download = next(c for c in calls if c[:2] == ["apt-get", "download"])
+    assert "python3.11:arm64" in download and "libstdc++6:arm64" in download and "media-types" in download
+    assert sum(c[:2] == ["dpkg", "-x"] for c in calls) == len(aarch64.DEBS)
+    pip = next(c for c in calls if "pip" in c)
+    assert "manylinux2014_aarch64" in pip and f"onnxruntime=={aarch64.ORT_VERSION}" in pip and "3.11" in pip
+    assert env.root == tmp_path / aarch64.env_key() / "sysroot" and env.python.exists()
+    assert (env.root / "usr/lib/python3/dist-packages").is_dir()  # shadows the host's x86 dist-packages
+    assert not (tmp_path / aarch64.env_key() / "debs").exists() and "aarch64 tree ready" in said[-1]
+    calls.clear()
+    assert aarch64.ensure_aarch64_env(tmp_path) == env and calls == []
+
+
+def test_a_failed_download_says_which_step_and_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(aarch64, "_foreign_architectures", lambda: ["arm64"])
+    monkeypatch.setattr(aarch64, "find_qemu", lambda: "/usr/bin/qemu-aarch64-static")
+    monkeypatch.setattr(aarch64.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(aarch64.shutil, "which", lambda name: f"/usr/bin/{name}" if name != "apt-get" else
+                        str(tmp_path / "apt-get"))
+    fake = tmp_path / "apt-get"
+    fake.write_text("#!/bin/sh\necho 'E: Unable to locate package python3.11:arm64' >&2\nexit 100\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(aarch64.EmulationUnavailableError, match=r"apt-get download \(arm64\) failed \(exit 100\)"):
+        aarch64.ensure_aarch64_env(tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
