@@ -78,7 +78,7 @@ def builds(name: str, workdir: Path, calibration: int) -> dict[str, Path]:
     return {"fp32": Path(entry.onnx_path), "int8": Path(int8)}
 
 
-def probe(env, versions: list[str]) -> dict[str, str]:
+def probe(env, versions: list[str], cpu: str) -> dict[str, str]:
     """Install each onnxruntime release beside the tree and import it under qemu."""
     from controller.demo.aarch64 import PLATFORMS
 
@@ -89,7 +89,7 @@ def probe(env, versions: list[str]) -> dict[str, str]:
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-warn-conflicts",
                             "--target", tmp, *plats, "--only-binary=:all:", "--python-version", "3.11",
                             f"onnxruntime=={version}"], check=True, capture_output=True)
-            child_env = env.environ()
+            child_env = env.environ(cpu=cpu)
             child_env["PYTHONPATH"] = os.pathsep.join([tmp, child_env["PYTHONPATH"]])
             proc = subprocess.run([str(env.python), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
                                   env=child_env, capture_output=True, text=True, timeout=300)
@@ -104,6 +104,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=24)
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("--probe-ort", nargs="*", default=["1.27.0", "1.28.0"])
+    parser.add_argument("--cpu", default="cortex-a76", help="qemu -cpu model (rpi5's core; the demo's emulated device)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "aarch64_emulated")
     args = parser.parse_args()
 
@@ -125,7 +126,7 @@ def main() -> int:
             ref = None
             for build, path in paths.items():
                 x86 = run_child([sys.executable], dict(os.environ), path, inputs, work / "x86.npy")
-                arm = run_child([str(env.python)], env.environ(), path, inputs, work / "arm.npy")
+                arm = run_child([str(env.python)], env.environ(cpu=args.cpu), path, inputs, work / "arm.npy")
                 xo, ao = np.load(work / "x86.npy"), np.load(work / "arm.npy")
                 ref = xo if ref is None else ref
                 rows.append({
@@ -138,9 +139,10 @@ def main() -> int:
                     "ort_x86": x86["ort"], "ort_arm": arm["ort"],
                 })
                 print(json.dumps(rows[-1]), flush=True)
-    probes = probe(env, args.probe_ort) if args.probe_ort else {}
+    probes = probe(env, args.probe_ort, args.cpu) if args.probe_ort else {}
     result = {
         "host": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "qemu_cpu": args.cpu,
         "qemu": subprocess.run([env.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
         "ort_aarch64": ORT_VERSION, "tree_setup_s": setup_s, "rows": rows, "ort_import_probe": probes,
         "budget": "1 intra-op thread per run, nice -n 10, shared 2-core host with other sessions running",
@@ -149,7 +151,8 @@ def main() -> int:
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [
         "# aarch64 agent stack under qemu-user vs x86-64", "",
-        f"{result['qemu']}; aarch64 onnxruntime {ORT_VERSION} (Debian 12 arm64 python3.11) vs x86 onnxruntime "
+        f"{result['qemu']} (-cpu {args.cpu}); aarch64 onnxruntime {ORT_VERSION} (Debian 12 arm64 python3.11) "
+        "vs x86 onnxruntime "
         f"{rows[0]['ort_x86'] if rows else '?'}; {result['budget']}.", "",
         "| model | build | metric | n | ARM vs x86 (same build) | x86 quality vs FP32 | ARM quality vs FP32 (x86) "
         "| x86 ms | emulated ARM ms |",
