@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--if-possible", action="store_true",
                    help="exit 0 with a notice when this host cannot emulate aarch64 (make test / make demo)")
     sub.add_parser("check", help="import the agent's stack under qemu and print its versions")
-    a = sub.add_parser("agent", help="run `python -m agent ARGS` as an aarch64 process")
+    a = sub.add_parser("agent", help="run `python -m agent ARGS` as an aarch64 process (CPU from --profile)")
     a.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     try:
@@ -328,9 +328,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aarch64 agent: {env.python} (onnxruntime {ORT_VERSION}, site {env.site})")
         return 0
     if args.cmd == "check":
-        return subprocess.run([str(env.python), "-c", CHECK_SNIPPET], env=env.environ(), check=False).returncode
+        return subprocess.run([str(env.python), "-c", CHECK_SNIPPET], env=env.environ(cpu="cortex-a76"),
+                              check=False).returncode
     extra = args.args[1:] if args.args[:1] == ["--"] else args.args
-    os.execve(str(env.python), env.agent_argv(*extra), env.environ())
+    profile = extra[extra.index("--profile") + 1] if "--profile" in extra[:-1] else None
+    from common.profiles import load_profile
+
+    cpu = qemu_cpu_for(load_profile(profile)) if profile else "cortex-a76"
+    os.execve(str(env.python), env.agent_argv(*extra), env.environ(cpu=cpu))
     return 1  # pragma: no cover - execve does not return
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -149,3 +150,6 @@ def test_a_failed_download_says_which_step_and_leaves_nothing(monkeypatch, tmp_p
     with pytest.raises(aarch64.EmulationUnavailableError, match=r"apt-get download \(arm64\) failed \(exit 100\)"):
         aarch64.ensure_aarch64_env(tmp_path / "cache")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+    helped = subprocess.run([sys.executable, "-m", "controller.demo.aarch64", "agent", "--", "--help"],
+                            capture_output=True, text=True, timeout=300, cwd=aarch64.REPO)
+    assert helped.returncode == 0 and "usage: python -m agent" in helped.stdout, helped.stderr
