@@ -106,9 +106,13 @@ def test_aarch64_agent_commits_int8_and_rolls_back_degraded_like_x86(arm_env, mo
         degraded = roll(versions["degraded"]["rpi5"])
         assert degraded["state"] == "failed", (degraded, log_tail())
 
-        for stage in (fp32, int8, degraded):
+        for name, stage in (("fp32", fp32), ("int8", int8), ("degraded", degraded)):
             a, b = (stage["devices"][d]["bench"] for d in (arm, x86))
             arm_m, x86_m = a["candidate_metrics"], b["candidate_metrics"]
+            print(f"{name}: aarch64 (emulated) p50 {arm_m['latency_p50_ms']:.1f} ms, "
+                  f"mem {arm_m['peak_rss_delta_mb']:.1f}"
+                  f" MB, top1 {arm_m['quality']:.4f} | x86 p50 {x86_m['latency_p50_ms']:.2f} ms, mem "
+                  f"{x86_m['peak_rss_delta_mb']:.1f} MB, top1 {x86_m['quality']:.4f}")
             assert arm_m["emulated"] == "qemu-user" and x86_m.get("emulated") is None
             assert arm_m["runtime"] == "onnxruntime" and arm_m["quality_metric"] == "top1"
             # real ARM kernels: same answers as x86 on the golden digits (one of 16 may flip on INT8 rounding)
