@@ -88,7 +88,7 @@ class Agent:
     def start(self) -> None:
         """Start the network and worker threads and return."""
         self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self._say_what_is_missing()
+        self.say_what_is_missing()
         for name, target in (("mqtt", self._network_loop), ("worker", self._worker_loop)):
             thread = threading.Thread(target=target, name=f"agent-{self.cfg.device_id}-{name}", daemon=True)
             thread.start()
@@ -114,7 +114,7 @@ class Agent:
         self.stop()
         return 0
 
-    def _say_what_is_missing(self) -> None:
+    def say_what_is_missing(self) -> None:
         """Name, in words, each runtime the profile needs that is not installed (and the emulator, if any):
         an agent that can run none of its formats still connects and reports it in its caps."""
         profile = self.cfg.device_profile

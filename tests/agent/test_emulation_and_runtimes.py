@@ -81,7 +81,7 @@ def test_missing_runtimes_say_what_to_do_and_tell_the_riscv64_truth(monkeypatch)
 @pytest.fixture
 def no_onnxruntime(monkeypatch):
     """This process as a RISC-V board sees it: onnxruntime cannot be imported."""
-    real = runtimes._importable
+    real = runtimes._importable  # noqa: SLF001 - a RISC-V board: the one import that fails there
     monkeypatch.setattr(runtimes, "_importable", lambda *m: "onnxruntime" not in m and real(*m))
 
 
@@ -94,7 +94,7 @@ def test_visionfive2_without_onnxruntime_says_so_in_caps_and_log(no_onnxruntime,
 
     agent = Agent(cfg)
     with caplog.at_level(logging.WARNING, logger="agent.daemon"):
-        agent._say_what_is_missing()
+        agent.say_what_is_missing()
     text = caplog.text
     assert "profile visionfive2 needs runtime onnxruntime" in text and "no riscv64 wheel" in text
     assert "runs none of its profile's formats (onnx)" in text
