@@ -89,11 +89,11 @@ def test_aarch64_agent_commits_int8_and_rolls_back_degraded_like_x86(arm_env, mo
     try:
         x86_agent.start()
         assert svc.wait_for_devices([x86, arm], timeout=90), log_tail()
-        assert _wait(lambda: (reg.get_device(device_id=arm).caps or {}).get("arch") == "aarch64", 30), log_tail()
-        caps = reg.get_device(device_id=arm).caps
+        assert _wait(lambda: (reg.devices.get_device(device_id=arm).caps or {}).get("arch") == "aarch64", 30), log_tail()
+        caps = reg.devices.get_device(device_id=arm).caps
         assert caps["emulated"] == "qemu-user" and caps["profile"] == "rpi5" and caps["runtimes"] == ["onnxruntime"]
         assert caps["missing_runtimes"] == ["tflite"]  # the arm64 tree carries onnxruntime only: said, not hidden
-        assert reg.get_device(device_id=x86).caps["emulated"] is None
+        assert reg.devices.get_device(device_id=x86).caps["emulated"] is None
 
         def roll(version) -> dict:
             dep = svc.deploy(version.id, [x86, arm])
@@ -123,7 +123,7 @@ def test_aarch64_agent_commits_int8_and_rolls_back_degraded_like_x86(arm_env, mo
         for dev in (x86, arm):
             info = degraded["devices"][dev]
             assert info["state"] == "rolled_back" and info["reason"] == "regression_quality", info
-            assert _wait(lambda d=dev: (reg.get_device(device_id=d).active or {}).get("version")
+            assert _wait(lambda d=dev: (reg.devices.get_device(device_id=d).active or {}).get("version")
                          == versions["int8"]["rpi5"].id, 30)
         assert proc.poll() is None, log_tail()  # the emulated agent is still serving
         assert "Traceback" not in log_path.read_text(errors="replace")
