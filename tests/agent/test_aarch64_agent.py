@@ -89,7 +89,8 @@ def test_aarch64_agent_commits_int8_and_rolls_back_degraded_like_x86(arm_env, mo
     try:
         x86_agent.start()
         assert svc.wait_for_devices([x86, arm], timeout=90), log_tail()
-        assert _wait(lambda: (reg.devices.get_device(device_id=arm).caps or {}).get("arch") == "aarch64", 30), log_tail()
+        arch = lambda: (reg.devices.get_device(device_id=arm).caps or {}).get("arch")  # noqa: E731
+        assert _wait(lambda: arch() == "aarch64", 30), log_tail()
         caps = reg.devices.get_device(device_id=arm).caps
         assert caps["emulated"] == "qemu-user" and caps["profile"] == "rpi5" and caps["runtimes"] == ["onnxruntime"]
         assert caps["missing_runtimes"] == ["tflite"]  # the arm64 tree carries onnxruntime only: said, not hidden
