@@ -49,7 +49,7 @@ class DemoOptions:
     emulated_bench_runs: int = 2
     emulated_stages: tuple[str, ...] = ("int8", "degraded")
     """Stages the emulated devices take part in. Not FP32 by default: qemu emulates floating point in
-    software, so one FP32 MiniLM inference took ~31 s emulated (INT8: ~5 s) and the 16-sample golden set
+    software, so one FP32 MiniLM inference took 31-43 s emulated (INT8: ~5 s) and the 16-sample golden set
     alone would add ~9 min; an emulated device joins at INT8 (first model: absolute quality floor) and
     judges the degraded build against it."""
 
