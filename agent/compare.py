@@ -82,8 +82,8 @@ def decide(
         lat_limit = baseline.latency_p95_ms * t.max_latency_ratio + t.latency_slack_ms
         emulated = candidate.emulated or baseline.emulated
         if emulated:
-            # An emulator's timings rank kernels by how well it translates them (INT8 dot-product
-            # instructions emulate far slower than FP32 ones), not by what the device would see.
+            # An emulator's timings rank kernels by how well it translates them (qemu does floating
+            # point in software: FP32 ran 5-8x slower than INT8 there), not by what the device would see.
             passes.append(
                 f"latency not gated: measured under {emulated} (p95 {candidate.latency_p95_ms:.1f} ms vs "
                 f"{baseline.latency_p95_ms:.1f} ms, emulated, not comparable)"

@@ -48,10 +48,10 @@ from common.profiles import DeviceProfile
 REPO = Path(__file__).resolve().parents[2]
 
 ORT_VERSION = "1.26.0"
-"""onnxruntime for the *emulated* agent only. 1.27 imports and runs under Debian 12's qemu 7.2;
-1.28 and later die with SIGSEGV while importing (qemu 7.2 lacks something their aarch64 start-up
-uses), so the emulated agent takes 1.26, the newest release verified to import *and* give the same
-MobileNetV2 FP32/INT8 top-1 as x86 here. A real ARM device installs the ``agent`` extra unpinned."""
+"""onnxruntime for the *emulated* agent only. Under Debian 12's qemu 7.2, 1.28.0 dies with SIGSEGV
+while importing (the design notes report the same for later releases) and 1.27.0 imports; the
+emulated agent takes 1.26.0, the release checked to import *and* give the same answers as x86
+(``benchmarks/results/aarch64_emulated.md``). A real ARM device installs the ``agent`` extra unpinned."""
 
 WHEELS = (
     f"onnxruntime=={ORT_VERSION}",
