@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from controller.api.upload_checks import NpzLimits
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -74,6 +77,13 @@ class Settings(BaseSettings):
         "", validation_alias=_env("EDGEFLEET_JOB_PLUGINS"),
         description="comma-separated modules exposing JOB_KINDS (extra job kinds, e.g. a custom technique)")
     max_upload_mb: float = Field(512.0, gt=0, validation_alias=_env("EDGEFLEET_MAX_UPLOAD_MB"))
+    samples_max_mb: float = Field(
+        256.0, gt=0, validation_alias=_env("EDGEFLEET_SAMPLES_MAX_MB"),
+        description="largest decompressed size of an uploaded samples .npz (read from its zip headers)")
+    samples_max_arrays: int = Field(64, ge=1, le=100_000, validation_alias=_env("EDGEFLEET_SAMPLES_MAX_ARRAYS"))
+    max_graph_mb: float = Field(
+        256.0, gt=0, validation_alias=_env("EDGEFLEET_MAX_GRAPH_MB"),
+        description="largest ONNX graph structure (everything but initializer weights) an upload may carry")
 
     @field_validator("default_quantization_bits")
     @classmethod
@@ -102,6 +112,18 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """Upload size limit in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def npz_limits(self) -> NpzLimits:
+        """Bounds a samples ``.npz`` is checked against before anything in it is decompressed."""
+        from controller.api.upload_checks import NpzLimits
+
+        return NpzLimits(max_bytes=int(self.samples_max_mb * 1024 * 1024), max_arrays=self.samples_max_arrays)
+
+    @property
+    def max_graph_bytes(self) -> int:
+        """Largest ONNX structure (without weights) an upload may carry, in bytes."""
+        return int(self.max_graph_mb * 1024 * 1024)
 
     @property
     def fleet_enabled(self) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 from controller.api.auth import KeyRing
 from controller.api.errors import ApiError
+from controller.api.upload_checks import check_onnx, check_samples
 from controller.jobs import JobRunner, JobStore, LocalJobRunner
 from controller.registry import (
     InvalidInputError,
@@ -262,32 +263,6 @@ def receive_upload(src: BinaryIO, workspace: Path, max_bytes: int) -> Path:
     return path
 
 
-def check_onnx(path: Path) -> dict[str, Any]:
-    """Parse and ``onnx.checker``-check a file; 422 naming the problem if it is not a valid ONNX model."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise ApiError(422, f"the upload is not an ONNX model (it does not parse as an ONNX protobuf: {exc})",
-                       code="invalid_model") from exc
-    if not model.graph.node and not model.graph.output:
-        raise ApiError(422, "the upload is not an ONNX model (empty graph)", code="invalid_model")
-    try:
-        onnx.checker.check_model(str(path), full_check=False)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0][:500]
-        raise ApiError(422, f"the ONNX model fails onnx.checker: {first}", code="invalid_model") from exc
-    inits = {i.name for i in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in inits]
-    shapes = {i.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim)
-              for i in graph_inputs}
-    return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-            "inputs": [i.name for i in graph_inputs], "outputs": [o.name for o in model.graph.output],
-            "nodes": len(model.graph.node), "input_shapes": shapes}
-
-
 def validate_profile(profile: str | None) -> str | None:
     """None, or the id of a known device profile (422 naming the known ones)."""
     if profile is None:
@@ -302,44 +277,23 @@ def validate_profile(profile: str | None) -> str | None:
         raise InvalidInputError(str(exc)) from exc
 
 
-def check_samples(path: Path, inputs: dict[str, tuple[int, ...]]) -> int:
-    """Validate a samples ``.npz``: no pickle, keys = the graph's inputs, same sample count; returns it."""
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            shapes = {k: npz[k].shape for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ApiError(422, f"samples must be an .npz without pickled objects ({exc})", code="invalid_input") from exc
-    if set(shapes) != set(inputs):
-        raise ApiError(422, f"samples .npz keys {sorted(shapes)} must be the model's input names {sorted(inputs)}",
-                       code="invalid_input")
-    counts = {s[0] if s else 0 for s in shapes.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise ApiError(422, f"samples arrays must hold the same number (>0) of samples on axis 0, got {shapes}",
-                       code="invalid_input")
-    for key, shape in shapes.items():
-        want = inputs[key]
-        if len(shape) != len(want) or any(w > 0 and g != w for g, w in zip(shape[1:], want[1:], strict=True)):
-            raise ApiError(422, f"samples[{key!r}] has shape {shape}, the model input is {want} (-1 = any)",
-                           code="invalid_input")
-    return counts.pop()
-
-
 def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | None, description: str,
-                 actor: str, samples: Path | None = None) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
+                 actor: str, samples: Path | None = None, settings: Settings | None = None,
+                 ) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
     """Validate everything, then create the model (if new) and its version; a failure leaves nothing behind.
 
     ``samples`` (optional ``.npz`` of real inputs) is stored beside the model and named in
     the version's config: compression jobs calibrate on it and deployments build their
-    golden set from it.
+    golden set from it. Both files are checked from headers and sizes (``upload_checks``), within
+    the limits of ``settings``, before anything is loaded.
     """
+    settings = settings or Settings()
     validate_name(name)
     profile = validate_profile(profile)
-    info = check_onnx(tmp)
+    info = check_onnx(tmp, max_graph_bytes=settings.max_graph_bytes)
     config: dict[str, Any] = {"source": "upload"}
     if samples is not None:
-        config["samples"] = check_samples(samples, info["input_shapes"])
+        config["samples"] = check_samples(samples, info["input_shapes"], settings.npz_limits)
     created = False
     try:
         model = registry.get_model(name=name)

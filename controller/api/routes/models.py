@@ -72,7 +72,8 @@ def upload_model(request: Request, services: ServicesDep, who: Writer,
         if samples is not None and samples.filename:
             sample_tmp = receive_upload(samples.file, ws, limit)
         model, version, info = store_upload(services.registry, name=name, tmp=tmp, profile=profile or None,
-                                            description=description, actor=who.name, samples=sample_tmp)
+                                            description=description, actor=who.name, samples=sample_tmp,
+                                            settings=services.settings)
     finally:
         tmp.unlink(missing_ok=True)
         if sample_tmp is not None:
