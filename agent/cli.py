@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download-timeout", type=float, default=300.0, help="seconds without a chunk before failing")
     parser.add_argument("--rerequest-interval", type=float, default=3.0, help="seconds idle before re-requesting")
     parser.add_argument("--tls-ca", type=Path, help="broker CA certificate (PEM): connect with TLS")
+    parser.add_argument("--accept-ungranted", action="store_true",
+                        help="accept desired states without a signed grant (controllers older than this agent; "
+                             "disables anti-rollback/expiry checks: upgrade window only)")
     parser.add_argument("--fresh-baseline", action="store_true",
                         help="re-benchmark the active model before each candidate (noisy shared hosts)")
 
@@ -83,6 +86,7 @@ def _config(args: argparse.Namespace, config_cls: type) -> object:
         download_timeout_s=args.download_timeout,
         rerequest_interval_s=args.rerequest_interval,
         fresh_baseline=args.fresh_baseline,
+        accept_ungranted=args.accept_ungranted,
         tls_ca=args.tls_ca,
     )
 

@@ -53,6 +53,9 @@ class AgentConfig:
     fresh_baseline: bool = False
     """Re-measure the active model right before each candidate instead of using its stored baseline:
     costs one more benchmark, but both run under the same load (use on hosts shared by several agents)."""
+    accept_ungranted: bool = False
+    """Accept a desired without the controller's signed grant (schema 1, a controller older than this
+    agent): turns off the anti-rollback, expiry and target checks. Only for the upgrade window."""
     profile: DeviceProfile | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

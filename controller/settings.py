@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     broker_port: int = Field(1883, ge=1, le=65535, validation_alias=_env("EDGEFLEET_BROKER_PORT"))
     broker_username: str = Field("controller", validation_alias=_env("EDGEFLEET_BROKER_USERNAME"))
     broker_password: SecretStr | None = Field(None, validation_alias=_env("EDGEFLEET_BROKER_PASSWORD"))
+    broker_tls_ca: Path | None = Field(
+        None, validation_alias=_env("EDGEFLEET_BROKER_TLS_CA"),
+        description="CA certificate (PEM) of the broker's TLS listener: the controller connects with TLS")
+    grant_ttl_hours: float = Field(
+        168.0, gt=0, le=24 * 366, validation_alias=_env("EDGEFLEET_GRANT_TTL_HOURS"),
+        description="validity of the signed grant each desired state carries (agents refuse expired ones)")
     fleet: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$", validation_alias=_env("EDGEFLEET_FLEET"))
 
     # ---- HTTP + auth

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -117,7 +118,8 @@ def start_fleet(settings: Settings, registry: Registry) -> Any:
     builder = ArtifactBuilder(registry, signing_key=key, golden_source=samples_golden_source(registry))
     fleet = FleetService(registry, host=settings.broker_host or "", port=settings.broker_port,
                          username=settings.broker_username, password=password, fleet=settings.fleet,
-                         artifact_builder=builder)
+                         artifact_builder=builder, tls_ca=settings.broker_tls_ca,
+                         grant_ttl=timedelta(hours=settings.grant_ttl_hours))
     fleet.start()
     return fleet
 

@@ -28,6 +28,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +37,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from common import topics
 from common.errors import ProtocolError
+from common.grant import Grant
 from common.manifest import BlobRef, Manifest, Thresholds, read_chunk
 from common.messages import BenchReport, ChunkRequest, Desired, DeviceCaps, DeviceState, JobReport, Telemetry, decode
 from common.topics import ParsedTopic, TopicError, TopicKind
 from controller.fleet.errors import FleetError
+from controller.fleet.grants import GrantIssuer
 from controller.fleet.telemetry import TelemetryStore
 from controller.registry import (
     DeploymentRecord,
@@ -50,6 +53,8 @@ from controller.registry import (
 )
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from controller.artifacts import ArtifactBuilder
 
 log = logging.getLogger(__name__)
@@ -132,6 +137,10 @@ class FleetService:
             (:class:`controller.artifacts.ArtifactBuilder`); without it only ready artifacts deploy.
         telemetry: where telemetry goes (batched writer, retention, anomaly events); default one
             :class:`controller.fleet.telemetry.TelemetryStore` on the registry.
+        signing_key: signs the per-device grants (:mod:`common.grant`); default the artifact
+            builder's key. Without any, desired states carry no grant (current agents refuse them).
+        grant_ttl: how long a grant is valid (an agent refuses an expired one as ``expired``).
+        tls_ca: CA certificate (PEM) of the broker's TLS listener: connect with TLS, hostname verified.
     """
 
     def __init__(
@@ -150,6 +159,9 @@ class FleetService:
         actor: str = "controller",
         artifact_builder: ArtifactBuilder | None = None,
         telemetry: TelemetryStore | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        grant_ttl: timedelta = timedelta(days=7),
+        tls_ca: Path | None = None,
     ) -> None:
         self.registry = registry
         self.fleet = topics.validate_id(fleet, "fleet")
@@ -159,6 +171,11 @@ class FleetService:
         self.republish_desired_on_connect = republish_desired_on_connect
         self.publish_timeout = publish_timeout
         self.artifact_builder = artifact_builder
+        key = signing_key or (artifact_builder.signing_key if artifact_builder is not None else None)
+        self.grants = GrantIssuer(registry.workspace / "grants.sqlite", key, ttl=grant_ttl) if key else None
+        if self.grants is None:
+            log.warning("fleet service without a signing key: desired states carry no grant, and current agents "
+                        "refuse them (pass signing_key= or an artifact_builder)")
         self._stats: Counter[str] = Counter()
         self.telemetry = telemetry or TelemetryStore(registry)
         self._active_sha: dict[str, str | None] = {}
@@ -186,6 +203,8 @@ class FleetService:
             client_id=client_id or f"edgefleet-controller-{uuid.uuid4().hex[:8]}",
         )
         self.client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=str(tls_ca))
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.max_inflight_messages_set(max(20, self.chunk_window))
         self.client.on_connect = self._on_connect
@@ -222,6 +241,8 @@ class FleetService:
             password=password or "",
             fleet=settings.fleet,
             artifact_builder=builder,
+            tls_ca=getattr(settings, "broker_tls_ca", None),
+            grant_ttl=timedelta(hours=getattr(settings, "grant_ttl_hours", 168.0)),
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -268,7 +289,8 @@ class FleetService:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: messages per kind, ``malformed``, ``duplicate``, ``unknown_deployment``, ``chunks_sent``, ..."""
+        """Counters: messages per kind, ``malformed`` (and ``rejected_<reason code>`` for each), ``duplicate``,
+        ``unknown_deployment``, ``chunks_sent``, ..."""
         with self._stats_lock:
             return dict(self._stats)
 
@@ -322,7 +344,8 @@ class FleetService:
             handler(parsed, msg.payload)
         except (ProtocolError, TopicError) as exc:
             self._count("malformed")
-            log.warning("malformed message on %s: %s", msg.topic, exc)
+            self._count(f"rejected_{exc.reason.value if isinstance(exc, ProtocolError) else 'bad_topic'}")
+            log.warning("malformed message on %s: %s", msg.topic[:200], str(exc)[:500])
         except Exception:  # noqa: BLE001 - a bad report must never kill the network thread
             self._count("handler_errors")
             log.exception("error handling message on %s", msg.topic)
@@ -474,14 +497,28 @@ class FleetService:
                 continue
             if d.artifact_id not in manifests:
                 manifests[d.artifact_id] = self.registry.manifest(artifact_id=d.artifact_id)
+            kind = "rollback" if dep.kind == "rollback" else "deploy"
             payload = Desired(
                 deployment_id=dep.id,
                 manifest=manifests[d.artifact_id],
                 issued_at=dep.created_at,
-                kind="rollback" if dep.kind == "rollback" else "deploy",
+                kind=kind,
+                grant=self._grant(dep.id, d.device_id, manifests[d.artifact_id], kind),
             ).to_bytes()
             infos.append(self.client.publish(topics.desired(self.fleet, d.device_id), payload, qos=1, retain=True))
         self._await(infos, f"desired of deployment {dep.id}")
+
+    def _grant(self, deployment_id: str, device_id: str, manifest: Manifest, kind: str) -> Grant | None:
+        """The signed grant binding this manifest to this deployment and device (None without a key)."""
+        if self.grants is None:
+            return None
+        try:
+            created = self.registry.get_version(version_id=manifest.version).created_at
+            created_ms = int(created.timestamp() * 1000)
+        except NotFoundError:
+            created_ms = 0
+        return self.grants.grant(fleet=self.fleet, device_id=device_id, deployment_id=deployment_id,
+                                 manifest=manifest, kind=kind, version_created_ms=created_ms)
 
     def _await(self, infos: list[mqtt.MQTTMessageInfo], what: str) -> None:
         deadline = time.monotonic() + self.publish_timeout

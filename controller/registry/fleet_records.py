@@ -6,10 +6,13 @@ version while it is deployed" must be one query, not a cross-store dance.
 
 The rules that make reports safe to replay live here, in one place:
 
-* presence (Sparkplug-style): a message from a different session is accepted only
-  if its ``ts`` is not older than the session we hold, so a stale last-will
-  published late by the broker never overwrites a newer birth; within one session
-  ``seq`` orders messages, and the session's own will always marks it offline;
+* presence (Sparkplug-style), ordered by what the controller has seen, never by device
+  clocks across sessions (a device whose clock was once an hour ahead stayed "offline" for
+  that hour): a birth of a session not seen before is the newest connection and wins; a
+  message of a session seen before but no longer held (a late will, a re-delivered old
+  birth) is stale; the will of a session never seen is news we missed and is applied;
+  within one session ``seq`` orders messages, and the session's own will always marks it
+  offline;
 * job reports are idempotent on (deployment, device, seq) and a lower ``seq``
   never moves a device backwards; terminal states (committed, rolled back, failed,
   superseded) are final.
@@ -113,9 +116,13 @@ class FleetRecords:
             if row is None:
                 self._insert(conn, "devices", {"id": state.device_id, "profile": state.profile, "created_at": _now()})
                 row = self._one("SELECT * FROM devices WHERE id = ?", (state.device_id,))
-            full, accept = _state_decision(row, state, ts)
+            seen = conn.execute("SELECT 1 FROM device_sessions WHERE device_id = ? AND session_id = ?",
+                                (state.device_id, state.session_id)).fetchone() is not None
+            full, accept = _state_decision(row, state, seen)
             if not accept:
                 return False
+            if not seen:
+                _remember_session(conn, state.device_id, state.session_id)
             if full:
                 session_ts = ts if row["session_id"] != state.session_id else min(row["session_ts"] or ts, ts)
                 conn.execute(
@@ -527,8 +534,12 @@ def _bench_reason(reasons: list[str]) -> str:
     return "regression"
 
 
-def _state_decision(row: dict[str, Any], state: DeviceState, ts: str) -> tuple[bool, bool]:
-    """(full update?, accept?) for an incoming state message against the stored device row."""
+def _state_decision(row: dict[str, Any], state: DeviceState, seen: bool) -> tuple[bool, bool]:
+    """(full update?, accept?) for an incoming state message against the stored device row.
+
+    ``seen``: this session id was applied before. Device timestamps are not compared across
+    sessions: clocks skew and jump, and one birth stamped an hour ahead pinned the device offline.
+    """
     if row["session_id"] is None:
         return True, True
     if row["session_id"] == state.session_id:
@@ -536,9 +547,16 @@ def _state_decision(row: dict[str, Any], state: DeviceState, ts: str) -> tuple[b
             return state.seq >= row["state_seq"], True
         newer = state.seq > row["state_seq"] or (state.seq == row["state_seq"] and bool(row["online"]))
         return newer, newer
-    held = row["session_ts"] or ""
-    accept = ts >= held if state.online else ts > held
+    accept = not seen  # a session we held before and left is over: its will or old birth is stale
     return accept, accept
+
+
+def _remember_session(conn: sqlite3.Connection, device_id: str, session_id: str, keep: int = 64) -> None:
+    """Record a session as seen (the newest ``keep`` per device are enough to spot stale messages)."""
+    conn.execute("INSERT OR IGNORE INTO device_sessions(device_id, session_id, seen_at) VALUES (?, ?, ?)",
+                 (device_id, session_id, _now()))
+    conn.execute("DELETE FROM device_sessions WHERE device_id = ? AND rowid NOT IN (SELECT rowid FROM "
+                 "device_sessions WHERE device_id = ? ORDER BY rowid DESC LIMIT ?)", (device_id, device_id, keep))
 
 
 def _refresh_deployment_state(conn: sqlite3.Connection, deployment_id: str) -> bool:

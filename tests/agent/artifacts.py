@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from common.grant import Grant, manifest_digest, sign_grant
 from common.manifest import Manifest, Thresholds, blob_ref, sha256_file, sign_manifest
+from common.messages import Desired
 from common.tensorrt_recipe import TensorrtRecipe
 
 IN_DIM = 64
@@ -290,3 +295,18 @@ class Recorder:
 
     def request_chunks(self, deployment_id, sha256, missing) -> None:
         self.requests.append((deployment_id, sha256, list(missing)))
+
+
+_SERIALS = itertools.count(int(time.time() * 1000))
+
+
+def granted(desired: Desired, key, device_id: str, fleet: str, *, counter: int = 1, rollback_to: str | None = None,
+            ttl: timedelta = timedelta(hours=1), serial: int | None = None) -> Desired:
+    """The desired with the controller's signed grant for this device (what ``FleetService`` adds)."""
+    now = datetime.now(UTC)
+    grant = sign_grant(Grant(
+        fleet=fleet, device_id=device_id, deployment_id=desired.deployment_id, kind=desired.kind,
+        model_id=desired.manifest.model_id, version=desired.manifest.version, counter=counter,
+        serial=serial if serial is not None else next(_SERIALS), rollback_to=rollback_to,
+        manifest_sha256=manifest_digest(desired.manifest), issued_at=now, expires_at=now + ttl), key)
+    return desired.model_copy(update={"grant": grant})

@@ -30,12 +30,13 @@ from common.messages import (
     decode,
 )
 
-from .artifacts import Artifact
+from .artifacts import Artifact, granted
 
 
 class ControllerStub:
-    def __init__(self, host: str, port: int, password: str, fleet: str) -> None:
+    def __init__(self, host: str, port: int, password: str, fleet: str, key=None) -> None:
         self.fleet = fleet
+        self.key = key  # signs the grant of every Desired published without one, as FleetService does
         self.blobs: dict[str, tuple[Path, int]] = {}
         self.jobs: dict[str, list[JobReport]] = defaultdict(list)
         self.benches: dict[str, list[BenchReport]] = defaultdict(list)
@@ -74,6 +75,8 @@ class ControllerStub:
             self.blobs[ref.sha256] = (artifact.paths[ref.role], ref.chunk_size)
 
     def publish_desired(self, device: str, desired: Desired | bytes) -> None:
+        if isinstance(desired, Desired) and desired.grant is None and self.key is not None:
+            desired = granted(desired, self.key, device, self.fleet)
         payload = desired if isinstance(desired, bytes) else desired.to_bytes()
         self.client.publish(topics.desired(self.fleet, device), payload, qos=1, retain=True).wait_for_publish(5)
 
