@@ -71,7 +71,10 @@ class Settings(BaseSettings):
         "", validation_alias=_env("EDGEFLEET_API_KEYS"),
         description="comma-separated hashed keys name:role:sha256hex (role rw|ro); see `edgefleet controller keygen`")
     api_keys_file: Path | None = Field(None, validation_alias=_env("EDGEFLEET_API_KEYS_FILE"))
-    auth_reads: bool = Field(False, validation_alias=_env("EDGEFLEET_AUTH_READS"))
+    open_reads: bool = Field(
+        False, validation_alias=_env("EDGEFLEET_OPEN_READS"),
+        description="let anyone read (audit log, model downloads, devices, /metrics) without a key; the "
+                    "controller warns at start. Off by default: reads need a key once keys are configured")
     job_isolation: Literal["process", "thread"] = Field(
         "process", validation_alias=_env("EDGEFLEET_JOB_ISOLATION"),
         description="run each job in its own niced process (default) or in a worker thread")

@@ -5,7 +5,7 @@ talks to a real mosquitto so the deployment endpoints are fuzzed too (without a 
 answer 503 by design). Checked: no server error, status codes,
 content types and response bodies match the schema. Not checked on purpose:
 ``positive_data_acceptance`` (a schema-valid but unknown technique or version id is a 422 by
-design) and ``ignored_auth`` (reads are open unless EDGEFLEET_AUTH_READS is set).
+design).
 """
 
 from __future__ import annotations
