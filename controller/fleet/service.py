@@ -24,7 +24,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,6 +140,8 @@ class FleetService:
             builder's key. Without any, desired states carry no grant (current agents refuse them).
         grant_ttl: how long a grant is valid (an agent refuses an expired one as ``expired``).
         tls_ca: CA certificate (PEM) of the broker's TLS listener: connect with TLS, hostname verified.
+        persistent_session: keep one broker session per fleet (client id ``edgefleet-controller-<fleet>``,
+            clean_session=False) so reports sent while the controller is down are queued, not lost.
     """
 
     def __init__(
@@ -162,6 +163,7 @@ class FleetService:
         signing_key: Ed25519PrivateKey | None = None,
         grant_ttl: timedelta = timedelta(days=7),
         tls_ca: Path | None = None,
+        persistent_session: bool = True,
     ) -> None:
         self.registry = registry
         self.fleet = topics.validate_id(fleet, "fleet")
@@ -198,9 +200,13 @@ class FleetService:
             TopicKind.TELEMETRY: self._on_telemetry,
             TopicKind.CHUNK_REQUEST: self._on_chunk_request,
         }
+        # A stable client id with a persistent session (clean_session=False): while the controller is
+        # down (crash, kill -9, restart) the broker queues the QoS1 reports devices send, and delivers
+        # them when it comes back; with a random id and a clean session those reports were lost.
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"edgefleet-controller-{uuid.uuid4().hex[:8]}",
+            client_id=client_id or f"edgefleet-controller-{self.fleet}",
+            clean_session=not persistent_session,
         )
         self.client.username_pw_set(username, password)
         if tls_ca is not None:
