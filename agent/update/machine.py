@@ -239,7 +239,10 @@ class UpdateMachine:
             if state is State.DOWNLOAD:
                 if not self._download_ready():
                     return
-                self._fire(Event.DOWNLOADED, detail=f"{self._corrupt_note()}all chunks verified")
+                try:
+                    self._fire(Event.DOWNLOADED, detail=f"{self._corrupt_note()}all chunks verified")
+                except UpdateError as exc:  # the next state could not be persisted (disk full)
+                    self._fail(exc.reason, exc.detail)
                 continue
             try:
                 event = self._step(state)
@@ -255,7 +258,10 @@ class UpdateMachine:
                 code = ReasonCode.DISK_FULL if getattr(exc, "errno", None) == errno.ENOSPC else ReasonCode.INTERRUPTED
                 self._fail(code, f"{type(exc).__name__}: {exc}")
                 continue
-            self._fire(event)
+            try:
+                self._fire(event)
+            except UpdateError as exc:  # the next state could not be persisted (disk full)
+                self._fail(exc.reason, exc.detail)
 
     def _step(self, state: State) -> Event:
         steps = {
@@ -305,10 +311,36 @@ class UpdateMachine:
             d.clear_deployment()
             self._downloader = None
         d.job_seq += 1
-        self.journal.save(d)
+        self._persist(d, state)
         if deployment:
             self.reporter.job(self._job(deployment, d.job_seq, state.value, reason, detail))
         self.reporter.state_changed()
+
+    def _persist(self, d: JournalData, state: State) -> None:
+        """Write the journal; a full disk must not wedge the machine.
+
+        Going forward (verify, install, benchmark, commit) without a persisted state is never done:
+        the step fails with ``disk_full`` and the machine rolls back. Going back (rollback, failure,
+        idle) first frees what this update wrote (its downloaded chunks) and retries; if the disk is
+        still full (filled by someone else) it goes on unpersisted: those states only keep the active
+        slot, and a restart resumes from the last persisted state, which is just as safe.
+        """
+        try:
+            self.journal.save(d)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            if state not in (State.ROLLBACK, State.FAILURE, State.IDLE):
+                raise UpdateError(ReasonCode.DISK_FULL, f"cannot persist state {state.value!r}: {exc}") from exc
+        try:
+            (self._downloader or self._new_downloader()).discard()
+        except (UpdateError, ValueError, OSError):
+            log.warning("could not free the downloads of %s", d.deployment_id, exc_info=True)
+        try:
+            self.journal.save(d)
+        except OSError as exc:
+            log.error("disk full: state %r not persisted (%s); the active model is untouched", state.value, exc)
 
     def _job(self, deployment: str, seq: int, state: str, reason: ReasonCode, detail: str) -> JobReport:
         return JobReport(

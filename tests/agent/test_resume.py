@@ -281,3 +281,30 @@ def test_endless_corrupt_chunks_end_the_download(env):
     ]
     assert len([r for r in rec.jobs if r.state == "download" and r.reason is ReasonCode.CHUNK_CORRUPT]) == 5
     assert machine.state is State.IDLE and machine.active().version == "v1"
+
+
+def test_full_disk_that_blocks_the_journal_still_rolls_back_and_reports(env, monkeypatch):
+    """Found by the fault campaign: chunks filled the disk, then the journal could not be written and the
+    agent looped on the error without ever reporting. Now the step fails with disk_full, the download is
+    freed, and the rollback is reported even if the journal stays unwritable."""
+    import errno
+
+    from agent.journal import Journal as JournalClass
+
+    cfg, v1, v2 = env
+    rec = Recorder()
+    machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
+    machine.handle_desired(_wire(Desired(deployment_id="d-full-journal", manifest=v2.manifest), cfg))
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(JournalClass, "save", full)
+    for ref in v2.manifest.files:
+        for i in range(ref.chunk_count):
+            machine.handle_chunk(ref.sha256, i, read_chunk(v2.paths[ref.role], i, ref.chunk_size))
+    outcome = [(r.state, r.reason) for r in rec.jobs if r.deployment_id == "d-full-journal"]
+    assert outcome[-3:] == [("rollback", ReasonCode.DISK_FULL), ("failure", ReasonCode.DISK_FULL),
+                            ("idle", ReasonCode.OK)], outcome
+    assert machine.state is State.IDLE and machine.active().version == "v1"
+    assert not any(cfg.downloads_dir.glob("*/*.chunk"))  # the download was freed
