@@ -34,6 +34,7 @@ from agent.update.machine import UpdateMachine
 from common import topics
 from common.keys import load_public_key
 from common.messages import BenchReport, ChunkRequest, DeviceState, JobReport, Message
+from common.topics import TopicKind
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class Agent:
                 continue
             if self._birth_due:
                 self._birth_due = False
-                self._publish(topics.caps(self.cfg.fleet, self.cfg.device_id), build_caps(self.cfg), retain=True)
+                self._publish(TopicKind.CAPS, topics.caps(self.cfg.fleet, self.cfg.device_id), build_caps(self.cfg))
                 self.state_changed()
             if self.connected.is_set() and time.monotonic() >= next_telemetry:
                 next_telemetry = time.monotonic() + self.cfg.telemetry_interval_s
@@ -143,7 +144,10 @@ class Agent:
         """Open the socket with a new session id and the matching offline will."""
         self.session_id = uuid.uuid4().hex[:16]
         will = self._device_state(online=False)
-        self.client.will_set(topics.state(self.cfg.fleet, self.cfg.device_id), will.to_bytes(), qos=1, retain=True)
+        state = topics.spec(TopicKind.STATE)
+        self.client.will_set(
+            topics.state(self.cfg.fleet, self.cfg.device_id), will.to_bytes(), qos=state.qos, retain=state.retain
+        )
         try:
             self.client.connect(self.cfg.broker_host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s)
         except (OSError, ValueError) as exc:
@@ -167,8 +171,8 @@ class Agent:
             info = self.client.publish(
                 topics.state(self.cfg.fleet, self.cfg.device_id),
                 self._device_state(online=False).to_bytes(),
-                qos=1,
-                retain=True,
+                qos=topics.spec(TopicKind.STATE).qos,
+                retain=topics.spec(TopicKind.STATE).retain,
             )
             deadline = time.monotonic() + 3
             while not info.is_published() and time.monotonic() < deadline:
@@ -184,7 +188,10 @@ class Agent:
             return
         self._backoff.reset()
         fleet, dev = self.cfg.fleet, self.cfg.device_id
-        client.subscribe([(topics.desired(fleet, dev), 1), (topics.device_chunk_filter(fleet, dev), 1)])
+        client.subscribe([
+            (topics.desired(fleet, dev), topics.spec(TopicKind.DESIRED).qos),
+            (topics.device_chunk_filter(fleet, dev), topics.spec(TopicKind.CHUNK).qos),
+        ])
         # The birth is sent from the network loop *after* this callback: paho re-sends QoS1 messages left
         # un-acked by the previous session after on_connect returns, and a stale state must not land last.
         self._birth_due = True
@@ -256,21 +263,23 @@ class Agent:
         """Publish a JobReport (QoS1)."""
         log.info("job %s seq=%d %s %s %s", report.deployment_id, report.seq, report.state, report.reason.value,
                  report.detail)
-        self._publish(topics.job(self.cfg.fleet, self.cfg.device_id, report.deployment_id), report)
+        self._publish(TopicKind.JOB, topics.job(self.cfg.fleet, self.cfg.device_id, report.deployment_id), report)
 
     def bench(self, report: BenchReport) -> None:
         """Publish a BenchReport (QoS1)."""
         log.info("bench %s decision=%s %s", report.deployment_id, report.decision, report.reasons)
-        self._publish(topics.bench(self.cfg.fleet, self.cfg.device_id, report.deployment_id), report)
+        self._publish(TopicKind.BENCH, topics.bench(self.cfg.fleet, self.cfg.device_id, report.deployment_id), report)
 
     def request_chunks(self, deployment_id: str, sha256: str, missing: list[int]) -> None:
         """Publish a ChunkRequest (QoS1)."""
         request = ChunkRequest(deployment_id=deployment_id, sha256=sha256, missing=missing)
-        self._publish(topics.chunk_request(self.cfg.fleet, self.cfg.device_id, sha256), request)
+        topic = topics.chunk_request(self.cfg.fleet, self.cfg.device_id, sha256)
+        self._publish(TopicKind.CHUNK_REQUEST, topic, request)
 
     def state_changed(self) -> None:
         """Publish the retained DeviceState."""
-        self._publish(topics.state(self.cfg.fleet, self.cfg.device_id), self._device_state(online=True), retain=True)
+        topic = topics.state(self.cfg.fleet, self.cfg.device_id)
+        self._publish(TopicKind.STATE, topic, self._device_state(online=True))
 
     # ------------------------------------------------------------------ helpers
 
@@ -293,12 +302,13 @@ class Agent:
             deployment_id=machine.data.deployment_id,
         )
 
-    def _publish(self, topic: str, message: Message, *, retain: bool = False, qos: int = 1) -> None:
+    def _publish(self, kind: TopicKind, topic: str, message: Message) -> None:
         """Queue for the network thread (the only thread that may drive the paho client)."""
-        self._outbox.put((topic, message.to_bytes(), qos, retain))
+        spec = topics.spec(kind)  # QoS and retain as the protocol table declares them
+        self._outbox.put((topic, message.to_bytes(), spec.qos, spec.retain))
 
     def _publish_telemetry(self) -> None:
         active = self.machine.slots.current()
         baseline = active.baseline() if active else None
         sample = read_telemetry(self.cfg.device_id, baseline.latency_p50_ms if baseline else None)
-        self._publish(topics.telemetry(self.cfg.fleet, self.cfg.device_id), sample, qos=0)
+        self._publish(TopicKind.TELEMETRY, topics.telemetry(self.cfg.fleet, self.cfg.device_id), sample)

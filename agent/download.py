@@ -21,7 +21,7 @@ from pathlib import Path
 from agent.atomic import atomic_write_bytes
 from agent.errors import ArtifactVerificationError
 from common.errors import ReasonCode
-from common.manifest import BlobRef, Manifest
+from common.manifest import BlobRef, Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class BlobDownload:
             ArtifactVerificationError: the joined file does not match (the chunks are discarded).
         """
         target = self.assembled_path
-        if target.exists() and target.stat().st_size == self.ref.size and _sha_file(target) == self.ref.sha256:
+        if target.exists() and target.stat().st_size == self.ref.size and sha256_file(target) == self.ref.sha256:
             return target
         whole = hashlib.sha256()
         tmp = target.with_suffix(".tmp")
@@ -145,14 +145,6 @@ class BlobDownload:
         """Delete everything downloaded for this blob."""
         shutil.rmtree(self.dir, ignore_errors=True)
         self.have.clear()
-
-
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 RequestFn = Callable[[str, list[int]], None]

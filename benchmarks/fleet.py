@@ -44,6 +44,7 @@ from controller.broker import Credentials, start_mosquitto  # noqa: E402
 from controller.fleet import FleetService  # noqa: E402
 from controller.registry import Registry  # noqa: E402
 from controller.rollout import FleetGate, RolloutEngine, RolloutPlan  # noqa: E402
+from fleetsim.waiting import wait_until  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 PROFILE = "x86-edge"
@@ -51,7 +52,7 @@ PROFILE = "x86-edge"
 
 def _sim_main(conn: Any, host: str, port: int, fleet: str, creds: dict[str, str], pub: str, tm: float) -> None:
     """Child process: host every simulated agent; answer 'stats' and 'stop' over the pipe."""
-    from controller.fleet.simulator import FleetSimulator
+    from fleetsim.simulator import FleetSimulator
 
     logging.basicConfig(level=logging.WARNING)
     sim = FleetSimulator(host, port, fleet=fleet, public_key=load_public_key(Path(pub)), bench_s=0.2,
@@ -112,15 +113,15 @@ class Env:
                  blob_ref("golden", Path(golden.path), 128 << 10, filename="golden.npz")]
         m = Manifest(model_id=model.id, version=v.id, profile=PROFILE, format="onnx", technique=technique,
                      quality_metric="cosine", files=files, thresholds=thresholds or Thresholds())
-        return reg.add_artifact(manifest=sign_manifest(m, self.key))
+        return reg.artifacts.add_artifact(manifest=sign_manifest(m, self.key))
 
     def stored_reports(self) -> int:
-        one = self.registry._one
+        one = self.registry.db.one
         return one("SELECT COUNT(*) AS n FROM job_reports")["n"] + one("SELECT COUNT(*) AS n FROM bench_reports")["n"]
 
     def active_versions(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for d in self.registry.list_devices():
+        for d in self.registry.devices.list_devices():
             v = (d.active or {}).get("version", "-")
             out[v] = out.get(v, 0) + 1
         return out
@@ -133,15 +134,6 @@ class Env:
         self.registry.close()
         self.broker.stop()
         return final
-
-
-def _wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def telemetry_scenario(workdir: Path, agents: int, seconds: float) -> dict[str, Any]:
@@ -230,10 +222,13 @@ def _regressed(env: Env, art: Any, old_version: str, agents: int) -> dict[str, A
     plan = RolloutPlan(canary_count=5, waves=3, gate=FleetGate(max_latency_ratio=1.25))
     r = env.engine.create(artifact_id=art.id, device_ids=env.devices, plan=plan)
     r = env.engine.wait(r.id, 120, until=("rolled_back", "succeeded", "failed", "paused"))
-    back = _wait(lambda: env.active_versions() == {old_version: agents}, 30)
+    try:
+        back = wait_until(lambda: env.active_versions() == {old_version: agents}, 30, "the rollback", 0.05)
+    except AssertionError:
+        back = False
     t_back = time.monotonic()
     canary_dep = r.in_wave(0)[0].deployment_id
-    reports = env.registry._all("SELECT received_at FROM bench_reports WHERE deployment_id = ? ORDER BY received_at",
+    reports = env.registry.db.all("SELECT received_at FROM bench_reports WHERE deployment_id = ? ORDER BY received_at",
                                 (canary_dep,))
     first = datetime.fromisoformat(reports[0]["received_at"]).timestamp() if reports else None
     events = env.engine.events(r.id)

@@ -74,6 +74,20 @@ def sign_grant(grant: Grant, private_key: Ed25519PrivateKey) -> Grant:
     return unsigned.model_copy(update={"signature": base64.b64encode(sig).decode()})
 
 
+def grant_for(*, manifest: Manifest, deployment_id: str, kind: str, fleet: str, device_id: str,
+              counter: int, serial: int, private_key: Ed25519PrivateKey, ttl_s: float = 3600.0,
+              rollback_to: str | None = None) -> Grant:
+    """A signed grant for one device (what the controller's issuer makes; also used by stubs and tests)."""
+    from datetime import timedelta
+
+    now = datetime.now(UTC)
+    return sign_grant(Grant(
+        fleet=fleet, device_id=device_id, deployment_id=deployment_id, kind=kind,  # type: ignore[arg-type]
+        model_id=manifest.model_id, version=manifest.version, counter=counter, serial=serial,
+        rollback_to=rollback_to, manifest_sha256=manifest_digest(manifest), issued_at=now,
+        expires_at=now + timedelta(seconds=ttl_s)), private_key)
+
+
 def verify_grant(grant: Grant | None, public_key: Ed25519PublicKey) -> Grant:
     """Raise ProtocolError(SIGNATURE_INVALID) unless the pinned key signed exactly this grant."""
     if grant is None or not grant.signature:

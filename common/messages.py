@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from common.errors import ProtocolError, ReasonCode
 from common.grant import Grant
 from common.manifest import Manifest
+from common.update_states import UpdateState
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 1 * 1024 * 1024
@@ -70,7 +71,7 @@ class DeviceState(Message):
     profile: str = ""
     active: ModelRef | None = None
     previous: ModelRef | None = None
-    update_state: str = "idle"
+    update_state: UpdateState = UpdateState.IDLE
     deployment_id: str | None = None
     ts: datetime = Field(default_factory=utcnow)
 
@@ -131,7 +132,7 @@ class JobReport(Message):
     device_id: Id
     deployment_id: Id
     seq: Seq
-    state: str = Field(max_length=64)
+    state: UpdateState
     reason: ReasonCode = ReasonCode.OK
     detail: str = ""
     ts: datetime = Field(default_factory=utcnow)

@@ -15,12 +15,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from common.errors import InvalidInputError
+
 Arch = Literal["aarch64", "armv7", "x86_64", "riscv64"]
 Format = Literal["onnx", "tflite", "coreml", "tensorrt"]
 _REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
 
-class ProfileError(ValueError):
+class ProfileError(InvalidInputError):
     """A profile file is missing or invalid; the message names the file and the field."""
 
 

@@ -12,6 +12,17 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from common.messages import (
+    BenchReport,
+    ChunkRequest,
+    Desired,
+    DeviceCaps,
+    DeviceState,
+    JobReport,
+    Message,
+    Telemetry,
+)
+
 ROOT = "fl/v1"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -32,6 +43,54 @@ class TopicKind(StrEnum):
     JOB = "job"
     BENCH = "bench"
     TELEMETRY = "tm"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How one kind of topic is used: who sends it, what it carries, with which QoS and retain flag.
+
+    Declared once here (:data:`TOPICS`) and read by the agent, the controller's report
+    intake and subscriptions, and the fleet simulator, so the three can never disagree.
+    """
+
+    kind: TopicKind
+    payload: type[Message] | None
+    """The :mod:`common.messages` model carried (None: raw bytes, an artifact chunk)."""
+    qos: int
+    retain: bool
+    sender: str
+    """``"device"`` or ``"controller"``."""
+
+
+TOPICS: dict[TopicKind, TopicSpec] = {
+    spec.kind: spec
+    for spec in (
+        TopicSpec(TopicKind.STATE, DeviceState, qos=1, retain=True, sender="device"),
+        TopicSpec(TopicKind.CAPS, DeviceCaps, qos=1, retain=True, sender="device"),
+        TopicSpec(TopicKind.JOB, JobReport, qos=1, retain=False, sender="device"),
+        TopicSpec(TopicKind.BENCH, BenchReport, qos=1, retain=False, sender="device"),
+        TopicSpec(TopicKind.CHUNK_REQUEST, ChunkRequest, qos=1, retain=False, sender="device"),
+        TopicSpec(TopicKind.TELEMETRY, Telemetry, qos=0, retain=False, sender="device"),
+        TopicSpec(TopicKind.DESIRED, Desired, qos=1, retain=True, sender="controller"),
+        TopicSpec(TopicKind.CHUNK, None, qos=1, retain=False, sender="controller"),
+    )
+}
+"""Topic kind → payload type, QoS and retain: the one table of the protocol's delivery rules."""
+
+
+def spec(kind: TopicKind | str) -> TopicSpec:
+    """The delivery rules of one topic kind.
+
+    Example:
+        >>> spec("tm").qos
+        0
+    """
+    return TOPICS[TopicKind(kind)]
+
+
+def sent_by(sender: str) -> tuple[TopicSpec, ...]:
+    """Every topic kind one side publishes (what the other side subscribes to)."""
+    return tuple(s for s in TOPICS.values() if s.sender == sender)
 
 
 def validate_id(value: str, what: str = "id") -> str:

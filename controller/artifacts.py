@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from common.manifest import DEFAULT_CHUNK_SIZE, Manifest, Thresholds, blob_ref, sign_manifest
 from common.tensorrt_recipe import TensorrtRecipe
 from controller.registry import ArtifactRecord, InvalidInputError, ModelRecord, Registry, VersionRecord
+from controller.version_data import VersionData
 
 if TYPE_CHECKING:
     import numpy as np
@@ -234,7 +235,7 @@ def build_artifact(
         tensorrt_recipe=recipe,
     )
     signed = sign_manifest(manifest, signing_key)
-    registry.add_artifact(manifest=signed, actor=actor)
+    registry.artifacts.add_artifact(manifest=signed, actor=actor)
     return signed, {"model": model_path, "golden": golden_path}
 
 
@@ -263,38 +264,19 @@ GoldenSource = Callable[[ModelRecord, VersionRecord, VersionRecord], tuple[list[
 """(model, version, lineage root) -> (golden inputs, reference ONNX, quality metric)."""
 
 
-def zoo_golden_source(samples: int = 16) -> GoldenSource:
-    """Golden inputs from the model zoo: held-out real inputs, the lineage root as FP32 reference.
-
-    The zoo name is the root version's ``config["zoo"]``, else the version's, else the model name.
-    """
-
-    def source(model: ModelRecord, version: VersionRecord, root: VersionRecord) -> tuple[list, Path, str]:
-        from controller import zoo
-
-        name = root.config.get("zoo") or version.config.get("zoo") or model.name
-        if name not in zoo.ZOO_NAMES:
-            raise ArtifactBuildError(
-                f"no golden inputs known for model {model.name!r}: it is not a zoo model ({', '.join(zoo.ZOO_NAMES)}) "
-                "and no artifact of its lineage exists yet; build one with controller.artifacts.build_artifact"
-            )
-        entry = zoo.load(name)
-        return entry.eval_inputs(samples), entry.onnx_path, entry.quality_metric
-
-    return source
-
-
 class ArtifactBuilder:
     """Finds or builds the artifact of a version for a profile: what deploying by version id needs.
 
     The golden set belongs to the lineage, not to a version: every version derived from the
     same FP32 root is judged against the same reference outputs. So a golden set already
     stored for the lineage is reused, and only the first build asks ``golden_source``.
+    Where a version's data comes from is decided by :class:`controller.version_data.VersionData`.
 
     Args:
         registry: where versions, blobs and artifacts live.
         signing_key: the controller's Ed25519 key.
-        golden_source: where golden inputs come from the first time (default: the model zoo).
+        golden_source: where golden inputs come from the first time (default: the samples uploaded
+            with the lineage root, else the model zoo; see :meth:`VersionData.golden_inputs`).
         chunk_size: MQTT chunk size of the artifacts it builds.
     """
 
@@ -308,36 +290,35 @@ class ArtifactBuilder:
     ) -> None:
         self.registry = registry
         self.signing_key = signing_key
-        self.golden_source = golden_source or zoo_golden_source()
+        self.data = VersionData(registry)
+        self.golden_source = golden_source or self._lineage_golden_inputs
         self.chunk_size = chunk_size
 
-    def _root(self, version_id: str) -> VersionRecord:
-        return self.registry.lineage(version_id=version_id)[0]
+    def _lineage_golden_inputs(self, model: ModelRecord, version: VersionRecord,
+                               root: VersionRecord) -> tuple[list[dict[str, Any]], Path, str]:
+        found = self.data.golden_inputs(model, version, root)
+        if found is None:
+            from controller.zoo import ZOO_NAMES
 
-    def _lineage_golden(self, version: VersionRecord, root: VersionRecord) -> tuple[str, str] | None:
-        """(golden sha256, quality metric) of any artifact built in the same lineage."""
-        for other in reversed(self.registry.list_versions(model_id=version.model_id, limit=10_000)):
-            arts = self.registry.list_artifacts(version_id=other.id)
-            if not arts or self._root(other.id).id != root.id:
-                continue
-            for art in arts:
-                for ref in art.manifest.get("files", []):
-                    if ref.get("role") == "golden":
-                        return ref["sha256"], art.manifest["quality_metric"]
-        return None
+            raise ArtifactBuildError(
+                f"no golden inputs known for model {model.name!r}: it is not a zoo model ({', '.join(ZOO_NAMES)}), "
+                "no samples were uploaded with it and no artifact of its lineage exists yet; upload it with samples "
+                "or build one with controller.artifacts.build_artifact"
+            )
+        return found.inputs, found.reference_onnx, found.quality_metric
 
     def artifact_for(
         self, *, version_id: str, profile: str, thresholds: Thresholds | None = None, actor: str | None = None
     ) -> ArtifactRecord:
         """The newest artifact of the version for the profile with these thresholds, built if missing."""
         wanted = (thresholds or Thresholds()).model_dump()
-        for art in self.registry.list_artifacts(version_id=version_id, profile=profile):
+        for art in self.registry.artifacts.list_artifacts(version_id=version_id, profile=profile):
             if thresholds is None or art.manifest.get("thresholds") == wanted:
                 return art
         version = self.registry.get_version(version_id=version_id)
         model = self.registry.get_model(model_id=version.model_id)
-        root = self._root(version_id)
-        reuse = self._lineage_golden(version, root)
+        root = self.data.root(version)
+        reuse = self.data.stored_golden(version)
         kwargs: dict[str, Any]
         if reuse is not None:
             kwargs = {"golden_sha256": reuse[0], "quality_metric": reuse[1]}
@@ -354,6 +335,6 @@ class ArtifactBuilder:
             actor=actor,
             **kwargs,
         )
-        art = self.registry.find_artifact(manifest=manifest)
+        art = self.registry.artifacts.find_artifact(manifest=manifest)
         assert art is not None  # build_artifact just recorded it
         return art

@@ -10,7 +10,6 @@ compressed candidates alike, so ratios stay fair.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ from common.profiles import OrtTuning, ProfileError, load_profile
 @functools.cache
 def host_tuning() -> OrtTuning:
     """Tuning of ``EDGEFLEET_HOST_PROFILE`` or of the shipped profile closest to this machine."""
-    name = os.environ.get("EDGEFLEET_HOST_PROFILE")
+    from controller.settings import Settings
+
+    name = Settings().host_profile
     if not name:
         from controller.hardware import profile_host
 

@@ -94,6 +94,17 @@ class Settings(BaseSettings):
         256.0, gt=0, validation_alias=_env("EDGEFLEET_MAX_GRAPH_MB"),
         description="largest ONNX graph structure (everything but initializer weights) an upload may carry")
 
+    # ---- this host: caches and measurement
+    cache_dir: Path = Field(Path.home() / ".cache" / "edgefleet", validation_alias=_env("EDGEFLEET_CACHE"),
+                            description="zoo exports, datasets and demo builds (reused across runs)")
+    host_profile: str | None = Field(
+        None, validation_alias=_env("EDGEFLEET_HOST_PROFILE"),
+        description="profile whose ORT tuning the controller's own measurements use (default: the shipped "
+                    "profile closest to this host)")
+    convert_python: Path | None = Field(
+        None, validation_alias=_env("EDGEFLEET_CONVERT_PYTHON"),
+        description="interpreter of the converter venv (default: .venv-convert/bin/python)")
+
     @field_validator("default_quantization_bits")
     @classmethod
     def _bits(cls, value: int) -> int:
@@ -102,7 +113,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be 4, 8 or 16, not {value}")
         return value
 
-    @field_validator("compression_workspace")
+    @field_validator("compression_workspace", "cache_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

@@ -313,7 +313,7 @@ class UpdateMachine:
         d.job_seq += 1
         self._persist(d, state)
         if deployment:
-            self.reporter.job(self._job(deployment, d.job_seq, state.value, reason, detail))
+            self.reporter.job(self._job(deployment, d.job_seq, state, reason, detail))
         self.reporter.state_changed()
 
     def _persist(self, d: JournalData, state: State) -> None:
@@ -342,7 +342,7 @@ class UpdateMachine:
         except OSError as exc:
             log.error("disk full: state %r not persisted (%s); the active model is untouched", state.value, exc)
 
-    def _job(self, deployment: str, seq: int, state: str, reason: ReasonCode, detail: str) -> JobReport:
+    def _job(self, deployment: str, seq: int, state: State, reason: ReasonCode, detail: str) -> JobReport:
         return JobReport(
             device_id=self.cfg.device_id, deployment_id=deployment, seq=seq, state=state, reason=reason, detail=detail
         )
@@ -354,7 +354,7 @@ class UpdateMachine:
             return
         self.data.job_seq += 1
         self.journal.save(self.data)
-        self.reporter.job(self._job(deployment, self.data.job_seq, state.value, reason, detail))
+        self.reporter.job(self._job(deployment, self.data.job_seq, state, reason, detail))
 
     # ----------------------------------------------------------------------------- acceptance
 

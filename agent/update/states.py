@@ -10,18 +10,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from common.update_states import UpdateState
 
-class State(StrEnum):
-    """Persisted update states; wire values never change."""
-
-    IDLE = "idle"
-    DOWNLOAD = "download"
-    VERIFY = "verify"
-    INSTALL = "install"
-    BENCHMARK = "benchmark"
-    COMMIT = "commit"
-    ROLLBACK = "rollback"
-    FAILURE = "failure"
+State = UpdateState
+"""The agent's name for :class:`common.update_states.UpdateState` (journal and wire values)."""
 
 
 class Event(StrEnum):

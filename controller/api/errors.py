@@ -1,8 +1,10 @@
 """Map every error to the envelope once: domain errors carry ``http_status``/``code``, routes never build 4xx bodies.
 
-Domain packages (registry, jobs, compression, profiles) raise typed exceptions; this
-module is the single place that turns them into HTTP. Anything unexpected becomes a 500
-envelope whose message does not leak internals (the traceback goes to the log).
+Domain packages (registry, jobs, compression, conversion, fleet, rollout, profiles) raise
+subclasses of :class:`common.errors.DomainError`; this module is the single place that turns
+them into HTTP, by reading the error's own ``http_status``, ``code`` and ``message``. Anything
+unexpected becomes a 500 envelope whose message does not leak internals (the traceback goes
+to the log).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common.errors import DomainError
 from controller.api.envelope import error_body
 
 log = logging.getLogger(__name__)
@@ -25,31 +28,14 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                422: "invalid_input", 503: "unavailable"}
 
 
-class ApiError(Exception):
+class ApiError(DomainError):
     """An error raised by the API layer itself (auth, upload checks, missing optional services)."""
 
     def __init__(self, http_status: int, message: str, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
         self.http_status = http_status
-        self.message = message
         self.code = code or _HTTP_CODES.get(http_status, "error")
         self.details = details
-
-
-def _domain_status(exc: Exception) -> int | None:
-    """HTTP status of a typed domain error (anything with an int ``http_status``), else None."""
-    status = getattr(exc, "http_status", None)
-    if isinstance(status, int) and 400 <= status < 600:
-        return status
-    name = type(exc).__name__
-    if name.endswith("NotFoundError") or isinstance(exc, LookupError | FileNotFoundError):
-        return 404
-    if name in {"ProfileError", "UnsupportedTechniqueError", "ConfigError", "InvalidConfigError",
-                "UnsupportedTargetError", "ZooError", "UnknownModelError"} or name.endswith("ConfigError"):
-        return 422
-    if name.endswith("ConflictError"):
-        return 409
-    return None
 
 
 def _loc(err: dict[str, Any]) -> str:
@@ -57,7 +43,7 @@ def _loc(err: dict[str, Any]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers on ``app``."""
+    """Register the handlers on ``app``: request validation, Starlette's HTTP errors, domain errors, the rest."""
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -76,26 +62,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=exc.status_code, content=error_body(code, str(exc.detail)),
                             headers=headers or None)
 
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-        return JSONResponse(status_code=exc.http_status, content=error_body(exc.code, exc.message, exc.details),
-                            headers=headers)
-
-    async def _domain(_: Request, exc: Exception) -> JSONResponse:
-        status = _domain_status(exc) or 400
-        code = getattr(exc, "code", None)
-        code = code if isinstance(code, str) else _HTTP_CODES.get(status, "error")
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return JSONResponse(status_code=status, content=error_body(code, message))
-
-    for cls in domain_error_classes():
-        app.add_exception_handler(cls, _domain)
+        message = exc.message or str(exc) or type(exc).__name__
+        return JSONResponse(status_code=exc.http_status,
+                            content=error_body(exc.code, message, getattr(exc, "details", None)), headers=headers)
 
     @app.exception_handler(Exception)
-    async def _any(request: Request, exc: Exception) -> JSONResponse:
-        if _domain_status(exc) is not None:  # a typed error from a package not listed above
-            return await _domain(request, exc)
+    async def _any(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
         return JSONResponse(status_code=500, content=error_body(
             "internal_error", f"internal error ({type(exc).__name__}); see the controller log"))
@@ -126,25 +101,3 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(set().union(*(methods for regex, methods in table if regex.match(path))))
 
 
-def domain_error_classes() -> list[type[Exception]]:
-    """Base classes of the typed errors of every domain package that is installed.
-
-    Registering them by class (not only via the catch-all) keeps Starlette from logging
-    a traceback for what is an ordinary 4xx.
-    """
-    import importlib
-
-    classes: list[type[Exception]] = []
-    for module, names in [("controller.jobs.models", ["JobError"]),
-                          ("controller.registry.errors", ["RegistryError"]),
-                          ("common.profiles", ["ProfileError"]),
-                          ("controller.compression.errors", ["CompressionError"]),
-                          ("controller.conversion.errors", ["ConversionError"]),
-                          ("controller.fleet.errors", ["FleetError"]),
-                          ("controller.rollout.errors", ["RolloutError"])]:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        classes += [c for n in names if isinstance(c := getattr(mod, n, None), type) and issubclass(c, Exception)]
-    return classes

@@ -18,12 +18,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from controller.api.auth import KeyRing
 from controller.api.errors import ApiError
 from controller.api.upload_checks import check_onnx, check_samples
-from controller.jobs import JobRunner, JobStore, LocalJobRunner
+from controller.jobs import Job, JobRunner, JobStore, LocalJobRunner
 from controller.registry import (
     InvalidInputError,
     ModelRecord,
@@ -33,6 +33,9 @@ from controller.registry import (
     validate_name,
 )
 from controller.settings import Settings
+
+if TYPE_CHECKING:
+    from controller.fleet.service import FleetService
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,10 @@ class Services:
     keys: KeyRing
     registry: Registry
     runner: JobRunner
-    fleet: Any = None
+    fleet: FleetService | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def require_fleet(self) -> Any:
+    def require_fleet(self) -> FleetService:
         """The fleet service, or a 503 saying how to enable it."""
         if self.fleet is None:
             raise ApiError(503, "no MQTT broker configured: set EDGEFLEET_BROKER_HOST (and credentials) to talk to "
@@ -100,12 +103,12 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
     return services
 
 
-def start_fleet(settings: Settings, registry: Registry) -> Any:
+def start_fleet(settings: Settings, registry: Registry) -> FleetService | None:
     """The fleet service when a broker is configured, else None.
 
-    Built like ``FleetService.from_settings`` but with a golden source that also knows the
-    sample inputs uploaded with a model (see :func:`samples_golden_source`), so a user's
-    own ONNX can be deployed, not only zoo models.
+    The one place a fleet service is built from :class:`Settings`. Its artifact builder finds golden
+    inputs through :class:`controller.version_data.VersionData` (samples uploaded with the model, else
+    the zoo), so a user's own ONNX can be deployed, not only zoo models.
     """
     if not settings.fleet_enabled:
         return None
@@ -115,7 +118,7 @@ def start_fleet(settings: Settings, registry: Registry) -> Any:
 
     password = settings.broker_password.get_secret_value() if settings.broker_password else ""
     key = load_or_create_private_key(settings.compression_workspace / "keys" / "controller.key")
-    builder = ArtifactBuilder(registry, signing_key=key, golden_source=samples_golden_source(registry))
+    builder = ArtifactBuilder(registry, signing_key=key)
     fleet = FleetService(registry, host=settings.broker_host or "", port=settings.broker_port,
                          username=settings.broker_username, password=password, fleet=settings.fleet,
                          artifact_builder=builder, tls_ca=settings.broker_tls_ca,
@@ -124,32 +127,7 @@ def start_fleet(settings: Settings, registry: Registry) -> Any:
     return fleet
 
 
-def samples_golden_source(registry: Registry, limit: int = 16) -> Any:
-    """Golden inputs from the samples uploaded with the lineage root, falling back to the model zoo."""
-    from controller.artifacts import zoo_golden_source
-
-    zoo_source = zoo_golden_source()
-
-    def source(model: ModelRecord, version: VersionRecord, root: VersionRecord) -> tuple[list, Path, str]:
-        sha = root.config.get("samples_sha256")
-        if not sha:
-            return zoo_source(model, version, root)
-        return load_samples(registry.blob_path(sha256=sha))[:limit], registry.blob_path(sha256=root.sha256), "cosine"
-
-    return source
-
-
-def load_samples(path: Path) -> list[dict[str, Any]]:
-    """Per-sample input dicts (batch axis kept, size 1) from a samples ``.npz`` (no pickle)."""
-    import numpy as np
-
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    n = min(len(a) for a in arrays.values())
-    return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(n)]
-
-
-def submit_job(services: Services, kind: str, spec: dict[str, Any], actor: str) -> Any:
+def submit_job(services: Services, kind: str, spec: dict[str, Any], actor: str) -> Job:
     """Queue a job and write its audit line (who asked for what, when) in the registry's audit log."""
     job = services.runner.submit(kind, spec, actor=actor)
     services.registry.audit(action=f"job.submit.{kind}", target=job.id, actor=actor,
@@ -157,7 +135,7 @@ def submit_job(services: Services, kind: str, spec: dict[str, Any], actor: str) 
     return job
 
 
-def cancel_job(services: Services, job_id: str, actor: str) -> Any:
+def cancel_job(services: Services, job_id: str, actor: str) -> Job:
     """Cancel a job and audit it."""
     job = services.runner.cancel(job_id)
     services.registry.audit(action="job.cancel", target=job.id, actor=actor, details={"state": job.state.value})
@@ -187,7 +165,7 @@ def resolve_version(registry: Registry, model: ModelRecord, version_id: str) -> 
 def version_view(registry: Registry, version: VersionRecord) -> dict[str, Any]:
     """A version as served: record + tags pointing at it + later metrics."""
     out = version.as_dict()
-    out["tags"] = sorted(t for t, v in registry.list_tags(model_id=version.model_id).items() if v == version.id)
+    out["tags"] = sorted(t for t, v in registry.tags.list_tags(model_id=version.model_id).items() if v == version.id)
     out["metrics_by_source"] = registry.version_metrics(version_id=version.id)
     return out
 
@@ -196,7 +174,7 @@ def model_view(registry: Registry, model: ModelRecord) -> dict[str, Any]:
     """A model as served: record + tags + version count + latest version id + formats/profiles present."""
     versions = registry.list_versions(model_id=model.id, limit=100_000)
     out = model.as_dict()
-    out["tags"] = registry.list_tags(model_id=model.id)
+    out["tags"] = registry.tags.list_tags(model_id=model.id)
     out["version_count"] = len(versions)
     out["latest_version_id"] = versions[-1].id if versions else None
     out["formats"] = sorted({v.format for v in versions})
@@ -228,17 +206,14 @@ def delete_versions(registry: Registry, model: ModelRecord, versions: list[Versi
     """Delete versions (and optionally the model) through the registry (refused while deployed / with children).
 
     The registry refuses a model delete without versions; an empty model (only possible
-    after an interrupted upload) is dropped here with the registry's transaction + audit
-    helpers so the row never outlives the failed upload.
+    after an interrupted upload) is dropped with :meth:`Registry.delete_empty_model` so the
+    row never outlives the failed upload.
     """
     if versions:
-        registry.delete_versions(version_ids=[v.id for v in versions], actor=actor, delete_model=delete_model)
+        registry.retention.delete_versions(version_ids=[v.id for v in versions], actor=actor, delete_model=delete_model)
         return
     if delete_model:
-        with registry._tx() as conn:  # noqa: SLF001 - see docstring
-            conn.execute("DELETE FROM tags WHERE model_id = ?", (model.id,))
-            conn.execute("DELETE FROM models WHERE id = ?", (model.id,))
-            registry._audit(conn, actor, "model.delete", model.id, {"name": model.name})  # noqa: SLF001
+        registry.retention.delete_empty_model(model_id=model.id, actor=actor)
 
 
 # ---------------------------------------------------------------- uploads
@@ -311,7 +286,7 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
     except BaseException:
         if created:
             delete_versions(registry, model, [], actor=actor, delete_model=True)
-        registry.gc_blobs()
+        registry.retention.gc_blobs()
         raise
     return model, version, info
 

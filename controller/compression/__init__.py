@@ -37,11 +37,13 @@ from __future__ import annotations
 
 from controller.compression.config import (
     CompressionConfig,
+    TechniqueFamily,
     config_class,
     config_from_json,
     make_config,
     register_handler,
     techniques,
+    techniques_of,
 )
 from controller.compression.distill import DistillConfig
 from controller.compression.engine import CompressionResult, Context, compress
@@ -69,7 +71,7 @@ __all__ = [
     "CalibrationError", "CalibrationSource", "CompressionConfig", "CompressionError", "CompressionResult",
     "Context", "Fp16Config", "Int4WeightConfig", "Int8DynamicConfig", "Int8StaticConfig", "MixedPrecisionConfig",
     "DistillConfig", "PruneStructuredConfig", "PruneUnstructuredConfig", "QatConfig", "SlowerThanBaselineError",
-    "SvdConfig", "TuckerConfig", "InvalidConfigError", "InvalidModelError", "ModelSource",
+    "SvdConfig", "TechniqueFamily", "TuckerConfig", "InvalidConfigError", "InvalidModelError", "ModelSource",
     "UnsupportedModelError", "UnsupportedTechniqueError", "compress", "config_class", "config_from_json",
-    "make_config", "recommended_int8", "register_handler", "techniques",
+    "make_config", "recommended_int8", "register_handler", "techniques", "techniques_of",
 ]

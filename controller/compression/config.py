@@ -14,6 +14,7 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
 from controller.compression.errors import InvalidConfigError, UnsupportedTechniqueError
@@ -24,17 +25,31 @@ _HANDLERS: dict[type[CompressionConfig], Callable[..., Any]] = {}
 C = TypeVar("C", bound="CompressionConfig")
 
 
+class TechniqueFamily(StrEnum):
+    """The REST families (``POST /compression/<family>``); each config declares the one it belongs to."""
+
+    QUANTIZE = "quantize"
+    PRUNE = "prune"
+    DISTILL = "distill"
+    DECOMPOSE = "decompose"
+
+
 @dataclasses.dataclass(frozen=True)
 class CompressionConfig:
     """Base of every technique config. Subclasses set ``technique`` and validate in ``_validate``."""
 
     technique: ClassVar[str] = ""
+    #: the REST family the technique is offered under; declared by every registered config
+    family: ClassVar[TechniqueFamily]
     # Techniques that need a torch module (and so a zoo model or an nn.Module), not just an ONNX file.
     needs_torch: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.technique:
+            if not isinstance(getattr(cls, "family", None), TechniqueFamily):
+                raise TypeError(f"{cls.__name__} must declare its family (a TechniqueFamily), e.g. "
+                                "family = TechniqueFamily.QUANTIZE")
             _CONFIGS[cls.technique] = cls
 
     def __post_init__(self) -> None:
@@ -73,6 +88,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def default_calibration_samples() -> int:
+    """``CALIBRATION_SAMPLES`` as :class:`controller.settings.Settings` reads and validates it (default 128).
+
+    Read when a config or a calibration is made, not at import, so a job process and a test
+    see the environment they run in.
+    """
+    from controller.settings import Settings
+
+    return Settings().calibration_samples
+
+
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     """Raise InvalidConfigError unless ``value`` is one of ``choices``."""
     if value not in choices:
@@ -108,6 +134,11 @@ def handler_for(config: CompressionConfig) -> Callable[..., Any]:
         names = ", ".join(t.__name__ for t in _HANDLERS)
         raise UnsupportedTechniqueError(
             f"no handler registered for {type(config).__name__}; supported configs: {names}") from None
+
+
+def techniques_of(family: TechniqueFamily | str) -> list[str]:
+    """Registered technique names of one family, sorted."""
+    return [name for name, cls in sorted(_CONFIGS.items()) if cls.family == family]
 
 
 def config_class(technique: str) -> type[CompressionConfig]:

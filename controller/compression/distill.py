@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, check_range, register_handler
 from controller.compression.errors import UnsupportedModelError
 from controller.compression.source import ModelSource
 
@@ -37,6 +37,8 @@ class DistillConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "distill"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.DISTILL
     needs_torch: ClassVar[bool] = True
     student: Literal["pruned", "narrow"] = "pruned"
     width: float = 0.5

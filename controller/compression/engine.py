@@ -8,10 +8,8 @@ is hashed before and after to prove it was not modified.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -21,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.compression.config import CompressionConfig, handler_for
+from common.manifest import sha256_file
+from controller.compression.config import CompressionConfig, default_calibration_samples, handler_for
 from controller.compression.errors import CalibrationError, CompressionError, UnsupportedTechniqueError
 from controller.compression.source import (
     CalibrationSource,
@@ -40,7 +39,6 @@ Progress = Callable[[float, str], None]
 # Held-out samples used to judge a zoo model (latency cycles over them, so more costs little).
 EVAL_SAMPLES = {"minilm": 200, "mobilenetv2": 300, "mnist-cnn": 1000}
 COLLAPSE_BELOW = 0.5  # agreement / cosine under which a result is flagged as broken, not just degraded
-DEFAULT_CALIBRATION_SAMPLES = int(os.environ.get("CALIBRATION_SAMPLES", "128"))
 
 
 @dataclasses.dataclass
@@ -67,7 +65,7 @@ class Context:
 
     def calibration(self, n: int | None = None) -> list[Inputs]:
         """Calibration samples: the user's ``.npz`` / list if given, else the zoo model's real data."""
-        n = n or DEFAULT_CALIBRATION_SAMPLES
+        n = n or default_calibration_samples()
         if self.calibration_source is not None:
             return load_calibration(self.calibration_source, self.source.specs, limit=n)
         if self.source.zoo is not None:
@@ -103,14 +101,6 @@ class CompressionResult:
         """JSON-ready dict (what is written next to the model)."""
         return {"output": str(self.output), "config": self.config.to_dict(), "metrics": self.metrics,
                 "report": self.report, "warnings": self.warnings}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _jsonable(obj: Any) -> Any:
@@ -149,7 +139,7 @@ def compress(
     with tempfile.TemporaryDirectory(prefix="edgefleet-compress-") as tmp:
         workdir = Path(tmp)
         source = resolve_model(model, workdir)
-        input_hash = _sha256(source.onnx_path)
+        input_hash = sha256_file(source.onnx_path)
         ctx = Context(source, config, workdir, workdir / "output.onnx", calibration, progress)
         ctx.progress(0.0, f"{config.technique}: starting on {source.name}")
         report = handler(source, config, ctx) or {}
@@ -159,7 +149,7 @@ def compress(
             check_onnx(ctx.output)
         except CompressionError as exc:
             raise CompressionError(f"{config.technique} produced an invalid model (not written): {exc}") from None
-        if _sha256(source.onnx_path) != input_hash:
+        if sha256_file(source.onnx_path) != input_hash:
             raise CompressionError(f"{config.technique} modified its input model {source.onnx_path}")
         shutil.move(str(ctx.output), out)
         metrics: dict[str, Any] = {"compress_s": time.perf_counter() - started}

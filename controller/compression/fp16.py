@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from controller.compression.config import CompressionConfig, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, register_handler
 from controller.compression.errors import UnsupportedModelError
 from controller.compression.source import ModelSource
 
@@ -25,6 +25,8 @@ class Fp16Config(CompressionConfig):
     """
 
     technique: ClassVar[str] = "fp16"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.QUANTIZE
     precision: Literal["fp16", "bf16"] = "fp16"
     keep_io_types: bool = True
     op_block_list: tuple[str, ...] = ()

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from controller.compression.config import CompressionConfig, check_choice, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, check_choice, register_handler
 from controller.compression.source import ModelSource
 
 
@@ -30,6 +30,8 @@ class Int4WeightConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "int4-weight"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.QUANTIZE
     block_size: int = 32
     symmetric: bool = True
     accuracy_level: int = 4

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, check_range, register_handler
 from controller.compression.errors import CompressionError
 from controller.compression.source import ModelSource
 
@@ -32,6 +32,8 @@ class Int8DynamicConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "int8-dynamic"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.QUANTIZE
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
     per_channel: bool = True
     reduce_range: bool = False

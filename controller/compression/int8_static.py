@@ -10,12 +10,17 @@ tensors with ranges no 8-bit grid can hold (attention masks) are kept in float a
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.config import (
+    CompressionConfig,
+    TechniqueFamily,
+    check_range,
+    default_calibration_samples,
+    register_handler,
+)
 from controller.compression.qdq_tools import (
     ListReader,
     activation_matmuls,
@@ -27,17 +32,13 @@ from controller.compression.qdq_tools import (
 from controller.compression.source import Inputs, ModelSource
 
 
-def _default_samples() -> int:
-    return int(os.environ.get("CALIBRATION_SAMPLES", "128"))
-
-
 @dataclasses.dataclass(frozen=True)
 class Int8StaticConfig(CompressionConfig):
     """Static INT8 QDQ quantisation calibrated on real inputs.
 
     Attributes:
         calibration_method: ``minmax`` (fast, default), ``entropy`` or ``percentile``.
-        calibration_samples: how many calibration inputs to run (env ``CALIBRATION_SAMPLES``).
+        calibration_samples: how many calibration inputs to run (default: the ``CALIBRATION_SAMPLES`` setting).
         per_channel: per-output-channel weight scales (much better for depthwise convs).
         reduce_range: 7-bit weights for CPUs without VNNI / dot-product.
         percentile: clipping percentile for ``percentile`` calibration.
@@ -62,8 +63,10 @@ class Int8StaticConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "int8-static"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.QUANTIZE
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calibration_samples: int = dataclasses.field(default_factory=_default_samples)
+    calibration_samples: int = dataclasses.field(default_factory=default_calibration_samples)
     per_channel: bool = True
     reduce_range: bool = False
     percentile: float = 99.999

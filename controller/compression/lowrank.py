@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, check_range, register_handler
 from controller.compression.source import ModelSource
 
 
@@ -31,6 +31,8 @@ class SvdConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "svd"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.DECOMPOSE
     needs_torch: ClassVar[bool] = True
     rank_mode: Literal["energy", "ratio"] = "ratio"
     energy: float = 0.9
@@ -58,6 +60,8 @@ class TuckerConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "tucker"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.DECOMPOSE
     needs_torch: ClassVar[bool] = True
     rank_ratio: float = 0.5
     min_channels: int = 16

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, check_range, register_handler
 from controller.compression.source import Inputs, ModelSource
 
 
@@ -39,6 +39,8 @@ class MixedPrecisionConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "mixed"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.QUANTIZE
     quality_target: float = 0.99
     calibration_samples: int = 64
     validation_samples: int = 64

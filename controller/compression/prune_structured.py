@@ -13,7 +13,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from controller.compression.config import CompressionConfig, check_choice, check_range, register_handler
+from controller.compression.config import (
+    CompressionConfig,
+    TechniqueFamily,
+    check_choice,
+    check_range,
+    register_handler,
+)
 from controller.compression.errors import UnsupportedModelError
 from controller.compression.source import ModelSource
 
@@ -38,6 +44,8 @@ class PruneStructuredConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "prune-structured"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.PRUNE
     needs_torch: ClassVar[bool] = True
     ratio: float = 0.5
     steps: int = 1

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, check_range, register_handler
 from controller.compression.source import ModelSource
 
 
@@ -28,6 +28,8 @@ class PruneUnstructuredConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "prune-unstructured"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.PRUNE
     sparsity: float = 0.5
     scope: Literal["layer", "global"] = "layer"
     op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from controller.compression.config import CompressionConfig, check_range, register_handler
+from controller.compression.config import CompressionConfig, TechniqueFamily, check_range, register_handler
 from controller.compression.source import ModelSource
 
 
@@ -25,6 +25,8 @@ class QatConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "qat"
+
+    family: ClassVar[TechniqueFamily] = TechniqueFamily.QUANTIZE
     needs_torch: ClassVar[bool] = True
     epochs: int = 1
     lr: float = 1e-4

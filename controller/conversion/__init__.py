@@ -8,10 +8,11 @@ Every artifact passes the cross-runtime check (:mod:`.check`) before it is
 returned.
 """
 
-from controller.conversion.api import ConversionResult, convert
+from controller.conversion.api import ConversionResult, convert, options_from_json
 from controller.conversion.errors import (
     ConversionError,
     CrossRuntimeMismatchError,
+    InvalidOptionsError,
     MissingDependencyError,
     UnknownTargetError,
     UnsupportedOpError,
@@ -23,10 +24,12 @@ __all__ = [
     "ConversionError",
     "ConversionResult",
     "CrossRuntimeMismatchError",
+    "InvalidOptionsError",
     "MissingDependencyError",
     "UnknownTargetError",
     "UnsupportedOpError",
     "UnsupportedSourceError",
     "convert",
+    "options_from_json",
     "registered_targets",
 ]

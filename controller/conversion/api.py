@@ -10,6 +10,7 @@ what happened as a JSON-serialisable :class:`ConversionResult` (lineage).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -22,8 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from common.manifest import sha256_file
 from common.profiles import DeviceProfile, load_profile
-from controller.conversion.errors import CrossRuntimeMismatchError, MissingDependencyError
+from controller.conversion.errors import CrossRuntimeMismatchError, InvalidOptionsError, MissingDependencyError
 from controller.conversion.registry import ConversionContext, get_converter, options_to_json
 
 # Converter modules register themselves on import; they import their heavy
@@ -69,6 +71,33 @@ def _load_converters() -> None:
         importlib.import_module(name)
 
 
+def options_from_json(target: str, options: dict[str, Any]) -> object | None:
+    """The target's options dataclass from a JSON dict; None (= the profile recipe's defaults) when empty.
+
+    The inverse of :func:`~controller.conversion.registry.options_to_json` (its ``type`` key and a
+    pipeline step's ``format`` key are ignored), so a REST request, a job spec and a version's
+    lineage record carry the same options. Raises :class:`UnknownTargetError` for an unregistered
+    target and :class:`InvalidOptionsError` naming the valid fields.
+
+    Example:
+        >>> options_from_json("tflite", {"quantize": "int8"})  # doctest: +SKIP
+        TfliteOptions(quantize='int8', ...)
+    """
+    _load_converters()
+    spec = get_converter(target)
+    body = {k: v for k, v in options.items() if k not in ("format", "type")}
+    if not body:
+        return None
+    known = {f.name for f in dataclasses.fields(spec.options_type)}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise InvalidOptionsError(f"unknown {target} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    try:
+        return spec.options_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in body.items()})
+    except (TypeError, ValueError) as exc:
+        raise InvalidOptionsError(f"{target} options: {exc}") from exc
+
+
 def _digest(path: Path) -> tuple[str, int]:
     """sha256 and size of a file, or of a directory (``.mlpackage``) over sorted relative paths + bytes."""
     h = hashlib.sha256()
@@ -79,10 +108,7 @@ def _digest(path: Path) -> tuple[str, int]:
             h.update(str(f.relative_to(path)).encode() + b"\0" + data)
             size += len(data)
         return h.hexdigest(), size
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest(), path.stat().st_size
+    return sha256_file(path), path.stat().st_size
 
 
 def default_options(target: str, profile: DeviceProfile) -> object:

@@ -9,16 +9,31 @@ rewrite or which target to drop.
 
 from __future__ import annotations
 
-
-class ConversionError(RuntimeError):
-    """Base class: a model could not be converted for a target."""
+from common.errors import DomainError, InvalidInputError, NotFoundError
 
 
-class UnknownTargetError(ConversionError, KeyError):
+class ConversionError(DomainError, RuntimeError):
+    """Base class: a model could not be converted for a target (HTTP 400 ``bad_request``)."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class UnknownTargetError(ConversionError, NotFoundError, KeyError):
     """No converter is registered for the requested target."""
+
+    code = "not_found"
+    http_status = 404
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class InvalidOptionsError(ConversionError, InvalidInputError):
+    """Converter options that name an unknown field or a value the target's options type refuses."""
+
+    code = "invalid_input"
+    http_status = 422
 
 
 class UnsupportedSourceError(ConversionError):

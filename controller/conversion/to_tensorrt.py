@@ -14,12 +14,12 @@ is absent it runs the same ONNX on the best ORT execution provider it has
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from common.manifest import sha256_file
 from common.tensorrt_recipe import (
     ENGINE_CACHE_KEY_FORMULA,
     FINGERPRINT_FIELDS,
@@ -74,7 +74,7 @@ def build_recipe(onnx_file: Path, inputs: list[dict[str, Any]], options: Tensorr
     Validated by :class:`common.tensorrt_recipe.TensorrtRecipe` before it is returned, so a recipe
     the agent would refuse never leaves the controller.
     """
-    sha = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+    sha = sha256_file(onnx_file)
     engine = onnx_file.with_suffix(".engine").name
     cmd = ["trtexec", f"--onnx={onnx_file.name}", f"--saveEngine={engine}",
            f"--memPoolSize=workspace:{options.workspace_mb}M",

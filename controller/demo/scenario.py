@@ -164,7 +164,7 @@ def deploy_stage(
     summary = run.fleet_service.wait_for(dep.id, timeout=0)
     artifacts = {d.device_id: d.artifact_id for d in summary.deployment.devices}
     for device, info in summary.as_dict()["devices"].items():
-        manifest = run.registry.get_artifact(artifact_id=artifacts[device]).manifest
+        manifest = run.registry.artifacts.get_artifact(artifact_id=artifacts[device]).manifest
         info |= {"timed_out": summary.timed_out, "deployment_id": dep.id, "format": manifest["format"],
                  "technique": manifest["technique"], "version_id": manifest["version"]}
         stage.devices[device] = info
@@ -176,7 +176,7 @@ def stage_progress(run: DemoRun, stage: StageResult) -> dict[str, dict[str, Any]
     """Per device: deployment state and the last update state the agent reported."""
     out: dict[str, dict[str, Any]] = {}
     for device, dep_id in stage.deployments.items():
-        dep = run.registry.get_deployment(deployment_id=dep_id)
+        dep = run.registry.deployments.get_deployment(deployment_id=dep_id)
         rec = next(d for d in dep.devices if d.device_id == device)
         out[device] = {"state": rec.state.value, "job": rec.last_job_state, "terminal": rec.state.terminal}
     return out
@@ -186,7 +186,7 @@ def active_versions(run: DemoRun) -> dict[str, Any]:
     """What each device reports it runs now (from its retained state)."""
     out: dict[str, Any] = {}
     for device in run.device_profiles():
-        rec = run.registry.get_device(device_id=device)
+        rec = run.registry.devices.get_device(device_id=device)
         out[device] = {
             "online": rec.online,
             "active": rec.active,

@@ -59,8 +59,9 @@ def tflite_profiles(profiles: tuple[str, ...]) -> tuple[str, ...]:
 
 def convert_python() -> Path | None:
     """The convert venv's interpreter (``$EDGEFLEET_CONVERT_PYTHON`` or ``.venv-convert/bin/python``), if present."""
-    configured = os.environ.get(CONVERT_PYTHON_ENV)
-    path = Path(configured) if configured else REPO_ROOT / ".venv-convert" / "bin" / "python"
+    from controller.settings import Settings
+
+    path = Settings().convert_python or REPO_ROOT / ".venv-convert" / "bin" / "python"
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 

@@ -42,7 +42,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from controller.registry import Registry
 
     with Registry(_workspace(args)) as reg:
-        devices = reg.list_devices()
+        devices = reg.devices.list_devices()
         if args.json:
             print(json.dumps([d.as_dict() for d in devices], indent=2, default=str))
             return 0
@@ -67,7 +67,7 @@ def _cmd_deployment(args: argparse.Namespace) -> int:
 
     with Registry(_workspace(args)) as reg:
         try:
-            dep = reg.get_deployment(deployment_id=args.deployment_id)
+            dep = reg.deployments.get_deployment(deployment_id=args.deployment_id)
         except NotFoundError as exc:
             print(f"error: {exc}")
             return 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from common.errors import UnavailableError
 
-class FleetError(RuntimeError):
+
+class FleetError(UnavailableError, RuntimeError):
     """The fleet service cannot do what was asked: no broker connection, the broker refused us, ...
 
     Registry problems (unknown device, wrong profile) stay registry errors (404/409/422);
@@ -12,7 +14,3 @@ class FleetError(RuntimeError):
 
     code = "fleet_unavailable"
     http_status = 503
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message

@@ -33,7 +33,7 @@ def render_metrics(registry: Registry, fleet: Any = None, engine: Any = None) ->
         True
     """
     lines: list[str] = []
-    devices = registry.list_devices()
+    devices = registry.devices.list_devices()
     profiles = {d.id: d.profile for d in devices}
     lines += ["# HELP edgefleet_device_online 1 while the device's session is up",
               "# TYPE edgefleet_device_online gauge"]

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.messages import Telemetry
-from controller.registry import Registry
+from controller.registry.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class TelemetryStore:
     """Batched telemetry writer + queries + retention + anomaly detection on one registry.
 
     Args:
-        registry: the SQLite registry (raw samples go to its ``telemetry`` table).
+        db: the registry's database (raw samples go to its ``telemetry`` table, which this store owns).
         flush_s: longest time a sample waits before it is written.
         raw_retention_s, bucket_s, rollup_retention_s: retention and downsampling.
         drift_ratio, min_samples: latency drift anomaly rule.
@@ -80,7 +80,7 @@ class TelemetryStore:
 
     def __init__(
         self,
-        registry: Registry,
+        db: Database,
         *,
         flush_s: float = 0.25,
         raw_retention_s: float = 3600.0,
@@ -89,7 +89,7 @@ class TelemetryStore:
         drift_ratio: float = 1.5,
         min_samples: int = 5,
     ) -> None:
-        self.registry = registry
+        self.db = db
         self.flush_s = flush_s
         self.raw_retention_s = raw_retention_s
         self.bucket_s = bucket_s
@@ -102,7 +102,7 @@ class TelemetryStore:
         self._queue: queue.Queue[tuple[Telemetry, str | None] | None] = queue.Queue()
         self._windows: dict[str, _DeviceWindow] = {}
         self._thread: threading.Thread | None = None
-        registry._db().conn.executescript(DDL)
+        db.register_schema(DDL)
 
     # ------------------------------------------------------------------ intake
     def start(self) -> TelemetryStore:
@@ -154,7 +154,7 @@ class TelemetryStore:
     def write_batch(self, batch: list[tuple[Telemetry, str | None]]) -> None:
         """Store samples in one transaction, then run the anomaly rule on them."""
         rows = [(t.device_id, _iso(t.ts), t.model_dump_json()) for t, _ in batch]
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.executemany("INSERT INTO telemetry(device_id, ts, payload) VALUES (?, ?, ?)", rows)
         now = datetime.now(UTC)
         for t, sha in batch:
@@ -197,7 +197,7 @@ class TelemetryStore:
         """Store an anomaly event and tell every listener (e.g. the rollout engine's rollback policy)."""
         event = {"device_id": device_id, "ts": datetime.now(UTC).isoformat(), "kind": kind, "detail": detail,
                  "figures": figures}
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute("INSERT INTO telemetry_events(device_id, ts, kind, detail, figures) VALUES (?, ?, ?, ?, ?)",
                          (device_id, event["ts"], kind, detail, json.dumps(figures, default=str)))
         log.warning("telemetry anomaly on %s: %s", device_id, detail)
@@ -211,7 +211,7 @@ class TelemetryStore:
     def events(self, *, device_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Stored anomaly events, newest first."""
         clause, params = ("WHERE device_id = ?", (device_id,)) if device_id else ("", ())
-        rows = self.registry._all(f"SELECT * FROM telemetry_events {clause} ORDER BY id DESC LIMIT ?",
+        rows = self.db.all(f"SELECT * FROM telemetry_events {clause} ORDER BY id DESC LIMIT ?",
                                   (*params, limit))
         return [{**r, "figures": json.loads(r["figures"])} for r in rows]
 
@@ -221,13 +221,13 @@ class TelemetryStore:
         now = now or time.time()
         raw_cut = datetime.fromtimestamp(now - self.raw_retention_s, UTC).isoformat()
         rollup_cut = datetime.fromtimestamp(now - self.rollup_retention_s, UTC).isoformat()
-        rows = self.registry._all("SELECT device_id, ts, payload FROM telemetry WHERE ts < ?", (raw_cut,))
+        rows = self.db.all("SELECT device_id, ts, payload FROM telemetry WHERE ts < ?", (raw_cut,))
         buckets: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in rows:
             ts = datetime.fromisoformat(r["ts"]).timestamp()
             start = datetime.fromtimestamp(ts - ts % self.bucket_s, UTC).isoformat()
             buckets.setdefault((r["device_id"], start), []).append(json.loads(r["payload"]))
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             for (device, start), samples in buckets.items():
                 conn.execute(
                     "INSERT OR REPLACE INTO telemetry_rollup VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -242,17 +242,17 @@ class TelemetryStore:
         """A device's samples (``resolution="raw"``) or rolled-up buckets (``"rollup"``), oldest first."""
         since = since or "0"
         if resolution == "rollup":
-            return self.registry._all(
+            return self.db.all(
                 "SELECT * FROM telemetry_rollup WHERE device_id = ? AND bucket_start >= ? ORDER BY bucket_start "
                 "LIMIT ?", (device_id, since, limit))
-        rows = self.registry._all(
+        rows = self.db.all(
             "SELECT payload FROM telemetry WHERE device_id = ? AND ts >= ? ORDER BY ts DESC LIMIT ?",
             (device_id, since, limit))
         return [json.loads(r["payload"]) for r in reversed(rows)]
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """Newest sample per device (for the Prometheus endpoint)."""
-        rows = self.registry._all(
+        rows = self.db.all(
             "SELECT t.device_id, t.payload FROM telemetry t JOIN (SELECT device_id, MAX(id) AS id FROM telemetry "
             "GROUP BY device_id) m ON m.id = t.id")
         return {r["device_id"]: json.loads(r["payload"]) for r in rows}

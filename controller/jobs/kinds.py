@@ -7,58 +7,56 @@ of the registry, calls the one door of the owning package (``controller.compress
 parent is the input and whose config is the technique's JSON config: the same object the
 request carried, so lineage, job and request agree.
 
-REST families map onto the compression package's technique names: ``quantize`` accepts
-``int8-static``, ``int8-dynamic``, ``int4-weight``, ``fp16``, ``mixed``, ``qat...``; ``prune``
-accepts techniques whose name contains ``prune``; ``distill`` those containing ``distill``;
-``decompose`` ``svd``/``tucker``/``cp``/``lowrank``. Without an explicit technique the family
-default follows the settings (``DEFAULT_QUANTIZATION_BITS``, ``ENABLE_DYNAMIC_QUANTIZATION``).
+A REST family (``quantize``, ``prune``, ``distill``, ``decompose``) accepts the techniques whose
+config declares that family (``CompressionConfig.family``); nothing is guessed from a name. Without
+an explicit technique the family default follows the settings (``DEFAULT_QUANTIZATION_BITS``,
+``ENABLE_DYNAMIC_QUANTIZATION``). Where a version's calibration and check data come from is
+:class:`controller.version_data.VersionData`'s decision.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from controller.jobs.context import JobContext, JobKind, JobServices, JobSpec
 from controller.jobs.models import InvalidJobSpecError
-from controller.jobs.runner import JobContext, JobKind
+from controller.version_data import VersionData
 
-FAMILIES = ("quantize", "prune", "distill", "decompose")
+if TYPE_CHECKING:
+    from controller.compression import CompressionConfig
+    from controller.conversion import ConversionResult
+    from controller.registry import VersionRecord
+    from controller.settings import Settings
+
 _FAMILY_DEFAULTS = {"prune": ("prune-unstructured", "prune-structured"), "distill": ("distill",),
                     "decompose": ("svd", "tucker", "lowrank")}
 
 
-def family_of(technique: str) -> str | None:
-    """Which REST family a compression technique name belongs to."""
-    name = technique.lower()
-    if "prune" in name or "sparse" in name:
-        return "prune"
-    if "distill" in name:
-        return "distill"
-    if name in ("svd", "tucker", "cp", "lowrank", "low-rank") or "decompos" in name or "svd" in name:
-        return "decompose"
-    if name.startswith(("int", "fp16", "bf16", "mixed", "qat", "quant", "w4", "w8", "ptq")):
-        return "quantize"
-    return None
+def _family(technique: str) -> str | None:
+    """The family a registered technique declares (None for a name that is not registered)."""
+    from controller.compression import techniques
+
+    cls = techniques().get(technique)
+    return cls.family.value if cls is not None else None
 
 
-def _settings() -> Any:
-    from controller.settings import Settings
-
-    return Settings()
-
-
-def default_technique(family: str, available: list[str], settings: Any = None) -> str:
+def default_technique(family: str, available: list[str], settings: Settings | None = None) -> str:
     """The technique a family runs when the request names none."""
     if family == "quantize":
-        settings = settings or _settings()
+        if settings is None:
+            from controller.settings import Settings
+
+            settings = Settings()
         bits = settings.default_quantization_bits
         wanted = {4: ["int4-weight"], 16: ["fp16"]}.get(bits) or (
             ["int8-dynamic", "int8-static"] if settings.enable_dynamic_quantization else ["int8-static"])
     else:
         wanted = list(_FAMILY_DEFAULTS.get(family, ()))
-    for name in wanted + [t for t in available if family_of(t) == family]:
+    for name in wanted + [t for t in available if _family(t) == family]:
         if name in available:
             return name
     raise InvalidJobSpecError(f"no {family} technique is installed; available techniques: {', '.join(available)}")
@@ -78,19 +76,20 @@ def _finite_json(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------- compression
-def build_config(family: str | None, technique: str | None, params: dict[str, Any]) -> Any:
+def build_config(family: str | None, technique: str | None, params: dict[str, Any],
+                 settings: Settings | None = None) -> CompressionConfig:
     """The compression config for a request, or :class:`InvalidJobSpecError` naming what is accepted."""
-    from controller.compression import CompressionError, make_config, techniques
+    from controller.compression import CompressionError, make_config, techniques, techniques_of
 
     available = sorted(techniques())
     if technique is None:
         if family is None:
             raise InvalidJobSpecError("a pipeline step needs a technique name")
-        technique = default_technique(family, available)
+        technique = default_technique(family, available, settings)
     if technique not in available:
         raise InvalidJobSpecError(f"unknown technique {technique!r}; available: {', '.join(available)}")
-    if family is not None and family_of(technique) != family:
-        same = [t for t in available if family_of(t) == family]
+    if family is not None and _family(technique) != family:
+        same = techniques_of(family)
         raise InvalidJobSpecError(f"technique {technique!r} is not a {family} technique; {family} techniques: "
                                   f"{', '.join(same) or 'none installed'}")
     try:
@@ -99,7 +98,7 @@ def build_config(family: str | None, technique: str | None, params: dict[str, An
         raise InvalidJobSpecError(str(exc)) from exc
 
 
-def _check_version(services: Any, version_id: str) -> Any:
+def _check_version(services: JobServices, version_id: str) -> VersionRecord:
     from controller.registry import NotFoundError
 
     try:
@@ -108,47 +107,28 @@ def _check_version(services: Any, version_id: str) -> Any:
         raise InvalidJobSpecError(f"input version {version_id!r} does not exist") from exc
 
 
-def _zoo_root(registry: Any, version: Any) -> tuple[str | None, Any]:
-    """(zoo name, root version) when the version descends from a zoo import, else (None, root)."""
-    from controller.zoo import ZOO_NAMES
+def check_torch_start(data: VersionData, version: VersionRecord) -> None:
+    """Refuse a technique that retrains the torch module unless it starts from a zoo-imported FP32 version.
 
-    root = registry.lineage(version_id=version.id)[0]
-    name = root.config.get("zoo") if root.config.get("source") == "zoo" else None
-    return (name if name in ZOO_NAMES else None), root
-
-
-def model_argument(registry: Any, version: Any, path: Path, needs_torch: bool) -> Any:
-    """What to hand ``compress``: the zoo entry (real data, torch module) for zoo lineages, else the ONNX file.
-
-    A derived version of a zoo model keeps the zoo's calibration/eval data but its own ONNX
-    file. Techniques that retrain the torch module can only start from the zoo's FP32
-    version: the torch module does not carry the changes of an ONNX-level parent.
+    Only the zoo import has a torch module, and it does not carry the changes of an
+    ONNX-level parent, so a derived version cannot be retrained either.
     """
-    zoo_name, root = _zoo_root(registry, version)
-    if needs_torch and (zoo_name is None or version.id != root.id):
+    zoo_name, root = data.zoo_name(version), data.root(version)
+    if zoo_name is None:
+        raise InvalidJobSpecError(
+            "this technique needs a torch module; uploaded ONNX files have none (import a zoo model instead)")
+    if version.id != root.id:
         raise InvalidJobSpecError(
             "this technique retrains or restructures the torch module, which only the zoo-imported FP32 version "
-            f"has; start from version {root.id}" if zoo_name else
-            "this technique needs a torch module; uploaded ONNX files have none (import a zoo model instead)")
-    if zoo_name is None:
-        return path
-    from controller import zoo
-
-    entry = zoo.load(zoo_name)
-    if version.id == root.id:
-        return entry
-    derived = type(f"{type(entry).__name__}Version", (type(entry),), {"onnx_path": property(lambda self: path)})
-    clone = derived.__new__(derived)
-    clone.__dict__.update(entry.__dict__)
-    return clone
+            f"has; start from version {root.id}")
 
 
-def _validate_compression(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate_compression(spec: JobSpec, services: JobServices) -> JobSpec:
     config = build_config(spec.get("family") or spec.get("technique_family"), spec.get("technique"),
-                          spec.get("config") or {})
+                          spec.get("config") or {}, services.settings)
     version = _check_version(services, spec["version_id"])
-    if getattr(config, "needs_torch", False):
-        model_argument(services.registry, version, Path("unused"), True)
+    if config.needs_torch:
+        check_torch_start(VersionData(services.registry), version)
     if spec.get("profile"):
         _check_profile(spec["profile"])
     return {"family": spec.get("family"), "technique": config.technique, "config": config.to_dict(),
@@ -178,8 +158,10 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
     step_dir.mkdir(parents=True, exist_ok=True)
     src = step_dir / "input.onnx"
     src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
-    model = model_argument(registry, version, src, getattr(config, "needs_torch", False))
-    calibration = None if not isinstance(model, Path) else _uploaded_samples(registry, version)
+    data = VersionData(registry)
+    if config.needs_torch:
+        check_torch_start(data, version)
+    model, calibration = data.compression_input(version, src)
     report = ctx.scaled(lo, hi, label)
     report(0, f"{config.technique}: loading")
     result = run_compress(model, config, out=step_dir / "output.onnx", evaluate=evaluate, memory=memory,
@@ -194,13 +176,6 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
             "sha256": new.sha256, "size": new.size, "metrics": metrics}
 
 
-def _uploaded_samples(registry: Any, version: Any) -> Path | None:
-    """The ``.npz`` of real inputs uploaded with the lineage root (calibration for user ONNX), if any."""
-    root = registry.lineage(version_id=version.id)[0]
-    sha = root.config.get("samples_sha256")
-    return registry.blob_path(sha256=sha) if sha else None
-
-
 def _run_compression(ctx: JobContext) -> dict[str, Any]:
     spec = ctx.job.spec
     out = run_compression_step(ctx, spec["version_id"], spec["config"], profile=spec.get("profile"),
@@ -211,7 +186,7 @@ def _run_compression(ctx: JobContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- pipeline
-def _validate_pipeline(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate_pipeline(spec: JobSpec, services: JobServices) -> JobSpec:
     version = _check_version(services, spec["version_id"])
     steps = []
     for i, step in enumerate(spec.get("steps") or []):
@@ -228,7 +203,7 @@ def _validate_pipeline(spec: dict[str, Any], services: Any) -> dict[str, Any]:
             config = build_config(None, step["technique"], step.get("config") or {})
         except InvalidJobSpecError as exc:
             raise InvalidJobSpecError(f"step {i + 1}: {exc.message}") from exc
-        if getattr(config, "needs_torch", False) and i > 0:
+        if config.needs_torch and i > 0:
             raise InvalidJobSpecError(f"step {i + 1}: {config.technique} retrains the torch module and must be the "
                                       "first step")
         steps.append({"technique": config.technique, "config": config.to_dict()})
@@ -264,7 +239,7 @@ def _run_pipeline(ctx: JobContext) -> dict[str, Any]:
 _EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage", "tensorrt": ".onnx"}
 
 
-def _check_convert_available() -> Any:
+def _check_convert_available() -> Callable[..., ConversionResult]:
     try:
         module = importlib.import_module("controller.conversion")
     except ImportError as exc:
@@ -273,33 +248,17 @@ def _check_convert_available() -> Any:
     return module.convert
 
 
-def conversion_options(target: str, options: dict[str, Any]) -> Any:
-    """The target's options dataclass from a JSON dict (None = the profile recipe's defaults)."""
-    import dataclasses
+def conversion_options(target: str, options: dict[str, Any]) -> object | None:
+    """The target's options dataclass parsed by conversion itself, its errors as a 422 job-spec error."""
+    from controller.conversion import ConversionError, options_from_json
 
-    from controller.conversion import ConversionError
-    from controller.conversion.api import _load_converters
-    from controller.conversion.registry import get_converter
-
-    _load_converters()
     try:
-        spec = get_converter(target)
+        return options_from_json(target, options)
     except ConversionError as exc:
         raise InvalidJobSpecError(str(exc)) from exc
-    body = {k: v for k, v in options.items() if k not in ("format", "type")}
-    if not body:
-        return None
-    known = {f.name for f in dataclasses.fields(spec.options_type)}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise InvalidJobSpecError(f"unknown {target} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    try:
-        return spec.options_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in body.items()})
-    except (TypeError, ValueError) as exc:
-        raise InvalidJobSpecError(f"{target} options: {exc}") from exc
 
 
-def _validate_conversion(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate_conversion(spec: JobSpec, services: JobServices) -> JobSpec:
     _check_convert_available()
     version = _check_version(services, spec["version_id"])
     _check_profile(spec["profile"])
@@ -309,17 +268,6 @@ def _validate_conversion(spec: dict[str, Any], services: Any) -> dict[str, Any]:
     conversion_options(target, dict(spec.get("config") or {}))
     return {"version_id": version.id, "profile": spec["profile"], "target_format": target,
             "config": dict(spec.get("config") or {})}
-
-
-def _golden(registry: Any, version: Any) -> dict[str, Any] | None:
-    """Uploaded sample inputs (stacked on axis 0) for the conversion's cross-runtime check, if any."""
-    import numpy as np
-
-    path = _uploaded_samples(registry, version)
-    if path is None:
-        return None
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k][:32] for k in npz.files}
 
 
 def run_conversion_step(ctx: JobContext, version_id: str, *, profile: str | None, target: str | None,
@@ -341,14 +289,9 @@ def run_conversion_step(ctx: JobContext, version_id: str, *, profile: str | None
     src.write_bytes(registry.blob_path(sha256=version.sha256).read_bytes())
     report = ctx.scaled(lo, hi, label)
     report(5, f"converting to {target} for {prof.id}")
-    zoo_name, _ = _zoo_root(registry, version)
-    metric = "cosine"
-    if zoo_name:
-        from controller import zoo
-
-        metric = zoo.load(zoo_name).quality_metric
+    data = VersionData(registry)
     result = convert(src, target, prof, out=step_dir / f"model{_EXTENSIONS.get(target, '.bin')}", options=opts,
-                     golden=_golden(registry, version), quality_metric=metric)
+                     golden=data.check_inputs(version), quality_metric=data.quality_metric(version))
     report(90, "storing the artifact")
     path = Path(result.path)
     if path.is_dir():  # e.g. a Core ML .mlpackage: stored as one zip blob
@@ -371,7 +314,7 @@ def _run_conversion(ctx: JobContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- zoo import
-def _validate_zoo(spec: dict[str, Any], services: Any) -> dict[str, Any]:
+def _validate_zoo(spec: JobSpec, services: JobServices) -> JobSpec:
     from controller.registry import validate_name
     from controller.zoo import ZOO_NAMES
 

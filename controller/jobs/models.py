@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from common.errors import ConflictError, DomainError, InvalidInputError, NotFoundError
+
 
 class JobState(StrEnum):
     """Persisted job states (values are stored in SQLite: never rename them)."""
@@ -51,32 +53,28 @@ class Job(BaseModel):
     actor: str | None = Field(None, description="API key name that created it")
 
 
-class JobError(Exception):
+class JobError(DomainError):
     """Base of job-system errors; ``http_status`` lets the API map it once."""
 
     code = "job_error"
     http_status = 400
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
-
-class JobNotFoundError(JobError, LookupError):
+class JobNotFoundError(JobError, NotFoundError):
     """No job with that id."""
 
     code = "not_found"
     http_status = 404
 
 
-class JobConflictError(JobError):
+class JobConflictError(JobError, ConflictError):
     """The job is in a state that does not allow the request (e.g. cancelling a finished job)."""
 
     code = "conflict"
     http_status = 409
 
 
-class InvalidJobSpecError(JobError, ValueError):
+class InvalidJobSpecError(JobError, InvalidInputError):
     """The job request names an unknown kind/technique or a bad parameter."""
 
     code = "invalid_input"

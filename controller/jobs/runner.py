@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import abc
 import logging
-import shutil
 import threading
 import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from controller.jobs.context import JobKind, JobServices
+from controller.jobs.execute import execute
 from controller.jobs.models import (
     Cancelled,
     Interrupted,
@@ -47,43 +45,11 @@ from controller.jobs.models import (
 )
 from controller.jobs.store import JobStore
 
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+    from multiprocessing.process import BaseProcess
+
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[float, str | None], None]
-
-
-@dataclass
-class JobContext:
-    """What a running job gets: its record, a progress callback, a scratch directory, shared services."""
-
-    job: Job
-    workdir: Path
-    services: Any
-    _report: ProgressCallback
-
-    def progress(self, percent: float, stage: str | None = None) -> None:
-        """Report progress (0-100) and the current stage; raises :class:`Cancelled` once cancellation was asked."""
-        self._report(percent, stage)
-
-    def scaled(self, start: float, end: float, prefix: str | None = None) -> ProgressCallback:
-        """A callback mapping a step's own 0-100 onto ``start..end`` of the job (used by pipelines)."""
-
-        def report(percent: float, stage: str | None = None) -> None:
-            name = f"{prefix}: {stage}" if prefix and stage else (prefix or stage)
-            self._report(start + (end - start) * max(0.0, min(100.0, percent)) / 100.0, name)
-
-        return report
-
-
-@dataclass(frozen=True)
-class JobKind:
-    """A kind of job: ``validate(spec, services)`` normalises a request at submit time (raising
-    :class:`InvalidJobSpecError`), ``run(ctx)`` executes it in a worker thread."""
-
-    name: str
-    run: Callable[[JobContext], dict[str, Any]]
-    validate: Callable[[dict[str, Any], Any], dict[str, Any]] = field(default=lambda spec, services: spec)
-
 
 class JobRunner(abc.ABC):
     """What the API needs from a job executor."""
@@ -123,7 +89,7 @@ class LocalJobRunner(JobRunner):
     CANCEL_GRACE_S = 10.0
 
     def __init__(self, store: JobStore, kinds: dict[str, JobKind], *, max_workers: int,
-                 workspace: Path, services: Any = None, poll_interval: float = 1.0,
+                 workspace: Path, services: JobServices | None = None, poll_interval: float = 1.0,
                  isolation: str = "thread", child_config: dict[str, Any] | None = None) -> None:
         if isolation not in ("thread", "process"):
             raise ValueError(f"isolation must be 'thread' or 'process', not {isolation!r}")
@@ -272,13 +238,13 @@ class LocalJobRunner(JobRunner):
                               error=f"job worker process exited with code {proc.exitcode} without a result")
 
 
-_CONTEXT: Any = None
+_CONTEXT: BaseContext | None = None
 #: imported once by the fork server, so a job process starts in milliseconds instead of re-importing them
-PRELOAD = ["controller.jobs.worker", "controller.jobs.kinds", "controller.registry", "controller.settings",
-           "controller.compression", "controller.evaluation", "numpy", "onnx", "onnxruntime"]
+PRELOAD = ["controller.jobs.worker", "controller.jobs.kinds", "controller.jobs.execute", "controller.registry",
+           "controller.settings", "controller.compression", "controller.evaluation", "numpy", "onnx", "onnxruntime"]
 
 
-def _job_context() -> Any:
+def _job_context() -> BaseContext:
     """The multiprocessing context for job processes: a fork server with the heavy modules preloaded.
 
     A fork server is a clean single-threaded process started once; forking it is safe (unlike
@@ -298,61 +264,9 @@ def _job_context() -> Any:
     return _CONTEXT
 
 
-def _stop_process(proc: Any) -> None:
+def _stop_process(proc: BaseProcess) -> None:
     proc.terminate()
     proc.join(5)
     if proc.is_alive():
         proc.kill()
         proc.join(5)
-
-
-def make_reporter(store: JobStore, job: Job, should_stop: Callable[[], type[Cancelled] | None],
-                  interval: float) -> ProgressCallback:
-    """The progress callback given to a technique: throttled store writes + the cooperative stop check.
-
-    Raises the exception class ``should_stop`` returns, :class:`Cancelled` once the store says
-    a cancel was requested (by any process or replica), and :class:`Interrupted` when the job
-    is no longer ``running`` in the store (a restarted controller failed it): a worker whose
-    job was taken away must not record a version for it.
-    """
-    last: dict[str, Any] = {"t": 0.0, "stage": None}
-
-    def report(percent: float, stage: str | None = None) -> None:
-        stop = should_stop()
-        if stop is not None:
-            raise stop(stop.__name__.lower())
-        now = time.monotonic()
-        if stage == last["stage"] and now - last["t"] < interval and percent < 100:
-            return
-        last.update(t=now, stage=stage)
-        if not store.report(job.id, percent, stage):
-            raise Interrupted("job is no longer running in the store")
-        if store.cancel_requested(job.id):
-            raise Cancelled("cancelled")
-
-    return report
-
-
-def execute(store: JobStore, kind: JobKind, job: Job, workspace: Path, services: Any,
-            should_stop: Callable[[], type[Cancelled] | None], interval: float) -> None:
-    """Run one claimed job to a terminal state in the store (used in a worker thread or a child process)."""
-    workdir = Path(workspace) / "jobs" / job.id
-    workdir.mkdir(parents=True, exist_ok=True)
-    ctx = JobContext(job=job, workdir=workdir, services=services,
-                     _report=make_reporter(store, job, should_stop, interval))
-    try:
-        ctx.progress(0.0, "starting")
-        result = kind.run(ctx)
-        ctx.progress(100.0, "done")
-    except Interrupted as exc:
-        store.finish(job.id, JobState.FAILED, error=f"interrupted by controller shutdown ({exc})")
-    except Cancelled:
-        store.finish(job.id, JobState.CANCELLED, error="cancelled by request")
-    except Exception as exc:  # noqa: BLE001 - any failure of a technique ends the job, never the worker
-        log.warning("job %s failed: %s", job.id, exc)
-        log.debug("%s", traceback.format_exc())
-        store.finish(job.id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
-    else:
-        store.finish(job.id, JobState.SUCCEEDED, result=result)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -3,7 +3,7 @@
 The child rebuilds what a job needs from plain data (settings as a dict): its own job store
 and registry connections on the same SQLite files (WAL allows several processes), the job
 kinds (built-ins + ``EDGEFLEET_JOB_PLUGINS``), and runs the job with the same
-:func:`controller.jobs.runner.execute` as the thread runner. It lowers its own CPU priority
+:func:`controller.jobs.execute.execute` as the thread runner. It lowers its own CPU priority
 so the API stays responsive, and it watches its parent (the fork server, which exits with the
 controller): if the controller dies, the child
 stops at its next progress report without writing anything, and the restarted controller
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from types import SimpleNamespace
 from typing import Any
 
 from controller.jobs.models import Cancelled, Interrupted
@@ -25,8 +24,9 @@ log = logging.getLogger(__name__)
 
 def child_main(job_id: str, config: dict[str, Any]) -> None:
     """Run one claimed job to completion in this (child) process."""
+    from controller.jobs.context import WorkerServices
+    from controller.jobs.execute import execute
     from controller.jobs.kinds import default_kinds, plugin_kinds
-    from controller.jobs.runner import execute
     from controller.jobs.store import JobStore
     from controller.registry import Registry
     from controller.settings import Settings
@@ -43,7 +43,7 @@ def child_main(job_id: str, config: dict[str, Any]) -> None:
     settings = Settings(**config["settings"])
     store = JobStore(settings.jobs_db_path)
     registry = Registry(settings.compression_workspace, actor="controller")
-    services = SimpleNamespace(settings=settings, registry=registry)
+    services = WorkerServices(settings=settings, registry=registry)
     kinds = default_kinds() | plugin_kinds(settings.job_plugins)
     job = store.get(job_id)
 

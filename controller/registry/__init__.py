@@ -4,8 +4,10 @@ Import :class:`Registry` and the typed errors from here; the REST layer maps
 :class:`RegistryError` subclasses to HTTP statuses via their ``http_status``.
 """
 
+from controller.registry.db import Database, new_id, utcnow
+from controller.registry.deployments import DeploymentRecords
+from controller.registry.devices import DeviceRecords
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
-from controller.registry.fleet_records import ReportResult, job_state_to_status
 from controller.registry.records import (
     ArtifactRecord,
     AuditEntry,
@@ -18,8 +20,11 @@ from controller.registry.records import (
     ModelRecord,
     ReportOutcome,
     VersionRecord,
+    job_state_to_status,
 )
-from controller.registry.store import CANDIDATE, PRODUCTION, Registry, validate_name
+from controller.registry.reports import ReportRecords, ReportResult
+from controller.registry.store import Registry, validate_name
+from controller.registry.tags import CANDIDATE, PRODUCTION
 
 __all__ = [
     "CANDIDATE",
@@ -28,19 +33,25 @@ __all__ = [
     "AuditEntry",
     "BlobRecord",
     "ConflictError",
+    "Database",
     "DeploymentDeviceRecord",
     "DeploymentRecord",
     "DeploymentState",
     "DeviceDeploymentState",
+    "DeploymentRecords",
     "DeviceRecord",
+    "DeviceRecords",
     "InvalidInputError",
     "ModelRecord",
     "NotFoundError",
     "Registry",
     "RegistryError",
     "ReportOutcome",
+    "ReportRecords",
     "ReportResult",
     "VersionRecord",
     "job_state_to_status",
+    "new_id",
+    "utcnow",
     "validate_name",
 ]

@@ -12,6 +12,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from common.errors import ReasonCode
+from common.update_states import UpdateState
+
 
 class DeviceDeploymentState(StrEnum):
     """Where one device is in one deployment; values are stored and never change."""
@@ -27,6 +30,35 @@ class DeviceDeploymentState(StrEnum):
     def terminal(self) -> bool:
         """True once the device will not move any further in this deployment."""
         return self not in (DeviceDeploymentState.PENDING, DeviceDeploymentState.IN_PROGRESS)
+
+
+_STATUS_OF: dict[UpdateState, DeviceDeploymentState | None] = {
+    UpdateState.DOWNLOAD: DeviceDeploymentState.IN_PROGRESS,
+    UpdateState.VERIFY: DeviceDeploymentState.IN_PROGRESS,
+    UpdateState.INSTALL: DeviceDeploymentState.IN_PROGRESS,
+    UpdateState.BENCHMARK: DeviceDeploymentState.IN_PROGRESS,
+    UpdateState.COMMIT: DeviceDeploymentState.COMMITTED,
+    UpdateState.ROLLBACK: DeviceDeploymentState.ROLLED_BACK,
+    UpdateState.FAILURE: DeviceDeploymentState.FAILED,
+    UpdateState.IDLE: None,
+}
+"""The one mapping from what an agent reports to where its device stands in a deployment."""
+
+
+def job_state_to_status(state: UpdateState, reason: ReasonCode) -> DeviceDeploymentState | None:
+    """A job report's update state → the device's status in the deployment (None = no change).
+
+    ``idle`` closes a job: it changes nothing after a commit or a rollback, but an ``idle``
+    with a reason other than ``ok`` is a refusal before any work (bad signature, wrong
+    profile), which fails the device.
+
+    Example:
+        >>> job_state_to_status(UpdateState.COMMIT, ReasonCode.OK)
+        <DeviceDeploymentState.COMMITTED: 'committed'>
+    """
+    if state is UpdateState.IDLE and reason is not ReasonCode.OK:
+        return DeviceDeploymentState.FAILED
+    return _STATUS_OF[UpdateState(state)]
 
 
 class ReportOutcome(StrEnum):

@@ -7,7 +7,10 @@ a version's lineage or the audit trail by accident.
 
 from __future__ import annotations
 
-import sqlite_utils
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.registry.db import Database
 
 SCHEMA_VERSION = 1
 
@@ -190,7 +193,8 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 
-def create_schema(db: sqlite_utils.Database) -> None:
+def create_schema(db: Database) -> None:
     """Create every table, index and trigger if missing, and stamp the schema version."""
-    db.conn.executescript(DDL)
-    db.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    db.register_schema(DDL)
+    with db.transaction() as conn:
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

@@ -5,63 +5,46 @@ keyword-only so the REST layer (issue 5) can pass request fields through by
 name, and every mutating call writes its audit entry in the same transaction
 as the change: there is never a change without its audit line, or the reverse.
 
-Thread safety: each thread gets its own SQLite connection (paho callbacks, the
-REST server's worker threads and the demo all share one ``Registry``); writers
-are serialised by one in-process lock and ``BEGIN IMMEDIATE`` so two processes
-on the same file also queue instead of failing.
+The database seam (connections per thread, the write lock, transactions, audit lines)
+is :class:`controller.registry.db.Database` (``registry.db``); the fleet's tables are
+``registry.devices``, ``registry.deployments`` and ``registry.reports`` (modules of the same
+names), on the same database so a deletion can check deployments in one query.
 
 Example:
     >>> reg = Registry(Path("/tmp/ws"))                                    # doctest: +SKIP
     >>> m = reg.create_model(name="minilm", actor="alice")                 # doctest: +SKIP
     >>> v = reg.add_version(model_id=m.id, path=Path("minilm.onnx"))       # doctest: +SKIP
-    >>> reg.set_tag(model_id=m.id, tag="production", version_id=v.id)      # doctest: +SKIP
+    >>> reg.tags.set_tag(model_id=m.id, tag="production", version_id=v.id)      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import sqlite3
-import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
-from common.manifest import Manifest
+from controller.registry.artifacts import ArtifactRecords
 from controller.registry.blobs import BlobStore
+from controller.registry.db import Database, dump_json, new_id, utcnow
+from controller.registry.deployments import DeploymentRecords
+from controller.registry.devices import DeviceRecords
 from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError
-from controller.registry.fleet_records import FleetRecords
 from controller.registry.records import (
-    ArtifactRecord,
     AuditEntry,
     BlobRecord,
     ModelRecord,
     VersionRecord,
 )
+from controller.registry.reports import ReportRecords
+from controller.registry.retention import Retention
 from controller.registry.schema import create_schema
+from controller.registry.tags import TagRecords
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,63}$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_UNSET: Any = object()
-PRODUCTION = "production"
-CANDIDATE = "candidate"
-
-
-def utcnow() -> str:
-    """Current time as ISO 8601 with an explicit UTC offset: the only time format stored."""
-    return datetime.now(UTC).isoformat()
-
-
-def new_id() -> str:
-    """A fresh UUID4 string: every model, version, artifact, deployment and audit entry id."""
-    return str(uuid.uuid4())
 
 
 def validate_name(name: str, what: str = "model name") -> str:
@@ -85,25 +68,7 @@ def _token(value: str, what: str) -> str:
     return value
 
 
-def dump_json(value: Any, what: str) -> str:
-    """Serialise a JSON object strictly (no NaN/inf, dict at the top) so stored data stays portable."""
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"{what} must be a JSON object, got {type(value).__name__}")
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{what} is not JSON-serialisable (finite numbers, strings, lists, dicts): {exc}"
-        ) from exc
-
-
-def _finite(x: Any) -> bool:
-    return not isinstance(x, float) or math.isfinite(x)
-
-
-class Registry(FleetRecords):
+class Registry:
     """SQLite-backed registry rooted at one workspace directory.
 
     Args:
@@ -116,89 +81,23 @@ class Registry(FleetRecords):
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.db_path = self.workspace / "registry.sqlite"
         self.blobs = BlobStore(self.workspace / "blobs")
-        self.default_actor = actor
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._write_lock = threading.RLock()
-        self._closed = False
-        db = self._db()
-        db.enable_wal()
-        create_schema(db)
+        self.db = Database(self.db_path, actor=actor)
+        create_schema(self.db)
+        self.devices = DeviceRecords(self.db)
+        self.deployments = DeploymentRecords(self.db, self.devices)
+        self.reports = ReportRecords(self.db)
+        self.tags = TagRecords(self.db, self)
+        self.artifacts = ArtifactRecords(self.db, self)
+        self.retention = Retention(self.db, self)
 
-    # ------------------------------------------------------------------ plumbing
-    def _db(self) -> sqlite_utils.Database:
-        if self._closed:
-            raise RuntimeError("registry is closed")
-        db = getattr(self._local, "db", None)
-        if db is None:
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            db = sqlite_utils.Database(conn)
-            self._local.db = db
-            with self._conns_lock:
-                self._conns.append(conn)
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (re-entrant within a thread)."""
-        conn = self._db().conn
-        with self._write_lock:
-            if conn.in_transaction:
-                yield conn
-                return
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    def _one(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:
-        for row in self._db().query(sql, params):
-            return row
-        return None
-
-    def _all(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
-        return list(self._db().query(sql, params))
-
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
-
-    def _actor(self, actor: str | None) -> str:
-        return actor or self.default_actor
-
-    def _audit(self, conn: sqlite3.Connection, actor: str | None, action: str, target: str, details: dict) -> None:
-        self._insert(
-            conn,
-            "audit_log",
-            {
-                "id": new_id(),
-                "ts": utcnow(),
-                "actor": self._actor(actor),
-                "action": action,
-                "target": target,
-                "details": json.dumps(details, sort_keys=True, default=str),
-            },
-        )
+    @property
+    def default_actor(self) -> str:
+        """Audit-log name used when a call passes none."""
+        return self.db.default_actor
 
     def close(self) -> None:
         """Close every thread's connection; the registry cannot be used afterwards."""
-        self._closed = True
-        with self._conns_lock:
-            for conn in self._conns:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-            self._conns.clear()
+        self.db.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -209,8 +108,8 @@ class Registry(FleetRecords):
     # ------------------------------------------------------------------ audit
     def audit(self, *, action: str, target: str, details: dict | None = None, actor: str | None = None) -> None:
         """Append an audit entry for a mutating call made outside the registry (e.g. an upload rejected)."""
-        with self._tx() as conn:
-            self._audit(conn, actor, action, target, details or {})
+        with self.db.transaction() as conn:
+            self.db.audit(conn, actor, action, target, details or {})
 
     def audit_log(self, *, target: str | None = None, action: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Audit entries, newest first, optionally for one target id or one action."""
@@ -222,7 +121,7 @@ class Registry(FleetRecords):
             where.append("action = ?")
             params.append(action)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._all(f"SELECT * FROM audit_log {clause} ORDER BY ts DESC, rowid DESC LIMIT ?", (*params, limit))
+        rows = self.db.all(f"SELECT * FROM audit_log {clause} ORDER BY ts DESC, rowid DESC LIMIT ?", (*params, limit))
         return [AuditEntry.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ models
@@ -234,12 +133,12 @@ class Registry(FleetRecords):
             "name": name,
             "description": description,
             "created_at": utcnow(),
-            "created_by": self._actor(actor),
+            "created_by": self.db.actor(actor),
         }
         try:
-            with self._tx() as conn:
-                self._insert(conn, "models", row)
-                self._audit(conn, actor, "model.create", row["id"], {"name": name})
+            with self.db.transaction() as conn:
+                self.db.insert(conn, "models", row)
+                self.db.audit(conn, actor, "model.create", row["id"], {"name": name})
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"a model named {name!r} already exists; pick another name or add a version") from exc
         return ModelRecord.from_row(row)
@@ -249,7 +148,7 @@ class Registry(FleetRecords):
         if (model_id is None) == (name is None):
             raise InvalidInputError("give exactly one of model_id= or name=")
         key, value = ("id", model_id) if model_id is not None else ("name", name)
-        row = self._one(f"SELECT * FROM models WHERE {key} = ?", (value,))
+        row = self.db.one(f"SELECT * FROM models WHERE {key} = ?", (value,))
         if row is None:
             raise NotFoundError(f"no model with {key} {value!r}")
         return ModelRecord.from_row(row)
@@ -276,7 +175,7 @@ class Registry(FleetRecords):
             where.append("id IN (SELECT model_id FROM tags WHERE tag = ?)")
             params.append(tag)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._all(f"SELECT * FROM models {clause} ORDER BY name LIMIT ? OFFSET ?", (*params, limit, offset))
+        rows = self.db.all(f"SELECT * FROM models {clause} ORDER BY name LIMIT ? OFFSET ?", (*params, limit, offset))
         return [ModelRecord.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ blobs
@@ -284,14 +183,14 @@ class Registry(FleetRecords):
         """Store a file by content (idempotent: the same bytes give the same record)."""
         staged = self.blobs.stage(path=path, data=data)
         try:
-            with self._tx() as conn:
+            with self.db.transaction() as conn:
                 staged.commit()
                 conn.execute(
                     "INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES (?, ?, ?)",
                     (staged.sha256, staged.size, utcnow()),
                 )
                 if staged.created:
-                    self._audit(conn, actor, "blob.put", staged.sha256, {"size": staged.size})
+                    self.db.audit(conn, actor, "blob.put", staged.sha256, {"size": staged.size})
         except BaseException:
             staged.undo()
             raise
@@ -299,7 +198,7 @@ class Registry(FleetRecords):
 
     def get_blob(self, *, sha256: str) -> BlobRecord:
         """A stored blob's record; NotFoundError if unknown or missing on disk."""
-        row = self._one("SELECT * FROM blobs WHERE sha256 = ?", (sha256,))
+        row = self.db.one("SELECT * FROM blobs WHERE sha256 = ?", (sha256,))
         if row is None:
             raise NotFoundError(f"no blob with sha256 {sha256}")
         path = self.blobs.existing(sha256)
@@ -351,17 +250,17 @@ class Registry(FleetRecords):
             "size": staged.size,
             "metrics": metrics_json,
             "created_at": utcnow(),
-            "created_by": self._actor(actor),
+            "created_by": self.db.actor(actor),
         }
         try:
-            with self._tx() as conn:
+            with self.db.transaction() as conn:
                 staged.commit()
                 conn.execute(
                     "INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES (?, ?, ?)",
                     (staged.sha256, staged.size, row["created_at"]),
                 )
-                self._insert(conn, "versions", row)
-                self._audit(
+                self.db.insert(conn, "versions", row)
+                self.db.audit(
                     conn,
                     actor,
                     "version.create",
@@ -375,7 +274,7 @@ class Registry(FleetRecords):
 
     def get_version(self, *, version_id: str) -> VersionRecord:
         """One version by id."""
-        row = self._one("SELECT * FROM versions WHERE id = ?", (version_id,))
+        row = self.db.one("SELECT * FROM versions WHERE id = ?", (version_id,))
         if row is None:
             raise NotFoundError(f"no model version with id {version_id!r}")
         return VersionRecord.from_row(row)
@@ -398,7 +297,7 @@ class Registry(FleetRecords):
         if profile:
             where.append("profile = ?")
             params.append(profile)
-        rows = self._all(
+        rows = self.db.all(
             f"SELECT * FROM versions WHERE {' AND '.join(where)} ORDER BY created_at, rowid LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
@@ -418,307 +317,25 @@ class Registry(FleetRecords):
 
     def children(self, *, version_id: str) -> list[VersionRecord]:
         """Versions derived directly from this one."""
-        rows = self._all("SELECT * FROM versions WHERE parent_id = ? ORDER BY created_at, rowid", (version_id,))
+        rows = self.db.all("SELECT * FROM versions WHERE parent_id = ? ORDER BY created_at, rowid", (version_id,))
         return [VersionRecord.from_row(r) for r in rows]
 
     def add_metrics(self, *, version_id: str, metrics: dict[str, Any], source: str, actor: str | None = None) -> None:
         """Attach metrics measured after creation (evaluation, device benchmarks); the version stays immutable."""
         self.get_version(version_id=version_id)
         text = dump_json(metrics, "metrics")
-        with self._tx() as conn:
-            self._insert(
+        with self.db.transaction() as conn:
+            self.db.insert(
                 conn,
                 "version_metrics",
                 {"version_id": version_id, "source": source, "metrics": text, "created_at": utcnow()},
             )
-            self._audit(conn, actor, "version.metrics", version_id, {"source": source})
+            self.db.audit(conn, actor, "version.metrics", version_id, {"source": source})
 
     def version_metrics(self, *, version_id: str) -> dict[str, Any]:
         """Creation metrics under ``"build"`` plus later ones under their source (latest per source wins)."""
         version = self.get_version(version_id=version_id)
         out: dict[str, Any] = {"build": version.metrics}
-        for row in self._all("SELECT * FROM version_metrics WHERE version_id = ? ORDER BY id", (version_id,)):
+        for row in self.db.all("SELECT * FROM version_metrics WHERE version_id = ? ORDER BY id", (version_id,)):
             out[row["source"]] = json.loads(row["metrics"])
         return out
-
-    def versions_in_use(self, *, version_ids: list[str]) -> list[str]:
-        """Which of these versions a device runs or keeps, or any deployment ever shipped.
-
-        Deployed versions are kept for the audit trail and for rollbacks, so deletion refuses them.
-        """
-        if not version_ids:
-            return []
-        marks = ", ".join("?" for _ in version_ids)
-        hits = {
-            r["version_id"]
-            for r in self._all(
-                f"SELECT DISTINCT a.version_id FROM deployment_devices dd JOIN artifacts a ON a.id = dd.artifact_id "
-                f"WHERE a.version_id IN ({marks})",
-                tuple(version_ids),
-            )
-        }
-        for row in self._all("SELECT active, previous FROM devices"):
-            for slot in (row["active"], row["previous"]):
-                version = json.loads(slot).get("version") if slot else None
-                if version in version_ids:
-                    hits.add(version)
-        return sorted(hits)
-
-    def delete_versions(self, *, version_ids: list[str], actor: str | None = None, delete_model: bool = False) -> None:
-        """Delete versions (and optionally their model) in one audited transaction.
-
-        Refused (ConflictError) while a version is deployed or kept on a device, or while
-        another version derives from it (lineage must stay complete). Blobs nothing refers
-        to any more are removed after the commit.
-        """
-        versions = [self.get_version(version_id=v) for v in version_ids]
-        model_ids = {v.model_id for v in versions}
-        if delete_model and len(model_ids) != 1:
-            raise InvalidInputError("delete_model needs versions of exactly one model")
-        busy = self.versions_in_use(version_ids=version_ids)
-        if busy:
-            raise ConflictError(
-                f"version(s) {', '.join(busy)} are or were deployed to devices; deployed versions are kept "
-                "(roll back or deploy another version; history stays auditable)"
-            )
-        children = [c.id for v in versions for c in self.children(version_id=v.id) if c.id not in version_ids]
-        if children:
-            raise ConflictError(
-                f"version(s) {', '.join(children)} derive from what you are deleting; delete them first"
-            )
-        if delete_model:
-            (model_id,) = model_ids
-            rest = [v.id for v in self.list_versions(model_id=model_id, limit=1_000_000) if v.id not in version_ids]
-            if rest:
-                raise ConflictError(f"model {model_id} still has versions {rest}; delete them too")
-        ids = [v.id for v in versions]
-        by_id = {v.id: v for v in versions}
-        depth = {v.id: len(self.lineage(version_id=v.id)) for v in versions}
-        marks = ", ".join("?" for _ in ids)
-        with self._tx() as conn:
-            conn.execute(
-                f"DELETE FROM artifact_blobs WHERE artifact_id IN (SELECT id FROM artifacts WHERE version_id IN "
-                f"({marks}))",
-                ids,
-            )
-            conn.execute(f"DELETE FROM artifacts WHERE version_id IN ({marks})", ids)
-            conn.execute(f"DELETE FROM tags WHERE version_id IN ({marks})", ids)
-            conn.execute(f"DELETE FROM version_metrics WHERE version_id IN ({marks})", ids)
-            # children first, so the parent foreign key never dangles mid-statement
-            for vid in sorted(ids, key=lambda i: -depth[i]):
-                conn.execute("DELETE FROM versions WHERE id = ?", (vid,))
-                self._audit(conn, actor, "version.delete", vid, {"model_id": by_id[vid].model_id})
-            if delete_model:
-                (model_id,) = model_ids
-                conn.execute("DELETE FROM tags WHERE model_id = ?", (model_id,))
-                conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
-                self._audit(conn, actor, "model.delete", model_id, {})
-        self.gc_blobs()
-
-    def gc_blobs(self) -> list[str]:
-        """Remove blobs no version or artifact refers to; returns their sha256s.
-
-        Runs under the write lock, like every blob commit, so a concurrent add of the same
-        content cannot lose its file.
-        """
-        with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT sha256 FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM versions) "
-                "AND sha256 NOT IN (SELECT sha256 FROM artifact_blobs)"
-            ).fetchall()
-            removed = [r[0] for r in rows]
-            for sha in removed:
-                conn.execute("DELETE FROM blobs WHERE sha256 = ?", (sha,))
-                self.blobs.remove(sha)
-        return removed
-
-    # ------------------------------------------------------------------ tags
-    def set_tag(
-        self,
-        *,
-        model_id: str,
-        tag: str,
-        version_id: str,
-        expected_version_id: str | None = _UNSET,
-        actor: str | None = None,
-    ) -> VersionRecord:
-        """Point a tag (``production``, ``candidate``, custom) at a version of the model.
-
-        ``expected_version_id`` makes it a compare-and-set (None = the tag must not exist
-        yet): two operators promoting at once get a ConflictError instead of a silent
-        overwrite.
-        """
-        if not isinstance(tag, str) or not _TAG_RE.match(tag) or ".." in tag:
-            raise InvalidInputError(f"invalid tag {tag!r}: use 1-64 characters from [A-Za-z0-9_.-]")
-        version = self.get_version(version_id=version_id)
-        if version.model_id != model_id:
-            raise InvalidInputError(f"version {version_id} belongs to model {version.model_id}, not {model_id}")
-        with self._tx() as conn:
-            row = self._one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
-            current = row["version_id"] if row else None
-            if expected_version_id is not _UNSET and current != expected_version_id:
-                raise ConflictError(
-                    f"tag {tag!r} of model {model_id} points at {current}, not the expected {expected_version_id}; "
-                    "reload and retry"
-                )
-            self._write_tag(conn, model_id, tag, version_id, "set", actor)
-            self._audit(conn, actor, "tag.set", model_id, {"tag": tag, "version_id": version_id, "from": current})
-        return version
-
-    def _write_tag(
-        self, conn: sqlite3.Connection, model_id: str, tag: str, version_id: str, action: str, actor: str | None
-    ) -> None:
-        now = utcnow()
-        conn.execute(
-            "INSERT INTO tags(model_id, tag, version_id, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(model_id, tag) DO UPDATE SET version_id = excluded.version_id, "
-            "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-            (model_id, tag, version_id, now, self._actor(actor)),
-        )
-        self._insert(
-            conn,
-            "tag_history",
-            {
-                "model_id": model_id,
-                "tag": tag,
-                "version_id": version_id,
-                "action": action,
-                "ts": now,
-                "actor": self._actor(actor),
-            },
-        )
-
-    def get_tag(self, *, model_id: str, tag: str) -> VersionRecord:
-        """The version a tag points at."""
-        row = self._one("SELECT version_id FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
-        if row is None:
-            raise NotFoundError(f"model {model_id} has no tag {tag!r}")
-        return self.get_version(version_id=row["version_id"])
-
-    def list_tags(self, *, model_id: str) -> dict[str, str]:
-        """Tag name → version id for one model."""
-        rows = self._all("SELECT tag, version_id FROM tags WHERE model_id = ? ORDER BY tag", (model_id,))
-        return {r["tag"]: r["version_id"] for r in rows}
-
-    def delete_tag(self, *, model_id: str, tag: str, actor: str | None = None) -> None:
-        """Remove a tag (audited)."""
-        self.get_tag(model_id=model_id, tag=tag)
-        with self._tx() as conn:
-            conn.execute("DELETE FROM tags WHERE model_id = ? AND tag = ?", (model_id, tag))
-            self._audit(conn, actor, "tag.delete", model_id, {"tag": tag})
-
-    def rollback_targets(self, *, model_id: str, tag: str = PRODUCTION) -> list[str]:
-        """Versions a tag may roll back to: ancestors of its current version and its earlier holders."""
-        current = self.get_tag(model_id=model_id, tag=tag)
-        history = self._all(
-            "SELECT version_id FROM tag_history WHERE model_id = ? AND tag = ? ORDER BY id DESC", (model_id, tag)
-        )
-        out: list[str] = []
-        for row in history:
-            if row["version_id"] != current.id and row["version_id"] not in out:
-                out.append(row["version_id"])
-        for version in reversed(self.lineage(version_id=current.id)[:-1]):
-            if version.id not in out:
-                out.append(version.id)
-        return out
-
-    def rollback_tag(
-        self,
-        *,
-        model_id: str,
-        tag: str = PRODUCTION,
-        to_version_id: str | None = None,
-        actor: str | None = None,
-        reason: str = "",
-    ) -> VersionRecord:
-        """Move a tag back to an earlier version in its lineage (default: the previous holder).
-
-        "Earlier in the lineage" means an ancestor of the current version or a version
-        that held this tag before; anything else is refused, so a rollback can never
-        promote an untested sibling by mistake.
-        """
-        current = self.get_tag(model_id=model_id, tag=tag)
-        allowed = self.rollback_targets(model_id=model_id, tag=tag)
-        if not allowed:
-            raise ConflictError(f"tag {tag!r} of model {model_id} has no earlier version to roll back to")
-        target = to_version_id or allowed[0]
-        if target not in allowed:
-            raise InvalidInputError(
-                f"version {target} is not in the lineage of {tag!r} (currently {current.id}); "
-                f"allowed targets: {', '.join(allowed)}"
-            )
-        version = self.get_version(version_id=target)
-        with self._tx() as conn:
-            self._write_tag(conn, model_id, tag, target, "rollback", actor)
-            self._audit(
-                conn,
-                actor,
-                "tag.rollback",
-                model_id,
-                {"tag": tag, "from": current.id, "to": target, "reason": reason},
-            )
-        return version
-
-    # ------------------------------------------------------------------ artifacts
-    def add_artifact(self, *, manifest: Manifest, actor: str | None = None) -> ArtifactRecord:
-        """Record a signed manifest built from a version; all its files must already be stored blobs."""
-        if not manifest.signature:
-            raise InvalidInputError("refusing an unsigned manifest: sign it with common.manifest.sign_manifest")
-        version = self.get_version(version_id=manifest.version)
-        if version.model_id != manifest.model_id:
-            raise InvalidInputError(
-                f"manifest model_id {manifest.model_id} does not match version {version.id}'s model {version.model_id}"
-            )
-        for ref in manifest.files:
-            blob = self.get_blob(sha256=ref.sha256)
-            if blob.size != ref.size:
-                raise InvalidInputError(f"manifest says {ref.filename} is {ref.size} bytes, stored blob is {blob.size}")
-        row = {
-            "id": new_id(),
-            "version_id": version.id,
-            "profile": manifest.profile,
-            "manifest": manifest.model_dump_json(),
-            "created_at": utcnow(),
-        }
-        with self._tx() as conn:
-            self._insert(conn, "artifacts", row)
-            for ref in manifest.files:
-                conn.execute(
-                    "INSERT OR IGNORE INTO artifact_blobs(artifact_id, sha256, role) VALUES (?, ?, ?)",
-                    (row["id"], ref.sha256, ref.role),
-                )
-            self._audit(
-                conn, actor, "artifact.create", row["id"], {"version_id": version.id, "profile": manifest.profile}
-            )
-        return ArtifactRecord.from_row(row)
-
-    def get_artifact(self, *, artifact_id: str) -> ArtifactRecord:
-        """One artifact by id."""
-        row = self._one("SELECT * FROM artifacts WHERE id = ?", (artifact_id,))
-        if row is None:
-            raise NotFoundError(f"no artifact with id {artifact_id!r}")
-        return ArtifactRecord.from_row(row)
-
-    def list_artifacts(self, *, version_id: str | None = None, profile: str | None = None) -> list[ArtifactRecord]:
-        """Artifacts newest first, optionally for one version and/or profile."""
-        where, params = [], []
-        if version_id:
-            where.append("version_id = ?")
-            params.append(version_id)
-        if profile:
-            where.append("profile = ?")
-            params.append(profile)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._all(f"SELECT * FROM artifacts {clause} ORDER BY created_at DESC, rowid DESC", tuple(params))
-        return [ArtifactRecord.from_row(r) for r in rows]
-
-    def manifest(self, *, artifact_id: str) -> Manifest:
-        """The signed manifest of an artifact, as the protocol model."""
-        return Manifest.model_validate(self.get_artifact(artifact_id=artifact_id).manifest)
-
-    def find_artifact(self, *, manifest: Manifest) -> ArtifactRecord | None:
-        """The artifact recorded for exactly this signed manifest, if any."""
-        for art in self.list_artifacts(version_id=manifest.version, profile=manifest.profile):
-            if art.manifest.get("signature") == manifest.signature:
-                return art
-        return None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.rollout.errors import RolloutPlanError, RolloutStateError
 from controller.rollout.plan import RolloutPlan
-from controller.rollout.store import Rollout
+from controller.rollout.store import DeviceOutcome, Rollout
 
 if TYPE_CHECKING:
     from controller.rollout.engine import RolloutEngine
@@ -56,17 +56,17 @@ def start_ab(
     plan = plan or RolloutPlan(strategy="all_at_once")
     variants = split(device_ids, ratio)
     store = engine.store
-    with engine._lock:
+    with engine.lock:
         rid = store.create(kind="ab", target={"a": a, "b": b, "ratio": ratio}, plan=plan,
                            waves=[list(variants)], variants=variants, actor=actor)
         for variant, target in (("a", a), ("b", b)):
             group = [d for d, v in variants.items() if v == variant]
-            prior = {d: p for d, p in engine.registry.desired_deployments().items() if d in set(group)}
+            prior = {d: p for d, p in engine.registry.devices.desired_deployments().items() if d in set(group)}
             dep = engine.fleet.deploy(target, group, thresholds=plan.thresholds, actor=actor)
             store.start_devices(rid, group, dep.id, prior)
             store.event(rid, "variant_started", f"variant {variant}: {len(group)} device(s)",
                         {"variant": variant, "target": target, "devices": group, "deployment_id": dep.id})
-    engine._wake()
+    engine.wake()
     return store.get(rid)
 
 
@@ -96,10 +96,10 @@ def verdict(
         raise RolloutStateError(f"rollout {ab_id} is not an A/B deployment")
     samples: dict[str, dict[str, list[float]]] = {"a": {m: [] for m in METRICS}, "b": {m: [] for m in METRICS}}
     for d in r.devices:
-        if d.outcome != "committed" or not d.deployment_id:
+        if d.outcome != DeviceOutcome.COMMITTED or not d.deployment_id:
             continue
-        reports = [x for x in engine.registry.bench_reports(deployment_id=d.deployment_id, device_id=d.device_id)
-                   if x.get("decision") == "commit"]
+        stored = engine.registry.reports.bench_reports(deployment_id=d.deployment_id, device_id=d.device_id)
+        reports = [x for x in stored if x.get("decision") == "commit"]
         if reports:
             for m in METRICS:
                 samples[d.variant][m].append(float(reports[-1]["candidate_metrics"][m]))
@@ -146,8 +146,7 @@ def promote_winner(engine: RolloutEngine, ab_id: str, *, plan: RolloutPlan | Non
     target = r.target[result["winner"]]
     devices = [d.device_id for d in r.devices]
     plan = plan or RolloutPlan(strategy="all_at_once")
-    is_artifact = engine.registry._one("SELECT 1 AS x FROM artifacts WHERE id = ?", (target,)) is not None
-    key = "artifact_id" if is_artifact else "version_id"
+    key = "artifact_id" if engine.fleet.targets.is_artifact(target) else "version_id"
     rollout = engine.create(**{key: target}, device_ids=devices, plan=plan)
     engine.store.event(ab_id, "ab_promoted", f"variant {result['winner']} promoted to {len(devices)} devices",
                        {"rollout_id": rollout.id, "winner": result["winner"]})

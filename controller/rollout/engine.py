@@ -22,38 +22,28 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from controller.registry import ConflictError
+from controller.rollout.driver import RolloutDriver
 from controller.rollout.errors import RolloutPlanError, RolloutStateError
-from controller.rollout.gate import fleet_gate
 from controller.rollout.plan import RolloutPlan
-from controller.rollout.store import ACTIVE_STATES, FINAL_STATES, Rollout, RolloutDevice, RolloutStore
+from controller.rollout.store import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    DeviceOutcome,
+    Rollout,
+    RolloutState,
+    RolloutStore,
+)
 
 if TYPE_CHECKING:
     from controller.fleet import FleetService
 
 log = logging.getLogger(__name__)
-
-BAD_OUTCOMES = frozenset({"failed", "regressed", "rolled_back", "timed_out"})
-FINAL_OUTCOMES = BAD_OUTCOMES | {"committed", "superseded"}
-
-
-def _outcome(state: str, reason: str) -> str | None:
-    """Rollout outcome of a per-device deployment state (None = still running)."""
-    if state == "committed":
-        return "committed"
-    if state == "rolled_back":
-        return "regressed" if reason.startswith("regression") else "rolled_back"
-    if state in ("failed", "superseded"):
-        return state
-    return None
-
 
 class RolloutEngine:
     """Creates, drives, pauses, resumes, cancels and rolls back rollouts.
@@ -70,11 +60,13 @@ class RolloutEngine:
     def __init__(self, fleet: FleetService, *, tick_s: float = 0.25, actor: str = "rollout-engine") -> None:
         self.fleet = fleet
         self.registry = fleet.registry
-        self.store = RolloutStore(self.registry)
+        self.store = RolloutStore(self.registry.db)
+        self.driver = RolloutDriver(fleet, self.store, actor=actor)
         self.tick_s = tick_s
         self.min_interval_s = min(0.05, tick_s)
         self.actor = actor
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
+        """Held while a rollout is created or changes state, so a tick never acts on a half-made change."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats: Counter[str] = Counter()
@@ -113,7 +105,7 @@ class RolloutEngine:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            if getattr(self.fleet, "_stopping", False):  # fleet (and soon the registry) shutting down
+            if self.fleet.stopping:  # fleet (and soon the registry) shutting down
                 self._stop.wait(self.tick_s)
                 continue
             try:
@@ -125,8 +117,7 @@ class RolloutEngine:
             # took (and min_interval_s), so the engine never starves report intake of the CPU
             if self._stop.wait(max(self.min_interval_s, 2 * (time.monotonic() - started))):
                 return
-            with self.fleet._changed:
-                self.fleet._changed.wait(max(0.0, self.tick_s - self.min_interval_s))
+            self.fleet.changes.wait(self.tick_s - self.min_interval_s)
 
     # ------------------------------------------------------------------ operator API
     def create(
@@ -157,9 +148,9 @@ class RolloutEngine:
         target: dict[str, Any] = {k: v for k, v in (("version_id", version_id), ("artifact_id", artifact_id)) if v}
         target |= {"profile": profile} if profile else {}
         target |= {"per_profile": dict(per_profile)} if per_profile else {}
-        with self._lock:
+        with self.lock:
             for old in self.store.active_for_devices(devices):
-                self.store.update(old, state="superseded", reason="a newer rollout targets its devices")
+                self.store.update(old, state=RolloutState.SUPERSEDED, reason="a newer rollout targets its devices")
                 self.store.event(old, "superseded", "a newer rollout targets some of its devices",
                                  {"devices": len(devices)})
             rid = self.store.create(kind="rollout", target=target, plan=plan, waves=plan.partition(devices),
@@ -167,18 +158,18 @@ class RolloutEngine:
             rollout = self.store.get(rid)
             self.store.event(rid, "created", f"{plan.strategy}: {rollout.waves} wave(s) over {len(devices)} devices",
                              {"waves": [len(rollout.in_wave(w)) for w in range(rollout.waves)]})
-        self._wake()
+        self.wake()
         return self.store.get(rid)
 
     def _resolve_target(self, device_ids: list[str] | None, profile: str | None) -> list[str]:
         if device_ids:
-            known = {d.id for d in self.registry.list_devices()}
+            known = {d.id for d in self.registry.devices.list_devices()}
             unknown = [d for d in dict.fromkeys(device_ids) if d not in known]
             if unknown:
                 raise RolloutPlanError(f"unknown device(s) {', '.join(unknown[:5])}: register them or let them connect")
             return list(dict.fromkeys(device_ids))
         if profile:
-            found = [d.id for d in self.registry.list_devices(profile=profile)]
+            found = [d.id for d in self.registry.devices.list_devices(profile=profile)]
             if found:
                 return found
             raise RolloutPlanError(f"no device of profile {profile!r} is known yet")
@@ -194,245 +185,85 @@ class RolloutEngine:
 
     def pause(self, rollout_id: str, reason: str = "paused by operator") -> Rollout:
         """No new wave starts; devices already updating finish."""
-        return self._transition(rollout_id, ("running",), "paused", "paused", reason)
+        return self._transition(rollout_id, (RolloutState.RUNNING,), RolloutState.PAUSED, "paused", reason)
 
     def resume(self, rollout_id: str, reason: str = "resumed by operator") -> Rollout:
         """Continue a paused rollout; one the fleet gate paused (too few canary reports) is promoted:
         resuming it is the operator's decision to go on without the gate's verdict."""
         r = self.store.get(rollout_id)
-        if r.state == "paused" and r.reason.startswith("fleet gate:"):
+        if r.state == RolloutState.PAUSED and r.reason.startswith("fleet gate:"):
             self.store.update(rollout_id, phase="gate_override")
-        return self._transition(rollout_id, ("paused",), "running", "resumed", reason)
+        return self._transition(rollout_id, (RolloutState.PAUSED,), RolloutState.RUNNING, "resumed", reason)
 
     def cancel(self, rollout_id: str, *, rollback: bool = False, reason: str = "cancelled by operator") -> Rollout:
         """Stop the rollout; with ``rollback=True`` also send every started device back."""
         if rollback:
-            with self._lock:
+            with self.lock:
                 r = self.store.get(rollout_id)
-                if r.state not in ("running", "paused"):
+                if r.state not in (RolloutState.RUNNING, RolloutState.PAUSED):
                     raise RolloutStateError(f"rollout {rollout_id} is {r.state}; only an active one can be cancelled")
-                self._roll_back(r, f"cancelled with rollback: {reason}", {})
+                self.driver.roll_back(r, f"cancelled with rollback: {reason}", {})
             return self.store.get(rollout_id)
-        return self._transition(rollout_id, ("running", "paused"), "cancelled", "cancelled", reason)
+        live = (RolloutState.RUNNING, RolloutState.PAUSED)
+        return self._transition(rollout_id, live, RolloutState.CANCELLED, "cancelled", reason)
 
     def rollback(self, rollout_id: str, reason: str) -> Rollout:
         """Roll back every started device (e.g. on a telemetry anomaly) unless already rolled back."""
-        with self._lock:
+        with self.lock:
             r = self.store.get(rollout_id)
-            if r.state in ("rolling_back", "rolled_back"):
+            if r.state in (RolloutState.ROLLING_BACK, RolloutState.ROLLED_BACK):
                 return r
-            self._roll_back(r, reason, {})
+            self.driver.roll_back(r, reason, {})
         return self.store.get(rollout_id)
 
     def on_anomaly(self, event: dict[str, Any]) -> None:
         """Rollback policy for telemetry anomalies: an updated device of an active rollout drifts → roll back."""
         device = event.get("device_id")
-        with self._lock:
-            for r in self.store.list(states=("running", "paused")):
-                hit = next((d for d in r.devices if d.device_id == device and d.outcome == "committed"), None)
+        with self.lock:
+            for r in self.store.list(states=(RolloutState.RUNNING, RolloutState.PAUSED)):
+                hit = next(
+                    (d for d in r.devices if d.device_id == device and d.outcome == DeviceOutcome.COMMITTED), None
+                )
                 if hit is None:
                     continue
                 self.store.event(r.id, "anomaly", f"{device}: {event.get('detail', '')}", event.get("figures", {}))
                 if r.plan.rollback_on_anomaly:
-                    self._roll_back(r, f"telemetry anomaly on {device}: {event.get('kind')}", event)
-        self._wake()
+                    self.driver.roll_back(r, f"telemetry anomaly on {device}: {event.get('kind')}", event)
+        self.wake()
 
-    def _transition(self, rollout_id: str, allowed: tuple[str, ...], new: str, event: str, reason: str) -> Rollout:
-        with self._lock:
+    def _transition(
+        self, rollout_id: str, allowed: tuple[RolloutState, ...], new: RolloutState, event: str, reason: str
+    ) -> Rollout:
+        with self.lock:
             r = self.store.get(rollout_id)
             if r.state not in allowed:
                 raise RolloutStateError(f"rollout {rollout_id} is {r.state}; {event} needs one of {allowed}")
             self.store.update(rollout_id, state=new, reason=reason)
             self.store.event(rollout_id, event, reason, {"wave": r.wave, "outcomes": r.outcomes()})
-        self._wake()
+        self.wake()
         return self.store.get(rollout_id)
 
-    def wait(self, rollout_id: str, timeout: float, *, until: tuple[str, ...] = FINAL_STATES + ("paused",)) -> Rollout:
+    def wait(
+        self, rollout_id: str, timeout: float, *, until: tuple[str, ...] = (*FINAL_STATES, RolloutState.PAUSED)
+    ) -> Rollout:
         """Block until the rollout reaches one of ``until`` (default: final or paused) or the timeout."""
         deadline = time.monotonic() + timeout
         while True:
             r = self.store.get(rollout_id)
             if r.state in until or time.monotonic() >= deadline:
                 return r
-            with self.fleet._changed:
-                self.fleet._changed.wait(min(0.2, max(0.01, deadline - time.monotonic())))
+            self.fleet.changes.wait(min(0.2, max(0.01, deadline - time.monotonic())))
 
-    def _wake(self) -> None:
-        with self.fleet._changed:
-            self.fleet._changed.notify_all()
+    def wake(self) -> None:
+        """Tick now (and wake every waiter): a rollout was created or changed state."""
+        self.fleet.changes.notify()
 
     # ------------------------------------------------------------------ driving
     def tick(self) -> None:
         """Advance every running or rolling-back rollout one step."""
-        with self._lock:
-            for r in self.store.list(states=("running", "rolling_back")):
-                if r.state == "rolling_back":
-                    self._finish_rollback(r)
+        with self.lock:
+            for r in self.store.list(states=(RolloutState.RUNNING, RolloutState.ROLLING_BACK)):
+                if r.state == RolloutState.ROLLING_BACK:
+                    self.driver.finish_rollback(r)
                 else:
-                    self._advance(r)
-
-    def _advance(self, r: Rollout) -> None:
-        if r.phase == "gate_override":
-            self._wave_done(r)
-            return
-        if r.phase == "bake":
-            if self._check_abort(r):
-                return
-            if time.time() >= (r.bake_until or 0):
-                self.store.update(r.id, wave=r.wave + 1, phase="deploy", bake_until=None)
-                self.store.event(r.id, "bake_done", f"bake after wave {r.wave} passed", {"wave": r.wave})
-            return
-        self._start_pending(r)
-        r = self._refresh(self.store.get(r.id))
-        if self._check_abort(r):
-            return
-        wave = r.in_wave(r.wave)
-        if all(d.outcome in FINAL_OUTCOMES for d in wave):
-            self._wave_done(r)
-
-    def _target(self, r: Rollout) -> str | None:
-        return r.target.get("version_id") or r.target.get("artifact_id")
-
-    def _deploy(self, r: Rollout, devices: list[str]) -> str:
-        """One deployment for a group of devices; returns its id (prior deployments recorded first)."""
-        prior = {d: p for d, p in self.registry.desired_deployments().items() if d in set(devices)}
-        dep = self.fleet.deploy(self._target(r), devices, thresholds=r.plan.thresholds,
-                                per_profile=r.target.get("per_profile"), actor=self.actor)
-        self.store.start_devices(r.id, devices, dep.id, prior)
-        return dep.id
-
-    def _start_pending(self, r: Rollout) -> None:
-        pending = [d.device_id for d in r.in_wave(r.wave) if d.outcome == "pending"]
-        if not pending:
-            return
-        try:
-            dep_id = self._deploy(r, pending)
-        except Exception as exc:  # noqa: BLE001 - e.g. no artifact for a profile: fail the rollout, visibly
-            self.store.update(r.id, state="failed", reason=f"could not start wave {r.wave}: {exc}")
-            self.store.event(r.id, "failed", f"could not start wave {r.wave}: {exc}", {"wave": r.wave})
-            return
-        label = "canary" if r.wave == 0 and r.plan.strategy == "canary" and r.waves > 1 else f"wave {r.wave}"
-        self.store.event(r.id, "wave_started", f"{label}: {len(pending)} device(s)",
-                         {"wave": r.wave, "devices": pending, "deployment_id": dep_id})
-
-    def _refresh(self, r: Rollout) -> Rollout:
-        """Outcomes from the per-device deployment states; retries and timeouts."""
-        running = [d for d in r.devices if d.outcome == "in_progress" and d.deployment_id]
-        if not running:
-            return r
-        # a light query, not get_deployment(): this runs every tick for up to thousands of devices
-        dep_ids = sorted({d.deployment_id for d in running if d.deployment_id})
-        marks = ", ".join("?" for _ in dep_ids)
-        rows = self.registry._all(
-            f"SELECT deployment_id, device_id, state, reason FROM deployment_devices WHERE deployment_id IN ({marks})",
-            tuple(dep_ids),
-        )
-        status = {(row["deployment_id"], row["device_id"]): (row["state"], row["reason"]) for row in rows}
-        now = time.time()
-        changed: dict[str, list[str]] = {}
-        expired: list[RolloutDevice] = []
-        for d in running:
-            rec = status.get((d.deployment_id, d.device_id))  # type: ignore[arg-type]
-            outcome = _outcome(*rec) if rec else "failed"
-            if outcome is not None:
-                changed.setdefault(outcome, []).append(d.device_id)
-            elif now - (d.started_at or now) > r.plan.device_timeout_s:
-                expired.append(d)
-        for outcome, ids in changed.items():
-            self.store.set_devices(r.id, ids, outcome=outcome)
-        self._handle_expired(r, expired)
-        return self.store.get(r.id) if changed or expired else r
-
-    def _handle_expired(self, r: Rollout, expired: list[RolloutDevice]) -> None:
-        retry = [d.device_id for d in expired if d.attempts <= r.plan.retries]
-        gone = [d.device_id for d in expired if d.attempts > r.plan.retries]
-        if retry:
-            dep_id = self._deploy(r, retry)
-            self.store.event(r.id, "retry", f"{len(retry)} device(s) silent for {r.plan.device_timeout_s:.0f}s",
-                             {"devices": retry, "deployment_id": dep_id})
-        if gone:
-            self.store.set_devices(r.id, gone, outcome="timed_out")
-            self.store.event(r.id, "timed_out", f"{len(gone)} device(s) gave no result after "
-                             f"{r.plan.retries + 1} attempt(s) of {r.plan.device_timeout_s:.0f}s", {"devices": gone})
-
-    def _abort_figures(self, r: Rollout) -> dict[str, Any]:
-        started = [d for d in r.devices if d.outcome != "pending"]
-        counts = Counter(d.outcome for d in started)
-        bad = sum(counts[o] for o in BAD_OUTCOMES)
-        return {"started": len(started), "bad": bad, "share": bad / len(started) if started else 0.0,
-                "outcomes": dict(counts), "abort_ratio": r.plan.abort_ratio, "abort_min_count": r.plan.abort_min_count}
-
-    def _check_abort(self, r: Rollout) -> bool:
-        fig = self._abort_figures(r)
-        if fig["bad"] >= r.plan.abort_min_count and fig["share"] >= r.plan.abort_ratio:
-            self._roll_back(r, f"abort: {fig['bad']}/{fig['started']} devices failed, regressed or timed out "
-                            f"({fig['share']:.0%} >= {r.plan.abort_ratio:.0%})", fig)
-            return True
-        return False
-
-    def _wave_done(self, r: Rollout) -> None:
-        is_canary = r.wave == 0 and r.plan.strategy == "canary" and r.waves > 1 and r.phase != "gate_override"
-        if is_canary:
-            canary = {d.device_id: d.deployment_id for d in r.in_wave(0) if d.outcome == "committed"}
-            decision = fleet_gate(self.registry, canary=canary, gate=r.plan.gate)  # type: ignore[arg-type]
-            self.store.event(r.id, f"gate_{decision.action}", decision.reason, decision.figures)
-            if decision.action == "rollback":
-                self._roll_back(r, f"fleet gate: {decision.reason}", decision.figures)
-                return
-            if decision.action == "pause":
-                self.store.update(r.id, state="paused", reason=f"fleet gate: {decision.reason}")
-                return
-        if r.wave >= r.waves - 1:
-            self.store.update(r.id, state="succeeded", reason=f"{r.waves} wave(s) done")
-            self.store.event(r.id, "succeeded", "every wave finished", self._abort_figures(r))
-            return
-        fig = {"wave": r.wave, "outcomes": Counter(d.outcome for d in r.in_wave(r.wave))}
-        if r.plan.bake_s > 0:
-            self.store.update(r.id, phase="bake", bake_until=time.time() + r.plan.bake_s)
-            self.store.event(r.id, "baking", f"wave {r.wave} done; baking {r.plan.bake_s:.0f}s", fig)
-        else:
-            self.store.update(r.id, wave=r.wave + 1, phase="deploy")
-            self.store.event(r.id, "promoted", f"wave {r.wave} done; starting wave {r.wave + 1}", fig)
-
-    def _roll_back(self, r: Rollout, reason: str, figures: dict[str, Any]) -> None:
-        """Send every started device back to the deployment it had before the rollout."""
-        started = [d for d in r.devices if d.outcome != "pending"]
-        self.store.set_devices(r.id, [d.device_id for d in r.devices if d.outcome == "pending"], outcome="skipped")
-        self.store.set_devices(r.id, [d.device_id for d in started if d.outcome in ("in_progress", "committed")],
-                               outcome="sent_back")
-        plan: dict[str, str | None] = {}
-        for d in started:
-            if d.outcome == "superseded":
-                continue  # another deployment owns the device now
-            plan[d.device_id] = self._prior_artifact(d)
-        for dep_id in {d.deployment_id for d in started if d.deployment_id}:
-            try:
-                self.registry.mark_deployment_rolled_back(deployment_id=dep_id, reason=reason, actor=self.actor)
-            except ConflictError:
-                pass
-        first_dep = next((d.deployment_id for d in started if d.deployment_id), None)
-        back = self.fleet.send_back(plan, rollback_of=first_dep, actor=self.actor) if plan and first_dep else None
-        ids = [back.id] if back else []
-        self.store.update(r.id, state="rolling_back" if ids else "rolled_back", reason=reason,
-                          rollback_deployments=json.dumps(ids))
-        self.store.event(r.id, "rollback", reason, figures | {"devices_sent_back": sorted(plan),
-                                                            "rollback_deployments": ids})
-        log.warning("rollout %s rolled back: %s", r.id, reason)
-
-    def _prior_artifact(self, d: RolloutDevice) -> str | None:
-        if not d.prior_deployment_id:
-            return None
-        row = self.registry._one(
-            "SELECT artifact_id FROM deployment_devices WHERE deployment_id = ? AND device_id = ?",
-            (d.prior_deployment_id, d.device_id),
-        )
-        return row["artifact_id"] if row else None
-
-    def _finish_rollback(self, r: Rollout) -> None:
-        deps = [self.registry.get_deployment(deployment_id=i) for i in r.rollback_deployments]
-        if all(dep.done for dep in deps):
-            counts: Counter[str] = Counter()
-            for dep in deps:
-                counts.update(dep.counts())
-            self.store.update(r.id, state="rolled_back")
-            self.store.event(r.id, "rolled_back", "every device sent back reported", {"outcomes": dict(counts)})
+                    self.driver.advance(r)

@@ -34,7 +34,7 @@ def _median(values: list[float]) -> float | None:
 def _fleet_baseline(registry: Registry, profile: str, exclude: set[str]) -> list[dict[str, Any]]:
     """Committed on-device figures of the model each non-canary device of the profile runs."""
     out = []
-    for dev in registry.list_devices(profile=profile):
+    for dev in registry.devices.list_devices(profile=profile):
         bench = dev.last_bench
         if dev.id in exclude or not bench or not dev.active or bench.get("decision") != "commit":
             continue
@@ -86,10 +86,10 @@ def fleet_gate(
     """
     by_profile: dict[str, list[dict[str, Any]]] = {}
     for device_id, dep_id in canary.items():
-        reports = [r for r in registry.bench_reports(deployment_id=dep_id, device_id=device_id)
+        reports = [r for r in registry.reports.bench_reports(deployment_id=dep_id, device_id=device_id)
                    if r.get("decision") == "commit"]
         if reports:
-            profile = registry.get_device(device_id=device_id).profile
+            profile = registry.devices.get_device(device_id=device_id).profile
             by_profile.setdefault(profile, []).append(reports[-1])
     n = sum(len(v) for v in by_profile.values())
     if n < gate.min_reports:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from controller.registry import Registry
-from controller.registry.store import new_id, utcnow
+from controller.registry import DeviceDeploymentState
+from controller.registry.db import Database, dump_loose, new_id, utcnow
 from controller.rollout.errors import RolloutNotFoundError
 from controller.rollout.plan import RolloutPlan
 
@@ -61,8 +62,66 @@ CREATE TRIGGER IF NOT EXISTS rollout_events_append_only BEFORE UPDATE ON rollout
 BEGIN SELECT RAISE(ABORT, 'rollout decisions are append-only'); END;
 """
 
-ACTIVE_STATES = ("running", "paused", "rolling_back")
-FINAL_STATES = ("succeeded", "rolled_back", "cancelled", "superseded", "failed")
+class RolloutState(StrEnum):
+    """Where a rollout (or A/B test) stands; values are stored and never change."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling_back"
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+class DeviceOutcome(StrEnum):
+    """Where one device stands in a rollout; values are stored and never change."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMMITTED = "committed"
+    REGRESSED = "regressed"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    SENT_BACK = "sent_back"
+
+
+ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.ROLLING_BACK)
+FINAL_STATES = (
+    RolloutState.SUCCEEDED, RolloutState.ROLLED_BACK, RolloutState.CANCELLED, RolloutState.SUPERSEDED,
+    RolloutState.FAILED,
+)
+BAD_OUTCOMES = frozenset({DeviceOutcome.FAILED, DeviceOutcome.REGRESSED, DeviceOutcome.ROLLED_BACK,
+                          DeviceOutcome.TIMED_OUT})
+FINAL_OUTCOMES = BAD_OUTCOMES | {DeviceOutcome.COMMITTED, DeviceOutcome.SUPERSEDED}
+_OUTCOME_OF: dict[DeviceDeploymentState, DeviceOutcome | None] = {
+    DeviceDeploymentState.PENDING: None,
+    DeviceDeploymentState.IN_PROGRESS: None,
+    DeviceDeploymentState.COMMITTED: DeviceOutcome.COMMITTED,
+    DeviceDeploymentState.ROLLED_BACK: DeviceOutcome.ROLLED_BACK,
+    DeviceDeploymentState.FAILED: DeviceOutcome.FAILED,
+    DeviceDeploymentState.SUPERSEDED: DeviceOutcome.SUPERSEDED,
+}
+
+
+def outcome_of(state: str, reason: str) -> DeviceOutcome | None:
+    """A device's deployment status → its rollout outcome (None = still running): the one mapping.
+
+    A rollback whose reason is a regression code is a ``regressed`` outcome, which the abort
+    criteria count like any failure but the operator reads as "the gate said no".
+
+    Example:
+        >>> outcome_of("rolled_back", "regression_latency")
+        <DeviceOutcome.REGRESSED: 'regressed'>
+    """
+    outcome = _OUTCOME_OF[DeviceDeploymentState(state)]
+    if outcome is DeviceOutcome.ROLLED_BACK and reason.startswith("regression"):
+        return DeviceOutcome.REGRESSED
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -75,7 +134,7 @@ class RolloutDevice:
     deployment_id: str | None
     attempts: int
     started_at: float | None
-    outcome: str
+    outcome: DeviceOutcome
     prior_deployment_id: str | None = None
 
 
@@ -87,7 +146,7 @@ class Rollout:
     kind: str
     target: dict[str, Any]
     plan: RolloutPlan
-    state: str
+    state: RolloutState
     wave: int
     phase: str
     bake_until: float | None
@@ -131,11 +190,11 @@ class Rollout:
 
 
 class RolloutStore:
-    """Rollout tables on a :class:`Registry`'s database (created on first use)."""
+    """Rollout tables on the registry's :class:`Database` (created on first use)."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        registry._db().conn.executescript(DDL)
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.register_schema(DDL)
 
     def create(
         self,
@@ -150,9 +209,9 @@ class RolloutStore:
         """Insert a rollout with its devices in waves; audited."""
         rid = new_id()
         now = utcnow()
-        reg = self.registry
-        with reg._tx() as conn:
-            reg._insert(
+        db = self.db
+        with db.transaction() as conn:
+            db.insert(
                 conn,
                 "rollouts",
                 {
@@ -160,7 +219,7 @@ class RolloutStore:
                     "kind": kind,
                     "target": json.dumps(target, sort_keys=True),
                     "plan": plan.model_dump_json(),
-                    "state": "running",
+                    "state": RolloutState.RUNNING.value,
                     "created_at": now,
                     "created_by": actor,
                     "updated_at": now,
@@ -168,7 +227,7 @@ class RolloutStore:
             )
             for wave, devices in enumerate(waves):
                 for device in devices:
-                    reg._insert(
+                    db.insert(
                         conn,
                         "rollout_devices",
                         {
@@ -178,15 +237,15 @@ class RolloutStore:
                             "variant": (variants or {}).get(device, ""),
                         },
                     )
-            reg._audit(conn, actor, f"rollout.{kind}", rid, {"target": target, "waves": [len(w) for w in waves]})
+            db.audit(conn, actor, f"rollout.{kind}", rid, {"target": target, "waves": [len(w) for w in waves]})
         return rid
 
     def get(self, rollout_id: str) -> Rollout:
         """A rollout with its devices."""
-        row = self.registry._one("SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
+        row = self.db.one("SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
         if row is None:
             raise RolloutNotFoundError(f"no rollout with id {rollout_id!r}")
-        devs = self.registry._all(
+        devs = self.db.all(
             "SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY wave, device_id", (rollout_id,)
         )
         return Rollout(
@@ -194,7 +253,7 @@ class RolloutStore:
             kind=row["kind"],
             target=json.loads(row["target"]),
             plan=RolloutPlan.model_validate_json(row["plan"]),
-            state=row["state"],
+            state=RolloutState(row["state"]),
             wave=row["wave"],
             phase=row["phase"],
             bake_until=row["bake_until"],
@@ -204,7 +263,7 @@ class RolloutStore:
             devices=[
                 RolloutDevice(
                     d["device_id"], d["wave"], d["variant"], d["deployment_id"], d["attempts"], d["started_at"],
-                    d["outcome"], d["prior_deployment_id"],
+                    DeviceOutcome(d["outcome"]), d["prior_deployment_id"],
                 )
                 for d in devs
             ],
@@ -220,7 +279,7 @@ class RolloutStore:
             where.append("kind = ?")
             params.append(kind)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.registry._all(f"SELECT id FROM rollouts {clause} ORDER BY created_at DESC", tuple(params))
+        rows = self.db.all(f"SELECT id FROM rollouts {clause} ORDER BY created_at DESC", tuple(params))
         return [self.get(r["id"]) for r in rows]
 
     def active_for_devices(self, device_ids: list[str]) -> list[str]:
@@ -228,7 +287,7 @@ class RolloutStore:
         if not device_ids:
             return []
         marks = ", ".join("?" for _ in device_ids)
-        rows = self.registry._all(
+        rows = self.db.all(
             f"SELECT DISTINCT r.id FROM rollouts r JOIN rollout_devices rd ON rd.rollout_id = r.id "
             f"WHERE r.state IN ('running', 'paused') AND rd.device_id IN ({marks})",
             tuple(device_ids),
@@ -239,7 +298,7 @@ class RolloutStore:
         """Change rollout columns (state, wave, phase, bake_until, reason)."""
         fields["updated_at"] = utcnow()
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute(f"UPDATE rollouts SET {sets} WHERE id = ?", (*fields.values(), rollout_id))
 
     def set_devices(self, rollout_id: str, device_ids: list[str], **fields: Any) -> None:
@@ -247,7 +306,7 @@ class RolloutStore:
         if not device_ids:
             return
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.executemany(
                 f"UPDATE rollout_devices SET {sets} WHERE rollout_id = ? AND device_id = ?",
                 [(*fields.values(), rollout_id, d) for d in device_ids],
@@ -263,7 +322,7 @@ class RolloutStore:
         """
         now = time.time()
         prior = prior or {}
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.executemany(
                 "UPDATE rollout_devices SET deployment_id = ?, attempts = attempts + 1, started_at = ?, "
                 "outcome = 'in_progress', prior_deployment_id = CASE WHEN attempts = 0 THEN ? "
@@ -273,14 +332,14 @@ class RolloutStore:
 
     def event(self, rollout_id: str, kind: str, reason: str, figures: dict[str, Any] | None = None) -> None:
         """Store one decision with its figures (append-only) and audit it."""
-        with self.registry._tx() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO rollout_events(rollout_id, ts, kind, reason, figures) VALUES (?, ?, ?, ?, ?)",
-                (rollout_id, utcnow(), kind, reason, json.dumps(figures or {}, sort_keys=True, default=str)),
+                (rollout_id, utcnow(), kind, reason, dump_loose(figures or {})),
             )
-            self.registry._audit(conn, "rollout-engine", f"rollout.{kind}", rollout_id, {"reason": reason})
+            self.db.audit(conn, "rollout-engine", f"rollout.{kind}", rollout_id, {"reason": reason})
 
     def events(self, rollout_id: str) -> list[dict[str, Any]]:
         """Decisions of a rollout, oldest first."""
-        rows = self.registry._all("SELECT * FROM rollout_events WHERE rollout_id = ? ORDER BY id", (rollout_id,))
+        rows = self.db.all("SELECT * FROM rollout_events WHERE rollout_id = ? ORDER BY id", (rollout_id,))
         return [{**r, "figures": json.loads(r["figures"])} for r in rows]

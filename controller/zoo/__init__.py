@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 
+from common.errors import NotFoundError
 from controller.zoo.base import Inputs, ZooModel
 from controller.zoo.cache import cache_dir
 
@@ -24,7 +25,7 @@ __all__ = ["ZOO_NAMES", "Inputs", "UnknownZooModelError", "ZooModel", "cache_dir
 ZOO_NAMES = ("minilm", "mobilenetv2", "mnist-cnn")
 
 
-class UnknownZooModelError(KeyError):
+class UnknownZooModelError(NotFoundError, KeyError):
     """Raised for a zoo name that does not exist; the message lists the ones that do."""
 
     def __str__(self) -> str:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 def cache_dir() -> Path:
     """The root cache directory, created on first use."""
-    root = Path(os.environ.get("EDGEFLEET_CACHE", Path.home() / ".cache" / "edgefleet"))
+    from controller.settings import Settings
+
+    root = Settings().cache_dir
     root.mkdir(parents=True, exist_ok=True)
     return root
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from common.grant import Grant, manifest_digest, sign_grant
-from common.manifest import Manifest, Thresholds, blob_ref, sha256_file, sign_manifest
+from common.grant import grant_for
+from common.manifest import Manifest, Thresholds, sha256_file
 from common.messages import Desired
 from common.tensorrt_recipe import TensorrtRecipe
+from tests.manifests import signed_manifest
 
 IN_DIM = 64
 OUT_DIM = 32
@@ -262,18 +263,14 @@ def make_artifact(
     model_path = folder / f"model.{fmt}"
     model_path.write_bytes(model_bytes)
     golden_path = reference.write_golden(folder / "golden.npz")
-    manifest = Manifest(
-        model_id=model_id,
-        version=version,
-        profile=profile,
-        format=fmt,
-        technique="fp32",
+    manifest = signed_manifest(
+        model_path, golden_path, key=key, chunk_size=chunk_size,
+        model_id=model_id, version=version, profile=profile, format=fmt, technique="fp32",
         quality_metric=quality_metric,
-        files=[blob_ref("model", model_path, chunk_size), blob_ref("golden", golden_path, chunk_size)],
         thresholds=thresholds or Thresholds(latency_slack_ms=5.0, memory_slack_mb=64.0),
         tensorrt_recipe=linear_recipe(model_path) if tensorrt else None,
     )
-    return Artifact(sign_manifest(manifest, key), {"model": model_path, "golden": golden_path})
+    return Artifact(manifest, {"model": model_path, "golden": golden_path})
 
 
 class Recorder:
@@ -303,10 +300,8 @@ _SERIALS = itertools.count(int(time.time() * 1000))
 def granted(desired: Desired, key, device_id: str, fleet: str, *, counter: int = 1, rollback_to: str | None = None,
             ttl: timedelta = timedelta(hours=1), serial: int | None = None) -> Desired:
     """The desired with the controller's signed grant for this device (what ``FleetService`` adds)."""
-    now = datetime.now(UTC)
-    grant = sign_grant(Grant(
-        fleet=fleet, device_id=device_id, deployment_id=desired.deployment_id, kind=desired.kind,
-        model_id=desired.manifest.model_id, version=desired.manifest.version, counter=counter,
-        serial=serial if serial is not None else next(_SERIALS), rollback_to=rollback_to,
-        manifest_sha256=manifest_digest(desired.manifest), issued_at=now, expires_at=now + ttl), key)
+    grant = grant_for(manifest=desired.manifest, deployment_id=desired.deployment_id, kind=desired.kind,
+                      fleet=fleet, device_id=device_id, counter=counter,
+                      serial=serial if serial is not None else next(_SERIALS), private_key=key,
+                      ttl_s=ttl.total_seconds(), rollback_to=rollback_to)
     return desired.model_copy(update={"grant": grant})

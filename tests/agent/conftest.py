@@ -15,9 +15,9 @@ import pytest
 from agent.config import AgentConfig
 from agent.daemon import Agent
 from common.keys import generate_keypair
+from fleetsim.controller_stub import ControllerStub
 
 from .artifacts import Reference
-from .controller_stub import ControllerStub
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = dict(bench_runs=8, bench_warmup=2, rerequest_interval_s=1.0, telemetry_interval_s=2.0, threads=1)

@@ -9,6 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleetsim.waiting import wait_until
+
 from .artifacts import make_artifact
 
 pytestmark = pytest.mark.timeout(180)
@@ -21,15 +23,6 @@ def _journal_state(data_dir: Path) -> str | None:
         return json.loads((data_dir / "journal.json").read_text())["state"]
     except (OSError, ValueError, KeyError):
         return None
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _bench_children(marker: str) -> list[psutil.Process]:
@@ -53,7 +46,7 @@ def test_sigkill_mid_download_resumes_missing_chunks_only(
     proc = agent_process(dev).start()
     controller.deploy(dev, art, "d-crash-dl")
     chunk_dir = data_dir / "downloads" / model.sha256
-    _wait(lambda: len(list(chunk_dir.glob("*.chunk"))) >= half, 30, "first half of the chunks on disk", 0.05)
+    wait_until(lambda: len(list(chunk_dir.glob("*.chunk"))) >= half, 30, "first half of the chunks on disk", 0.05)
     assert _journal_state(data_dir) == "download"
     session = controller.states[dev].session_id
     proc.kill()
@@ -88,10 +81,10 @@ def test_sigkill_mid_benchmark_rebenchmarks_and_commits(controller, agent_proces
     assert [r.state for r in controller.wait_outcome(dev, "d-v1", 60)] == COMMITTED
 
     controller.deploy(dev, v2, "d-v2")
-    _wait(lambda: _journal_state(data_dir) == "benchmark", 30, "benchmark state")
-    _wait(lambda: _bench_children(str(data_dir)), 10, "benchmark child running")
+    wait_until(lambda: _journal_state(data_dir) == "benchmark", 30, "benchmark state", 0.005)
+    wait_until(lambda: _bench_children(str(data_dir)), 10, "benchmark child running", 0.005)
     proc.kill()
-    _wait(lambda: not _bench_children(str(data_dir)), 10, "benchmark child to die with the agent", 0.05)
+    wait_until(lambda: not _bench_children(str(data_dir)), 10, "benchmark child to die with the agent", 0.05)
     assert _journal_state(data_dir) == "benchmark"
 
     proc.args[proc.args.index("20000")] = "8"
@@ -117,7 +110,7 @@ def test_sigterm_mid_benchmark_exits_cleanly_and_resumes(controller, agent_proce
     v1 = make_artifact(tmp_path, reference.good_model(), reference, keypair[0], version="v1")
     proc = agent_process(dev, extra=["--bench-runs", "50000"]).start()
     controller.deploy(dev, v1, "d-term")
-    _wait(lambda: _bench_children(str(data_dir)), 30, "benchmark child running", 0.02)
+    wait_until(lambda: _bench_children(str(data_dir)), 30, "benchmark child running", 0.02)
     started = time.monotonic()
     assert proc.terminate() == 0
     assert time.monotonic() - started < 8

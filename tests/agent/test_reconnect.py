@@ -9,9 +9,9 @@ import pytest
 from agent.config import AgentConfig
 from agent.daemon import Agent
 from controller.broker import Credentials, start_mosquitto
+from fleetsim.controller_stub import ControllerStub
 
 from .artifacts import make_artifact
-from .controller_stub import ControllerStub
 
 pytestmark = pytest.mark.timeout(120)
 

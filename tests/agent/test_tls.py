@@ -18,8 +18,7 @@ from cryptography.x509.oid import NameOID
 from agent.config import AgentConfig
 from agent.daemon import Agent
 from controller.broker import ACL_TEMPLATE, free_port, wait_port
-
-from .controller_stub import ControllerStub
+from fleetsim.controller_stub import ControllerStub
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,6 +17,7 @@ from common.manifest import (
     sign_manifest,
     verify_manifest,
 )
+from tests.manifests import make_manifest
 
 
 @pytest.fixture
@@ -24,13 +25,6 @@ def blob(tmp_path: Path) -> Path:
     path = tmp_path / "model.onnx"
     path.write_bytes(bytes(range(256)) * 1000 + b"tail")
     return path
-
-
-def make_manifest(blob: Path, **kw) -> Manifest:
-    ref = blob_ref("model", blob, chunk_size=4096)
-    fields = dict(model_id="m1", version="v1", profile="rpi4", format="onnx", quality_metric="cosine", files=[ref])
-    fields.update(kw)
-    return Manifest(**fields)
 
 
 def test_blob_ref_hashes_whole_file_and_every_chunk(blob):

@@ -84,3 +84,16 @@ def test_desired_kind_is_additive_and_omitted_when_default():
     back = Desired(deployment_id="d2", manifest=man, kind="rollback")
     assert _json.loads(back.to_bytes())["kind"] == "rollback" and decode(Desired, back.to_bytes()).kind == "rollback"
     assert _json.loads(back.to_bytes())["schema_version"] == 2  # schema 2: desired carries a signed grant (#13 G)
+
+
+def test_job_report_state_is_typed_on_the_wire():
+    from common.errors import ProtocolError, ReasonCode
+    from common.messages import JobReport, decode
+    from common.update_states import UpdateState
+
+    ok = JobReport(device_id="pi-1", deployment_id="d1", seq=1, state="commit")
+    assert ok.state is UpdateState.COMMIT and b'"state":"commit"' in ok.to_bytes()
+    bad = ok.to_bytes().replace(b'"commit"', b'"committed"')  # a name the agent never sends
+    with pytest.raises(ProtocolError) as err:
+        decode(JobReport, bad)
+    assert err.value.reason is ReasonCode.MALFORMED_PAYLOAD

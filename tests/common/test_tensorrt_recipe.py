@@ -12,6 +12,7 @@ from common.errors import ProtocolError, ReasonCode
 from common.manifest import Manifest, blob_ref, sign_manifest, verify_manifest
 from common.messages import Desired, decode
 from common.tensorrt_recipe import FINGERPRINT_FIELDS, TensorrtRecipe, engine_cache_key
+from tests.manifests import make_manifest
 
 FP = {"tensorrt_version": "10.3.0", "jetpack_version": "R36.4.3", "cuda_version": "12.6",
       "gpu_name": "Orin (nvgpu)", "compute_capability": "8.7"}
@@ -50,10 +51,7 @@ def key() -> Ed25519PrivateKey:
 
 
 def jetson_manifest(model: Path, recipe: dict | None, **kw) -> Manifest:
-    fields = dict(model_id="m1", version="v1", profile="jetson-orin-nano", format="onnx", quality_metric="cosine",
-                  files=[blob_ref("model", model, chunk_size=4096)], tensorrt_recipe=recipe)
-    fields.update(kw)
-    return Manifest(**fields)
+    return make_manifest(model, **{"profile": "jetson-orin-nano", "tensorrt_recipe": recipe, **kw})
 
 
 def test_manifest_with_recipe_round_trips_over_the_wire_and_verifies(model, key):

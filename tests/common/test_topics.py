@@ -66,3 +66,17 @@ def test_negative_chunk_index_and_bad_sha_rejected():
         topics.chunk("f", "d", SHA, -1)
     with pytest.raises(TopicError, match="sha256"):
         topics.chunk_request("f", "d", "ABC")
+
+
+def test_topic_table_declares_every_kind_once_with_its_delivery_rules():
+    from common.messages import DeviceState, JobReport, Telemetry
+
+    assert set(topics.TOPICS) == set(TopicKind)
+    assert topics.spec(TopicKind.STATE).payload is DeviceState and topics.spec("state").retain
+    assert topics.spec(TopicKind.JOB).payload is JobReport and not topics.spec("job").retain
+    assert topics.spec(TopicKind.TELEMETRY).payload is Telemetry and topics.spec("tm").qos == 0
+    assert topics.spec(TopicKind.CHUNK).payload is None  # raw bytes
+    device_kinds = {s.kind for s in topics.sent_by("device")}
+    assert device_kinds == {TopicKind.STATE, TopicKind.CAPS, TopicKind.JOB, TopicKind.BENCH,
+                            TopicKind.CHUNK_REQUEST, TopicKind.TELEMETRY}
+    assert {s.kind for s in topics.sent_by("controller")} == {TopicKind.DESIRED, TopicKind.CHUNK}

@@ -14,7 +14,7 @@ from common.keys import load_or_create_private_key, load_public_key
 from common.manifest import Thresholds, read_chunk, verify_manifest
 from controller.artifacts import ArtifactBuilder, ArtifactBuildError, build_artifact, export_artifact
 from controller.registry import NotFoundError, Registry
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from tests.tiny_models import tiny_linear_onnx
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_build_from_file_registers_version_and_golden(env):
     assert x.shape == (6, 8) and y.shape == (6, 4)
     sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], y, rtol=1e-5)
-    art = reg.find_artifact(manifest=manifest)
+    art = reg.artifacts.find_artifact(manifest=manifest)
     assert art is not None and art.profile == "rpi4"
     out = export_artifact(reg, manifest, tmp / "export")
     assert (tmp / "export" / "golden.npz").read_bytes() == files["golden"].read_bytes()
@@ -103,7 +103,7 @@ def test_bad_inputs_are_refused(env):
         build_artifact(reg, fp32, golden_inputs=_inputs(1), **kw)
     with pytest.raises(NotFoundError):
         build_artifact(reg, "no-such-version", golden_inputs=_inputs(1), **kw)
-    assert reg.list_artifacts() == []
+    assert reg.artifacts.list_artifacts() == []
     assert reg.list_models() == []
 
 
@@ -165,7 +165,7 @@ def test_jetson_artifact_carries_the_signed_tensorrt_recipe(env):
     assert carried.workspace_mb == 512 and carried.precision == "fp16"
     assert carried.onnx == "model.onnx" and "--onnx=model.onnx" in carried.trtexec  # named as in the artifact
     assert carried.shapes[0].name == "x" and carried.shapes[0].max == [4, 8]
-    stored = reg.manifest(artifact_id=reg.find_artifact(manifest=manifest).id)
+    stored = reg.artifacts.manifest(artifact_id=reg.artifacts.find_artifact(manifest=manifest).id)
     assert stored == manifest  # what the fleet sends is what was signed
     out = export_artifact(reg, manifest, tmp / "export")
     assert json.loads(out["trt-recipe"].read_text())["onnx"] == "model.onnx"
@@ -188,4 +188,4 @@ def test_recipe_for_another_model_or_an_invalid_recipe_is_refused(env):
         build_artifact(reg, version.id, tensorrt_recipe=recipe | {"onnx_sha256": "0" * 64}, **kw)
     with pytest.raises(ArtifactBuildError, match="precision"):
         build_artifact(reg, version.id, tensorrt_recipe=recipe | {"precision": "int4"}, **kw)
-    assert reg.list_artifacts(version_id=version.id) == []
+    assert reg.artifacts.list_artifacts(version_id=version.id) == []

@@ -246,7 +246,7 @@ class Fleet:
             for dep in deployments:
                 for dev in self.device_ids:
                     mine = self.agents[dev].reports_sent(dep)
-                    got = {r["seq"] for r in reg.job_reports(deployment_id=dep, device_id=dev)}
+                    got = {r["seq"] for r in reg.reports.job_reports(deployment_id=dep, device_id=dev)}
                     sent += len(mine)
                     received += len(mine & got)
                     if mine - got:

@@ -30,7 +30,7 @@ def list_deployments(services: ServicesDep, _: Reader,
                      device_id: Annotated[str | None, Query(max_length=64)] = None,
                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
     """Newest first."""
-    return ok([deployment_view(d) for d in services.registry.list_deployments(
+    return ok([deployment_view(d) for d in services.registry.deployments.list_deployments(
         state=state, device_id=device_id, limit=limit)])
 
 
@@ -46,7 +46,7 @@ def create_deployment(body: DeploymentRequest, services: ServicesDep, who: Write
 @router.get("/{deployment_id}", response_model=Envelope[Obj], summary="One deployment, per-device state")
 def get_deployment(deployment_id: DeploymentId, services: ServicesDep, _: Reader) -> dict:
     """Aggregate state plus every device's state, reason and benchmark."""
-    return ok(deployment_view(services.registry.get_deployment(deployment_id=deployment_id)))
+    return ok(deployment_view(services.registry.deployments.get_deployment(deployment_id=deployment_id)))
 
 
 @router.post("/{deployment_id}/rollback", status_code=202, response_model=Envelope[Obj],
@@ -55,7 +55,7 @@ def rollback_deployment(deployment_id: DeploymentId, body: DeploymentRollbackReq
                         who: Writer) -> dict:
     """Send every device of the deployment back to what it ran before (409 if already rolled back)."""
     fleet = services.require_fleet()
-    services.registry.get_deployment(deployment_id=deployment_id)
+    services.registry.deployments.get_deployment(deployment_id=deployment_id)
     record = fleet.rollback(deployment_id=deployment_id, reason=body.reason, actor=who.name)
     return ok(deployment_view(record) if record is not None else {"id": deployment_id},
               f"deployment {deployment_id} rolled back")

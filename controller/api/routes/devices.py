@@ -25,14 +25,14 @@ def list_devices(services: ServicesDep, _: Reader,
                  profile: Annotated[str | None, Query(max_length=64)] = None,
                  online: bool | None = None) -> dict:
     """Sorted by id; filter by profile and presence."""
-    return ok([device_view(d) for d in services.registry.list_devices(profile=profile, online=online)])
+    return ok([device_view(d) for d in services.registry.devices.list_devices(profile=profile, online=online)])
 
 
 @router.post("", status_code=201, response_model=Envelope[Obj], summary="Register a device before it connects")
 def register_device(body: DeviceRegisterRequest, services: ServicesDep, who: Writer) -> dict:
     """Idempotent; the profile must be a known one."""
     profile = validate_profile(body.profile) if body.profile else ""
-    record = services.registry.register_device(device_id=body.id, profile=profile or "", actor=who.name)
+    record = services.registry.devices.register_device(device_id=body.id, profile=profile or "", actor=who.name)
     return ok(device_view(record), f"device {record.id} registered")
 
 
@@ -40,7 +40,7 @@ def register_device(body: DeviceRegisterRequest, services: ServicesDep, who: Wri
 def get_device(device_id: Annotated[str, Path(min_length=1, max_length=64)], services: ServicesDep,
                _: Reader) -> dict:
     """Online state, profile, active and previous model, last benchmark, recent deployments."""
-    out = device_view(services.registry.get_device(device_id=device_id))
+    out = device_view(services.registry.devices.get_device(device_id=device_id))
     out["deployments"] = [{"id": d.id, "state": d.state.value, "version_id": d.version_id}
-                          for d in services.registry.list_deployments(device_id=device_id, limit=10)]
+                          for d in services.registry.deployments.list_deployments(device_id=device_id, limit=10)]
     return ok(out)

@@ -161,7 +161,7 @@ def delete_version(model: ModelRef, version_id: VersionId, services: ServicesDep
 def list_tags(model: ModelRef, services: ServicesDep, _: Reader) -> dict:
     """Tag name → version id."""
     reg = services.registry
-    return ok(reg.list_tags(model_id=resolve_model(reg, model).id))
+    return ok(reg.tags.list_tags(model_id=resolve_model(reg, model).id))
 
 
 @router.put("/{model}/tags/{tag}", response_model=Envelope[Obj], summary="Point a tag at a version")
@@ -173,7 +173,7 @@ def set_tag(model: ModelRef, tag: TagName, body: TagRequest, services: ServicesD
     kwargs: dict[str, Any] = {}
     if "expected_version_id" in body.model_fields_set:
         kwargs["expected_version_id"] = body.expected_version_id
-    version = reg.set_tag(model_id=record.id, tag=tag, version_id=body.version_id, actor=who.name, **kwargs)
+    version = reg.tags.set_tag(model_id=record.id, tag=tag, version_id=body.version_id, actor=who.name, **kwargs)
     return ok({"tag": tag, "version_id": version.id}, f"{tag} → {version.id}")
 
 
@@ -182,7 +182,7 @@ def delete_tag(model: ModelRef, tag: TagName, services: ServicesDep, who: Writer
     """Audited."""
     reg = services.registry
     record = resolve_model(reg, model)
-    reg.delete_tag(model_id=record.id, tag=tag, actor=who.name)
+    reg.tags.delete_tag(model_id=record.id, tag=tag, actor=who.name)
     return ok({"tag": tag}, f"removed tag {tag}")
 
 
@@ -191,7 +191,7 @@ def rollback(model: ModelRef, body: RollbackRequest, services: ServicesDep, who:
     """Move ``production`` (or another tag) to an earlier holder or an ancestor; anything else is a 422."""
     reg = services.registry
     record = resolve_model(reg, model)
-    before = reg.get_tag(model_id=record.id, tag=body.tag)
-    version = reg.rollback_tag(model_id=record.id, tag=body.tag, to_version_id=body.to_version_id,
+    before = reg.tags.get_tag(model_id=record.id, tag=body.tag)
+    version = reg.tags.rollback_tag(model_id=record.id, tag=body.tag, to_version_id=body.to_version_id,
                                actor=who.name, reason=body.reason)
     return ok({"tag": body.tag, "from": before.id, "to": version.id}, f"{body.tag} rolled back to {version.id}")

@@ -144,7 +144,7 @@ def device_metrics(device_id: Annotated[str, Path(min_length=1, max_length=64)],
                    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict:
     """Raw samples (recent) or per-minute rollups (older, after downsampling), oldest first, plus anomaly events."""
     fleet = services.require_fleet()
-    services.registry.get_device(device_id=device_id)  # 404 for an unknown device
+    services.registry.devices.get_device(device_id=device_id)  # 404 for an unknown device
     samples = fleet.telemetry.metrics(device_id=device_id, since=since, resolution=resolution, limit=limit)
     return ok({"device_id": device_id, "resolution": resolution, "samples": samples,
                "events": fleet.telemetry.events(device_id=device_id, limit=20)})

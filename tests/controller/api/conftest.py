@@ -13,35 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from controller.api.auth import Role, generate_key
 from controller.broker import free_port
+from tests.tiny_models import tiny_mlp_onnx as tiny_onnx
 
 REPO = Path(__file__).resolve().parents[3]
 
-
-def tiny_onnx(path: Path, features: int = 16, seed: int = 0) -> Path:
-    """A 2-layer MLP (MatMul+Add+Relu+MatMul) with a dynamic batch axis: compresses in well under a second."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    w1 = numpy_helper.from_array(rng.standard_normal((features, 32)).astype(np.float32), "w1")
-    b1 = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b1")
-    w2 = numpy_helper.from_array(rng.standard_normal((32, 8)).astype(np.float32), "w2")
-    nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["h1"]),
-             helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("MatMul", ["h2", "w2"], ["output"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                            ["batch", features])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 8])],
-                              [w1, b1, w2])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 @dataclass

@@ -12,13 +12,14 @@ import dataclasses
 import shutil
 import time
 
-from controller.compression import CompressionConfig, register_handler
+from controller.compression import CompressionConfig, TechniqueFamily, register_handler
 from controller.compression.errors import InvalidConfigError
 
 
 @dataclasses.dataclass(frozen=True)
 class SlowCopyConfig(CompressionConfig):
     technique = "quant-test-slow"
+    family = TechniqueFamily.QUANTIZE
     version: int = 1
     seconds: float = 2.0
     fail: bool = False

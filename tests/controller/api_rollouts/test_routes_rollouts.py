@@ -17,8 +17,8 @@ from controller.api.auth import KeyRing
 from controller.api.errors import install_error_handlers
 from controller.api.routes import rollouts
 from controller.api.services import Services
-from controller.fleet.sim_harness import SimHarness
 from controller.settings import Settings
+from fleetsim.harness import SimHarness
 
 pytestmark = pytest.mark.timeout(120)
 

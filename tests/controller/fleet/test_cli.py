@@ -13,7 +13,7 @@ from controller.registry import Registry
 def test_fleet_status_and_deployment(tmp_path, capsys):
     ws = tmp_path / "ws"
     with Registry(ws) as reg:
-        reg.record_device_state(
+        reg.devices.record_device_state(
             state=DeviceState(device_id="pi-1", session_id="s", online=True, profile="rpi4", ts=datetime.now(UTC))
         )
     assert main(["fleet", "--workspace", str(ws), "status"]) == 0

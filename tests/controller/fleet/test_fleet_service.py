@@ -13,23 +13,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import topics
 from common.errors import ReasonCode
-from common.manifest import Manifest, blob_ref, sign_manifest
+from common.manifest import Manifest
 from controller.broker import Credentials, start_mosquitto
 from controller.fleet import FleetService
 from controller.registry import DeploymentState, DeviceDeploymentState, InvalidInputError, Registry
-from tests.controller.fleet.scripted_device import ScriptedDevice, assemble, sha
+from fleetsim.scripted import ScriptedDevice, assemble, sha
+from fleetsim.waiting import wait_until
+from tests.manifests import signed_manifest
 
 S = DeviceDeploymentState
 KEY = Ed25519PrivateKey.generate()
-
-
-def wait_until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def make_manifest(reg: Registry, size: int, profile: str = "rpi4", name: str = "m", fmt: str = "onnx") -> Manifest:
@@ -37,14 +30,9 @@ def make_manifest(reg: Registry, size: int, profile: str = "rpi4", name: str = "
     data = os.urandom(size)
     v = reg.add_version(model_id=model.id, data=data, format=fmt)
     golden = reg.put_blob(data=os.urandom(1500))
-    files = [
-        blob_ref("model", reg.blob_path(sha256=v.sha256), 1024, filename=f"model.{fmt}"),
-        blob_ref("golden", Path(golden.path), 1024, filename="golden.npz"),
-    ]
-    man = Manifest(
-        model_id=model.id, version=v.id, profile=profile, format=fmt, quality_metric="cosine", files=files
-    )
-    return sign_manifest(man, KEY)
+    return signed_manifest(reg.blob_path(sha256=v.sha256), Path(golden.path), key=KEY, chunk_size=1024,
+                           model_filename=f"model.{fmt}", golden_filename="golden.npz", model_id=model.id,
+                           version=v.id, profile=profile, format=fmt)
 
 
 @pytest.fixture
@@ -75,8 +63,8 @@ def test_birth_will_and_stale_session(fleet_env):
     svc, reg, device = fleet_env
     d = device("pi")
     assert svc.wait_for_devices([d.device_id], timeout=5)
-    assert wait_until(lambda: reg.get_device(device_id=d.device_id).caps is not None)
-    rec = reg.get_device(device_id=d.device_id)
+    assert wait_until(lambda: reg.devices.get_device(device_id=d.device_id).caps is not None)
+    rec = reg.devices.get_device(device_id=d.device_id)
     assert rec.online and rec.session_id == d.session_id and rec.profile == "rpi4"
     d.kill()  # the broker publishes the retained last-will
     assert svc.wait_for_devices([d.device_id], timeout=5, online=False)
@@ -88,7 +76,7 @@ def test_birth_will_and_stale_session(fleet_env):
     assert svc.wait_for_devices([d.device_id], timeout=5)
     new.state(online=False, session_id="old-session", seq=0, ts=datetime.now(UTC) - timedelta(minutes=5))
     assert wait_until(lambda: svc.stats.get("stale_state", 0) >= 1)
-    rec = reg.get_device(device_id=d.device_id)
+    rec = reg.devices.get_device(device_id=d.device_id)
     assert rec.online and rec.session_id == new.session_id
     new.close()
 
@@ -154,7 +142,7 @@ def test_one_deployment_carries_an_artifact_per_profile(fleet_env):
     assert sha(assemble(phone.wait_chunks(model.sha256, model.chunk_count))) == model.sha256
     # by version id: each profile's version resolves to that version's artifact for the profile
     dep2 = svc.deploy(version_id=onnx.version, device_ids=ids, per_profile={"android-arm64": tfl.version})
-    arts = {d.device_id: reg.get_artifact(artifact_id=d.artifact_id).manifest["format"] for d in dep2.devices}
+    arts = {d.device_id: reg.artifacts.get_artifact(artifact_id=d.artifact_id).manifest["format"] for d in dep2.devices}
     assert arts == {pi.device_id: "onnx", phone.device_id: "tflite"}
     # per_profile alone is enough when it names every device's profile
     dep3 = svc.deploy(None, ids, per_profile={"rpi4": onnx.version, "android-arm64": tfl.version})
@@ -191,8 +179,8 @@ def test_reports_drive_status_to_committed_and_rolled_back(fleet_env):
     assert out["devices"][b.device_id]["reason"] == "regression_latency"
     assert out["devices"][a.device_id]["bench"]["decision"] == "commit"
     assert svc.stats["duplicate"] >= 2
-    assert wait_until(lambda: len(reg.job_reports(deployment_id=dep)) == 10)
-    assert reg.get_device(device_id=b.device_id).last_bench["decision"] == "rollback"
+    assert wait_until(lambda: len(reg.reports.job_reports(deployment_id=dep)) == 10)
+    assert reg.devices.get_device(device_id=b.device_id).last_bench["decision"] == "rollback"
 
 
 def test_wait_for_times_out_while_in_progress(fleet_env):
@@ -261,9 +249,9 @@ def test_fleet_rollback_republishes_previous_desired(fleet_env):
     back = a.next_desired()
     assert back.deployment_id == rb.id and back.manifest == v1
     assert b.desired.get(timeout=5) == b""  # b had nothing before: its retained desired is cleared
-    assert reg.get_deployment(deployment_id=second).state is DeploymentState.ROLLED_BACK
+    assert reg.deployments.get_deployment(deployment_id=second).state is DeploymentState.ROLLED_BACK
     assert rb.kind == "rollback" and rb.rollback_of == second and [d.device_id for d in rb.devices] == [a.device_id]
-    assert reg.get_device(device_id=b.device_id).desired_deployment_id is None
+    assert reg.devices.get_device(device_id=b.device_id).desired_deployment_id is None
     # the rollback deployment is tracked like any other
     a.job(rb.id, 1, "commit")
     assert svc.wait_for(rb, timeout=5).device_states() == {a.device_id: S.COMMITTED.value}

@@ -46,7 +46,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
 def _deliver(svc: FleetService, topic: str, payload: bytes) -> None:
     msg = mqtt.MQTTMessage(topic=topic.encode())
     msg.payload = payload
-    svc._on_message(svc.client, None, msg)  # noqa: SLF001 - the paho callback is the unit under test
+    svc.client.on_message(svc.client, None, msg)  # the paho callback is the unit under test
 
 
 def _rejected(stats: dict[str, int]) -> int:

@@ -27,7 +27,7 @@ def _tm(dev: str, ts: datetime, p50: float | None = 5.0, cpu: float = 10.0) -> T
 
 def test_batches_retention_and_rollups(tmp_path):
     reg = Registry(tmp_path / "ws")
-    store = TelemetryStore(reg, raw_retention_s=600, bucket_s=60)
+    store = TelemetryStore(reg.db, raw_retention_s=600, bucket_s=60)
     old = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
     batch = [(_tm("d1", old + timedelta(seconds=i * 10), cpu=float(i)), None) for i in range(12)]  # 2 minutes
     batch += [(_tm("d1", datetime.now(UTC)), None)]
@@ -46,7 +46,7 @@ def test_batches_retention_and_rollups(tmp_path):
 
 def test_latency_drift_after_activation_raises_event(tmp_path):
     reg = Registry(tmp_path / "ws")
-    store = TelemetryStore(reg, drift_ratio=1.5, min_samples=5)
+    store = TelemetryStore(reg.db, drift_ratio=1.5, min_samples=5)
     seen: list[dict] = []
     store.listeners.append(seen.append)
     now = datetime.now(UTC)
@@ -64,7 +64,7 @@ def test_latency_drift_after_activation_raises_event(tmp_path):
 def test_home_assistant_discovery_configs_are_retained(mosquitto, tmp_path):
     fleet = f"t{uuid.uuid4().hex[:8]}"
     reg = Registry(tmp_path / "ws")
-    reg.register_device(device_id="pi-7", profile="rpi4")
+    reg.devices.register_device(device_id="pi-7", profile="rpi4")
     svc = FleetService(reg, host=mosquitto.host, port=mosquitto.port,
                        password=mosquitto.credentials.users["controller"], fleet=fleet).start()
     got: dict[str, dict] = {}

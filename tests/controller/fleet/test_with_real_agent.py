@@ -8,7 +8,6 @@ reported to the registry.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
@@ -18,22 +17,14 @@ from common.keys import load_or_create_private_key
 from controller.artifacts import ArtifactBuilder
 from controller.fleet import FleetService
 from controller.registry import Registry
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from fleetsim.waiting import wait_until
+from tests.tiny_models import tiny_linear_onnx
 
 agent_daemon = pytest.importorskip("agent.daemon")
 agent_config = pytest.importorskip("agent.config")
 
 pytestmark = pytest.mark.timeout(120)
 FAST = dict(bench_runs=8, bench_warmup=2, rerequest_interval_s=1.0, telemetry_interval_s=1.0, threads=1)
-
-
-def _wait(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_upgrade_committed_and_degraded_rolled_back(mosquitto, tmp_path):
@@ -79,7 +70,7 @@ def test_upgrade_committed_and_degraded_rolled_back(mosquitto, tmp_path):
             agent.start()
             agents.append(agent)
         assert svc.wait_for_devices(list(devices), timeout=15)
-        assert _wait(lambda: all(reg.get_device(device_id=d).profile == p for d, p in devices.items()))
+        assert wait_until(lambda: all(reg.devices.get_device(device_id=d).profile == p for d, p in devices.items()))
 
         model = reg.create_model(name="tiny")
         v1 = reg.add_version(model_id=model.id, path=fp32)
@@ -98,10 +89,10 @@ def test_upgrade_committed_and_degraded_rolled_back(mosquitto, tmp_path):
             info = degraded["devices"][dev]
             assert info["state"] == "rolled_back", degraded
             assert info["reason"] == "regression_quality" and info["bench"]["decision"] == "rollback"
-        assert len(reg.list_artifacts()) == 4
+        assert len(reg.artifacts.list_artifacts()) == 4
         assert calls == [v1.id]  # the golden set was built once for the lineage and reused
         for dev in devices:
-            assert _wait(lambda d=dev: (reg.get_device(device_id=d).active or {}).get("version") == v1.id)
+            assert wait_until(lambda d=dev: (reg.devices.get_device(device_id=d).active or {}).get("version") == v1.id)
         assert svc.stats.get("malformed", 0) == 0 and svc.stats.get("handler_errors", 0) == 0
         assert svc.stats.get("chunks_sent", 0) > 0 and svc.stats.get("rx_tm", 0) > 0
     finally:

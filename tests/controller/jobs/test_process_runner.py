@@ -11,7 +11,7 @@ import pytest
 from controller.jobs import JobState, JobStore, LocalJobRunner
 from controller.jobs.kinds import plugin_kinds
 from controller.jobs.worker import child_main
-from tests.controller.jobs.test_runner import wait_for
+from fleetsim.waiting import wait_until
 
 PLUGIN = "tests.controller.jobs.plugin_kinds"
 
@@ -33,7 +33,7 @@ def runner(tmp_path: Path):
 
 
 def done(runner: LocalJobRunner, job_id: str, timeout: float = 60):
-    return wait_for(lambda: runner.get(job_id).state.terminal and runner.get(job_id), timeout)
+    return wait_until(lambda: runner.get(job_id).state.terminal and runner.get(job_id), timeout)
 
 
 def test_jobs_run_in_other_processes_and_cancel(runner: LocalJobRunner) -> None:
@@ -42,7 +42,7 @@ def test_jobs_run_in_other_processes_and_cancel(runner: LocalJobRunner) -> None:
     assert result.state is JobState.SUCCEEDED and result.result["echo"] == 41
     assert result.result["pid"] != os.getpid()
     slow = runner.submit("slow", {})
-    wait_for(lambda: runner.get(slow.id).progress > 0, 60)
+    wait_until(lambda: runner.get(slow.id).progress > 0, 60)
     runner.cancel(slow.id)
     cancelled = done(runner, slow.id)
     assert cancelled.state is JobState.CANCELLED and cancelled.error == "cancelled by request"
@@ -50,7 +50,7 @@ def test_jobs_run_in_other_processes_and_cancel(runner: LocalJobRunner) -> None:
 
 def test_supervisor_stops_deaf_job_after_grace_and_reports_crashes(runner: LocalJobRunner) -> None:
     deaf = runner.submit("deaf", {"seconds": 120})
-    wait_for(lambda: runner.get(deaf.id).state is JobState.RUNNING, 60)
+    wait_until(lambda: runner.get(deaf.id).state is JobState.RUNNING, 60)
     time.sleep(0.5)
     runner.cancel(deaf.id)
     stopped = done(runner, deaf.id, timeout=30)
@@ -66,7 +66,7 @@ def test_shutdown_fails_running_process_job(tmp_path: Path) -> None:
                        isolation="process", child_config=child_config(tmp_path))
     r.start()
     job = r.submit("slow", {})
-    wait_for(lambda: r.get(job.id).progress > 0, 60)
+    wait_until(lambda: r.get(job.id).progress > 0, 60)
     r.shutdown()
     after = store.get(job.id)
     assert after.state is JobState.FAILED and after.error == "interrupted by controller shutdown"

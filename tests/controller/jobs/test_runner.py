@@ -19,16 +19,7 @@ from controller.jobs import (
     JobStore,
     LocalJobRunner,
 )
-
-
-def wait_for(pred, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+from fleetsim.waiting import wait_until
 
 
 class Gate:
@@ -87,15 +78,15 @@ def runner(tmp_path: Path, gate: Gate):
 
 def test_at_most_max_workers_run_and_the_rest_queue(runner: LocalJobRunner, gate: Gate) -> None:
     jobs = [runner.submit("gate", {"x": i}) for i in range(4)]
-    wait_for(lambda: runner.store.counts()["running"] == 2)
+    wait_until(lambda: runner.store.counts()["running"] == 2)
     time.sleep(0.2)
     assert runner.store.counts()["queued"] == 2
     assert gate.peak == 2
-    running = wait_for(lambda: [j for j in runner.list(state=JobState.RUNNING)[0] if j.progress > 0])
+    running = wait_until(lambda: [j for j in runner.list(state=JobState.RUNNING)[0] if j.progress > 0])
     assert running[0].stage == "working"
     gate.release.set()
     for j in jobs:
-        done = wait_for(lambda j=j: runner.get(j.id).state.terminal and runner.get(j.id))
+        done = wait_until(lambda j=j: runner.get(j.id).state.terminal and runner.get(j.id))
         assert done.state is JobState.SUCCEEDED, done.error
         assert done.progress == 100
         assert done.result == {"echo": j.spec["x"]}
@@ -105,11 +96,11 @@ def test_at_most_max_workers_run_and_the_rest_queue(runner: LocalJobRunner, gate
 
 def test_cancel_running_and_queued(runner: LocalJobRunner) -> None:
     a, b, c = (runner.submit("gate", {"x": i}) for i in range(3))
-    wait_for(lambda: runner.get(b.id).state is JobState.RUNNING)
+    wait_until(lambda: runner.get(b.id).state is JobState.RUNNING)
     queued = runner.cancel(c.id)
     assert queued.state is JobState.CANCELLED
     runner.cancel(a.id)
-    done = wait_for(lambda: runner.get(a.id).state.terminal and runner.get(a.id))
+    done = wait_until(lambda: runner.get(a.id).state.terminal and runner.get(a.id))
     assert done.state is JobState.CANCELLED and done.cancel_requested
     with pytest.raises(JobConflictError, match="already cancelled"):
         runner.cancel(a.id)
@@ -119,7 +110,7 @@ def test_cancel_running_and_queued(runner: LocalJobRunner) -> None:
 
 def test_failure_and_bad_spec(runner: LocalJobRunner) -> None:
     job = runner.submit("fail", {})
-    done = wait_for(lambda: runner.get(job.id).state.terminal and runner.get(job.id))
+    done = wait_until(lambda: runner.get(job.id).state.terminal and runner.get(job.id))
     assert done.state is JobState.FAILED and "RuntimeError: boom" in done.error
     with pytest.raises(InvalidJobSpecError, match="'bad'"):
         runner.submit("gate", {"bad": 1})
@@ -142,7 +133,7 @@ def test_restart_fails_interrupted_and_runs_queued(tmp_path: Path, gate: Gate) -
     try:
         failed = r.get(running.id)
         assert failed.state is JobState.FAILED and failed.error == INTERRUPTED_REASON
-        done = wait_for(lambda: r.get(queued.id).state.terminal and r.get(queued.id))
+        done = wait_until(lambda: r.get(queued.id).state.terminal and r.get(queued.id))
         assert done.state is JobState.SUCCEEDED
     finally:
         r.shutdown()
@@ -155,7 +146,7 @@ def test_shutdown_interrupts_running_job(tmp_path: Path, gate: Gate) -> None:
                        poll_interval=0.05)
     r.start()
     job = r.submit("gate", {})
-    wait_for(lambda: r.get(job.id).state is JobState.RUNNING)
+    wait_until(lambda: r.get(job.id).state is JobState.RUNNING)
     r.shutdown()
     after = store.get(job.id)
     assert after.state is JobState.FAILED and "shutdown" in after.error

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.manifest import Manifest, Thresholds, blob_ref, sign_manifest
+from common.manifest import Thresholds, blob_ref, sign_manifest
 from controller.registry import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     Registry,
 )
+from tests.manifests import make_manifest
 
 
 @pytest.fixture
@@ -130,7 +131,7 @@ def test_failure_inside_transaction_removes_new_blob(reg, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(reg, "_audit", boom)  # fails after the blob was renamed into place
+    monkeypatch.setattr(reg.db, "audit", boom)  # fails after the blob was renamed into place
     with pytest.raises(RuntimeError):
         reg.add_version(model_id=m.id, data=b"late failure")
     monkeypatch.undo()
@@ -152,42 +153,42 @@ def test_tags_and_production_rollback(reg):
     int8 = reg.add_version(model_id=m.id, data=b"int8", parent_id=fp32.id, technique="int8")
     sibling = reg.add_version(model_id=m.id, data=b"other", parent_id=fp32.id, technique="prune")
     bad = reg.add_version(model_id=m.id, data=b"bad", parent_id=int8.id, technique="int4")
-    reg.set_tag(model_id=m.id, tag="production", version_id=fp32.id, expected_version_id=None)
-    reg.set_tag(model_id=m.id, tag="production", version_id=int8.id)
-    reg.set_tag(model_id=m.id, tag="production", version_id=bad.id)
-    reg.set_tag(model_id=m.id, tag="candidate", version_id=sibling.id)
-    assert reg.list_tags(model_id=m.id) == {"candidate": sibling.id, "production": bad.id}
+    reg.tags.set_tag(model_id=m.id, tag="production", version_id=fp32.id, expected_version_id=None)
+    reg.tags.set_tag(model_id=m.id, tag="production", version_id=int8.id)
+    reg.tags.set_tag(model_id=m.id, tag="production", version_id=bad.id)
+    reg.tags.set_tag(model_id=m.id, tag="candidate", version_id=sibling.id)
+    assert reg.tags.list_tags(model_id=m.id) == {"candidate": sibling.id, "production": bad.id}
     with pytest.raises(InvalidInputError, match="not in the lineage"):
-        reg.rollback_tag(model_id=m.id, to_version_id=sibling.id, actor="ops")
-    back = reg.rollback_tag(model_id=m.id, actor="ops", reason="latency regression")
+        reg.tags.rollback_tag(model_id=m.id, to_version_id=sibling.id, actor="ops")
+    back = reg.tags.rollback_tag(model_id=m.id, actor="ops", reason="latency regression")
     assert back.id == int8.id
-    assert reg.get_tag(model_id=m.id, tag="production").id == int8.id
+    assert reg.tags.get_tag(model_id=m.id, tag="production").id == int8.id
     entry = reg.audit_log(action="tag.rollback")[0]
     assert entry.actor == "ops" and entry.details["from"] == bad.id and entry.details["to"] == int8.id
-    reg.rollback_tag(model_id=m.id, to_version_id=fp32.id)
-    assert reg.get_tag(model_id=m.id, tag="production").id == fp32.id
+    reg.tags.rollback_tag(model_id=m.id, to_version_id=fp32.id)
+    assert reg.tags.get_tag(model_id=m.id, tag="production").id == fp32.id
 
 
 def test_tag_compare_and_set_conflict(reg):
     m = reg.create_model(name="m")
     a = reg.add_version(model_id=m.id, data=b"a")
     b = reg.add_version(model_id=m.id, data=b"b")
-    reg.set_tag(model_id=m.id, tag="production", version_id=a.id)
+    reg.tags.set_tag(model_id=m.id, tag="production", version_id=a.id)
     with pytest.raises(ConflictError, match="reload and retry"):
-        reg.set_tag(model_id=m.id, tag="production", version_id=b.id, expected_version_id=b.id)
+        reg.tags.set_tag(model_id=m.id, tag="production", version_id=b.id, expected_version_id=b.id)
     with pytest.raises(InvalidInputError):
-        reg.set_tag(model_id=m.id, tag="bad/tag", version_id=b.id)
+        reg.tags.set_tag(model_id=m.id, tag="bad/tag", version_id=b.id)
     other = reg.create_model(name="other")
     with pytest.raises(InvalidInputError, match="belongs to model"):
-        reg.set_tag(model_id=other.id, tag="production", version_id=a.id)
+        reg.tags.set_tag(model_id=other.id, tag="production", version_id=a.id)
     with pytest.raises(ConflictError, match="no earlier version"):
-        reg.rollback_tag(model_id=m.id)
+        reg.tags.rollback_tag(model_id=m.id)
 
 
 def test_audit_entries_for_mutations(reg):
     m = reg.create_model(name="m", actor="alice")
     v = reg.add_version(model_id=m.id, data=b"x", actor="bob")
-    reg.set_tag(model_id=m.id, tag="candidate", version_id=v.id)
+    reg.tags.set_tag(model_id=m.id, tag="candidate", version_id=v.id)
     actions = [e.action for e in reg.audit_log()]
     assert {"model.create", "version.create", "tag.set"} <= set(actions)
     assert reg.audit_log(target=m.id, action="model.create")[0].actor == "alice"
@@ -200,24 +201,16 @@ def test_artifact_requires_signed_manifest_and_stored_blobs(reg, tmp_path):
     model_file = _file(tmp_path, b"onnx" * 600)
     v = reg.add_version(model_id=m.id, path=model_file)
     ref = blob_ref("model", model_file, 1024)
-    man = Manifest(
-        model_id=m.id,
-        version=v.id,
-        profile="rpi4",
-        format="onnx",
-        quality_metric="cosine",
-        files=[ref],
-        thresholds=Thresholds(),
-    )
+    man = make_manifest(files=[ref], model_id=m.id, version=v.id, thresholds=Thresholds())
     with pytest.raises(InvalidInputError, match="unsigned"):
-        reg.add_artifact(manifest=man)
+        reg.artifacts.add_artifact(manifest=man)
     signed = sign_manifest(man, Ed25519PrivateKey.generate())
-    art = reg.add_artifact(manifest=signed)
-    assert reg.manifest(artifact_id=art.id) == signed
-    assert reg.find_artifact(manifest=signed).id == art.id
+    art = reg.artifacts.add_artifact(manifest=signed)
+    assert reg.artifacts.manifest(artifact_id=art.id) == signed
+    assert reg.artifacts.find_artifact(manifest=signed).id == art.id
     missing = blob_ref("golden", _file(tmp_path, b"not stored", "g.npz"), 1024)
     with pytest.raises(NotFoundError):
-        reg.add_artifact(
+        reg.artifacts.add_artifact(
             manifest=sign_manifest(man.model_copy(update={"files": [ref, missing]}), Ed25519PrivateKey.generate())
         )
 

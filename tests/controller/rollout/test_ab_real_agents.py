@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from common.keys import load_or_create_private_key
-from common.manifest import Manifest, Thresholds, blob_ref, sign_manifest
+from common.manifest import Thresholds
 from controller.fleet import FleetService
 from controller.registry import Registry
 from controller.rollout import RolloutEngine, RolloutPlan, ab
 from tests.agent.artifacts import Reference, slow_linear_model
+from tests.manifests import signed_manifest
 
 agent_daemon = pytest.importorskip("agent.daemon")
 agent_config = pytest.importorskip("agent.config")
@@ -31,11 +32,10 @@ def _artifact(reg: Registry, key, ref: Reference, tmp: Path, model: bytes, techn
     m = reg.ensure_model(name="linear")
     v = reg.add_version(model_id=m.id, data=model, technique=technique)
     golden = reg.put_blob(path=ref.write_golden(tmp / f"golden-{technique}.npz"))
-    files = [blob_ref("model", reg.blob_path(sha256=v.sha256), 4096, filename="model.onnx"),
-             blob_ref("golden", Path(golden.path), 4096, filename="golden.npz")]
-    manifest = Manifest(model_id=m.id, version=v.id, profile="x86-edge", format="onnx", technique=technique,
-                        quality_metric="cosine", files=files, thresholds=gate)
-    return reg.add_artifact(manifest=sign_manifest(manifest, key))
+    manifest = signed_manifest(reg.blob_path(sha256=v.sha256), Path(golden.path), key=key,
+                               model_filename="model.onnx", golden_filename="golden.npz", model_id=m.id,
+                               version=v.id, profile="x86-edge", technique=technique, thresholds=gate)
+    return reg.artifacts.add_artifact(manifest=manifest)
 
 
 def test_ab_verdict_from_real_agent_reports_and_promote(mosquitto, tmp_path):
@@ -77,10 +77,10 @@ def test_ab_verdict_from_real_agent_reports_and_promote(mosquitto, tmp_path):
         assert engine.wait(promoted.id, 90).state == "succeeded"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and {
-            (reg.get_device(device_id=d).active or {}).get("version") for d in devices
+            (reg.devices.get_device(device_id=d).active or {}).get("version") for d in devices
         } != {a.version_id}:
             time.sleep(0.1)
-        assert {(reg.get_device(device_id=d).active or {}).get("version") for d in devices} == {a.version_id}
+        assert {(reg.devices.get_device(device_id=d).active or {}).get("version") for d in devices} == {a.version_id}
     finally:
         for agent in agents:
             agent.stop()

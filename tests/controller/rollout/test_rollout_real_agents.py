@@ -8,8 +8,8 @@ device, which rolls the whole rollout back while every device keeps the good mod
 
 from __future__ import annotations
 
-import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -19,22 +19,20 @@ from controller.artifacts import ArtifactBuilder
 from controller.fleet import FleetService
 from controller.registry import Registry
 from controller.rollout import RolloutEngine, RolloutPlan
-from tests.controller.onnx_fixtures import tiny_linear_onnx
+from fleetsim.waiting import wait_until
+from tests.tiny_models import tiny_linear_onnx
 
 agent_daemon = pytest.importorskip("agent.daemon")
 agent_config = pytest.importorskip("agent.config")
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def settled(predicate: Callable[[], object], timeout: float = 20.0) -> object:
+    """Rollouts bake, retry and time out over seconds: wait longer than the helper's default."""
+    return wait_until(predicate, timeout, "the rollout to settle", 0.05)
+
 FAST = dict(bench_runs=8, bench_warmup=2, rerequest_interval_s=1.0, telemetry_interval_s=1.0, threads=1)
-
-
-def _wait(pred, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_path):
@@ -65,13 +63,13 @@ def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_p
         agents[dev].start()
 
     def version_of(dev: str) -> str | None:
-        return (reg.get_device(device_id=dev).active or {}).get("version")
+        return (reg.devices.get_device(device_id=dev).active or {}).get("version")
 
     try:
         for dev in devices:
             start(dev)
         assert svc.wait_for_devices(devices, timeout=15)
-        assert _wait(lambda: all(reg.get_device(device_id=d).profile for d in devices))
+        assert settled(lambda: all(reg.devices.get_device(device_id=d).profile for d in devices))
         model = reg.create_model(name="tiny")
         v1 = reg.add_version(model_id=model.id, path=tiny_linear_onnx(tmp_path / "v1.onnx"))
         v2 = reg.add_version(model_id=model.id, path=tiny_linear_onnx(tmp_path / "v2.onnx", scale=1.0001),
@@ -86,7 +84,7 @@ def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_p
         # canary then waves, with the last device offline for the whole rollout
         offline = devices[2]
         agents.pop(offline).stop()
-        assert _wait(lambda: not reg.get_device(device_id=offline).online)
+        assert settled(lambda: not reg.devices.get_device(device_id=offline).online)
         plan = RolloutPlan(canary_count=1, waves=2, device_timeout_s=8, retries=0, abort_ratio=0.5, thresholds=gate)
         r = engine.wait(engine.create(version_id=v2.id, device_ids=devices, plan=plan).id, 90)
         assert r.state == "succeeded", engine.events(r.id)
@@ -95,7 +93,7 @@ def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_p
         assert kinds.count("wave_started") == 3 and "gate_promote" in kinds
         assert version_of(devices[0]) == version_of(devices[1]) == v2.id and version_of(offline) == v1.id
         start(offline)  # back online: reconciles to the rollout's version from its retained desired
-        assert _wait(lambda: version_of(offline) == v2.id, 60)
+        assert settled(lambda: version_of(offline) == v2.id, 60)
 
         # a degraded build: the canary device rolls it back itself, the controller aborts the rollout
         r = engine.create(version_id=v3.id, device_ids=devices, plan=RolloutPlan(canary_count=1, waves=2,
@@ -107,7 +105,8 @@ def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_p
         assert rollback["figures"]["outcomes"] == {"regressed": 1}
         assert all(version_of(d) == v2.id for d in devices)
         canary = r.in_wave(0)[0].device_id
-        desired = reg.get_deployment(deployment_id=reg.get_device(device_id=canary).desired_deployment_id)
+        desired_id = reg.devices.get_device(device_id=canary).desired_deployment_id
+        desired = reg.deployments.get_deployment(deployment_id=desired_id)
         assert desired.kind == "rollback" and desired.version_id == v2.id  # retained desired points back
         assert svc.stats.get("malformed", 0) == 0 and engine.stats.get("tick_errors", 0) == 0
     finally:

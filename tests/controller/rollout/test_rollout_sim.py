@@ -1,30 +1,28 @@
 """Rollout engine against real mosquitto + the real fleet service, with simulated agents (one process).
 
 Each simulated agent is a real MQTT client with its own login; the benchmark figures are
-simulated per technique and judged by the agent's real gate (see controller.fleet.simulator).
+simulated per technique and judged by the agent's real gate (see fleetsim.simulator).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
 from common.messages import BenchMetrics
-from controller.fleet.sim_harness import SimHarness
-from controller.fleet.simulator import default_bench
 from controller.rollout import FleetGate, RolloutPlan, RolloutPlanError, RolloutStateError
+from fleetsim.harness import SimHarness
+from fleetsim.simulator import default_bench
+from fleetsim.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _wait(pred, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
+def settled(predicate: Callable[[], object], timeout: float = 15.0) -> object:
+    """Rollouts bake, retry and time out over seconds: wait longer than the helper's default."""
+    return wait_until(predicate, timeout, "the rollout to settle", 0.05)
 
 
 def _kinds(h: SimHarness, rid: str) -> list[str]:
@@ -92,7 +90,7 @@ def test_canary_regression_rolls_back_whole_rollout(harness):
     assert h.sim.active_versions() == {old: 12}
     # retained desired points every canary back to the old artifact
     for dev in r.in_wave(0):
-        dep = h.registry.get_deployment(deployment_id=h.registry.get_device(device_id=dev.device_id)
+        dep = h.registry.deployments.get_deployment(deployment_id=h.registry.devices.get_device(device_id=dev.device_id)
                                         .desired_deployment_id)
         assert dep.kind == "rollback" and dep.version_id == old
 
@@ -111,7 +109,7 @@ def test_fleet_gate_rolls_back_what_devices_accepted(tmp_path):
         gate = next(e for e in h.engine.events(r.id) if e["kind"] == "gate_rollback")
         assert "median p95" in gate["reason"] and gate["figures"][h.profile]["n_canary"] == 2
         # the canaries had committed the slower model; the rollback reinstates the old one (never refused)
-        assert _wait(lambda: h.sim.active_versions() == {old: 6})
+        assert settled(lambda: h.sim.active_versions() == {old: 6})
 
 
 def test_abort_threshold_counts_failures_over_minimum(tmp_path):
@@ -138,7 +136,7 @@ def test_timeout_retry_then_offline_device_reconciles(harness):
     h = harness
     old = _baseline(h)
     h.sim.set_offline("sim-0011")
-    assert _wait(lambda: not h.registry.get_device(device_id="sim-0011").online)
+    assert settled(lambda: not h.registry.devices.get_device(device_id="sim-0011").online)
     new = h.artifact(technique="int8")
     plan = RolloutPlan(strategy="all_at_once", device_timeout_s=1.0, retries=1, abort_ratio=0.5)
     r = h.engine.wait(h.engine.create(artifact_id=new.id, device_ids=h.device_ids, plan=plan).id, 30)
@@ -146,9 +144,10 @@ def test_timeout_retry_then_offline_device_reconciles(harness):
     assert _kinds(h, r.id).count("retry") == 1 and "timed_out" in _kinds(h, r.id)
     assert h.sim.agents["sim-0011"].active.version == old
     h.sim.set_online("sim-0011")  # back: reconciles from its retained desired (the retry deployment)
-    assert _wait(lambda: h.sim.agents["sim-0011"].active.version == new.version_id)
-    dep_id = h.registry.get_device(device_id="sim-0011").desired_deployment_id
-    assert _wait(lambda: h.registry.get_deployment(deployment_id=dep_id).devices[0].state.value == "committed")
+    assert settled(lambda: h.sim.agents["sim-0011"].active.version == new.version_id)
+    dep_id = h.registry.devices.get_device(device_id="sim-0011").desired_deployment_id
+    deployments = h.registry.deployments
+    assert settled(lambda: deployments.get_deployment(deployment_id=dep_id).devices[0].state.value == "committed")
 
 
 def test_newer_rollout_supersedes_and_pause_resume(harness):
@@ -158,7 +157,7 @@ def test_newer_rollout_supersedes_and_pause_resume(harness):
     b = h.artifact(technique="int8-v2")
     plan = RolloutPlan(canary_count=2, waves=2, bake_s=30)
     ra = h.engine.create(artifact_id=a.id, device_ids=h.device_ids, plan=plan)
-    assert _wait(lambda: h.engine.get(ra.id).phase == "bake")
+    assert settled(lambda: h.engine.get(ra.id).phase == "bake")
     paused = h.engine.pause(ra.id)
     assert paused.state == "paused"
     with pytest.raises(RolloutStateError):
@@ -177,7 +176,7 @@ def test_controller_restart_mid_rollout_resumes(harness):
     new = h.artifact(technique="int8")
     rid = h.engine.create(artifact_id=new.id, device_ids=h.device_ids,
                           plan=RolloutPlan(canary_count=2, waves=2, bake_s=1.5)).id
-    assert _wait(lambda: h.engine.get(rid).phase == "bake")
+    assert settled(lambda: h.engine.get(rid).phase == "bake")
     h.stop_controller()  # controller gone mid-rollout (agents keep running)
     time.sleep(0.5)
     h.start_controller()
@@ -224,7 +223,7 @@ def test_latency_drift_after_activation_rolls_back(tmp_path):
         anomaly = next(e for e in h.engine.events(r.id) if e["kind"] == "anomaly")
         assert anomaly["figures"]["ratio"] > 1.5
         assert h.service.telemetry.events()[0]["kind"] == "latency_drift"
-        assert _wait(lambda: h.sim.active_versions() == {old: 4})
+        assert settled(lambda: h.sim.active_versions() == {old: 4})
 
 
 def test_bad_input_is_counted_and_rollout_state_stays_correct(harness):
@@ -239,7 +238,7 @@ def test_bad_input_is_counted_and_rollout_state_stays_correct(harness):
     new = h.artifact(technique="int8")
     r = h.engine.create(artifact_id=new.id, device_ids=h.device_ids, plan=RolloutPlan(canary_count=2, waves=1,
                                                                                         bake_s=1.0))
-    assert _wait(lambda: h.engine.get(r.id).phase == "bake")
+    assert settled(lambda: h.engine.get(r.id).phase == "bake")
     dep = h.engine.get(r.id).in_wave(0)[0].deployment_id
     dev = "sim-0005"  # a wave-1 device, not started yet
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="intruder")
@@ -277,12 +276,12 @@ def test_cancel_with_rollback_sends_updated_devices_back(harness):
     new = h.artifact(technique="int8")
     r = h.engine.create(artifact_id=new.id, device_ids=h.device_ids,
                         plan=RolloutPlan(canary_count=3, waves=2, bake_s=30))
-    assert _wait(lambda: h.engine.get(r.id).phase == "bake")
+    assert settled(lambda: h.engine.get(r.id).phase == "bake")
     assert h.sim.active_versions()[new.version_id] == 3
     h.engine.cancel(r.id, rollback=True, reason="operator saw errors")
     r = h.engine.wait(r.id, 30, until=("rolled_back",))
     assert r.state == "rolled_back" and r.outcomes() == {"sent_back": 3, "skipped": 9}
-    assert _wait(lambda: h.sim.active_versions() == {old: 12})
+    assert settled(lambda: h.sim.active_versions() == {old: 12})
     with pytest.raises(RolloutStateError):
         h.engine.resume(r.id)
 
@@ -315,7 +314,20 @@ def test_real_benchmark_mode_catches_a_degraded_model(tmp_path):
                                           plan=RolloutPlan(canary_count=2, waves=2)).id, 30)
         assert r.state == "rolled_back" and r.outcomes()["skipped"] == 6 and r.outcomes()["regressed"] >= 1
         regressed = next(d for d in r.in_wave(0) if d.outcome == "regressed")
-        report = h.registry.bench_reports(deployment_id=regressed.deployment_id, device_id=regressed.device_id)[0]
+        reports = h.registry.reports
+        report = reports.bench_reports(deployment_id=regressed.deployment_id, device_id=regressed.device_id)[0]
         assert report["candidate_metrics"]["runtime"] == "onnxruntime"  # measured for real, not simulated
         assert report["candidate_metrics"]["quality"] < 0.9 and report["decision"] == "rollback"
         assert h.sim.active_versions() == {good.version_id: 8}
+
+
+def test_every_deployment_status_maps_to_one_rollout_outcome():
+    from controller.registry import DeviceDeploymentState as S
+    from controller.rollout.store import DeviceOutcome as O
+    from controller.rollout.store import outcome_of
+
+    assert {s: outcome_of(s.value, "ok") for s in S} == {
+        S.PENDING: None, S.IN_PROGRESS: None, S.COMMITTED: O.COMMITTED, S.ROLLED_BACK: O.ROLLED_BACK,
+        S.FAILED: O.FAILED, S.SUPERSEDED: O.SUPERSEDED,
+    }
+    assert outcome_of("rolled_back", "regression_latency") is O.REGRESSED

@@ -2,23 +2,27 @@
 
 Real MQTT (paho against the test mosquitto, logged in as the ``controller`` user); the
 knobs (corrupt, truncate, withhold, duplicate, reverse) produce the bad inputs the agent
-must survive.
+must survive. Logins, decoding and publishing go through :mod:`fleetsim.wire` and the
+topic table, like the simulated agents.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import topics
-from common.manifest import read_chunk
+from common.grant import grant_for
+from common.manifest import Manifest, read_chunk
 from common.messages import (
     BenchReport,
     ChunkRequest,
@@ -29,14 +33,26 @@ from common.messages import (
     Telemetry,
     decode,
 )
+from common.topics import TopicKind
+from fleetsim import wire
+from fleetsim.waiting import wait_until
 
-from .artifacts import Artifact, granted
+
+class Offered(Protocol):
+    """A built artifact the stub can serve: its signed manifest and each role's file."""
+
+    manifest: Manifest
+    paths: dict[str, Path]
 
 
 class ControllerStub:
-    def __init__(self, host: str, port: int, password: str, fleet: str, key=None) -> None:
+    """Logged in as ``controller`` on one fleet; records every report and serves offered blobs."""
+
+    def __init__(self, host: str, port: int, password: str, fleet: str,
+                 key: Ed25519PrivateKey | None = None) -> None:
         self.fleet = fleet
         self.key = key  # signs the grant of every Desired published without one, as FleetService does
+        self._serials = itertools.count(int(time.time() * 1000))
         self.blobs: dict[str, tuple[Path, int]] = {}
         self.jobs: dict[str, list[JobReport]] = defaultdict(list)
         self.benches: dict[str, list[BenchReport]] = defaultdict(list)
@@ -51,57 +67,60 @@ class ControllerStub:
         self.reverse = False
         self.served = 0
         self._cond = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ctl-stub-{uuid.uuid4().hex[:8]}")
-        self.client.username_pw_set("controller", password)
+        self.client = wire.login("controller", password, client_id=f"ctl-stub-{uuid.uuid4().hex[:8]}")
         self.client.on_message = self._on_message
         connected = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: connected.set()
         self.client.connect(host, port)
         self.client.loop_start()
         assert connected.wait(10), "controller stub could not connect"
-        subs = [topics.fleet_filter(fleet, k) for k in ("req", "job", "bench", "state", "caps", "tm")]
-        result, mid = self.client.subscribe([(s, 1) for s in subs])
+        subs = [(topics.fleet_filter(fleet, spec.kind), 1) for spec in topics.sent_by("device")]
+        result, mid = self.client.subscribe(subs)
         assert result == mqtt.MQTT_ERR_SUCCESS
         time.sleep(0.2)
 
     def close(self) -> None:
+        """Disconnect."""
         self.client.disconnect()
         self.client.loop_stop()
 
     # -- controller actions
 
-    def offer(self, artifact: Artifact) -> None:
+    def offer(self, artifact: Offered) -> None:
+        """Serve this artifact's blobs to whoever asks."""
         for ref in artifact.manifest.files:
             self.blobs[ref.sha256] = (artifact.paths[ref.role], ref.chunk_size)
 
     def publish_desired(self, device: str, desired: Desired | bytes) -> None:
-        if isinstance(desired, Desired) and desired.grant is None and self.key is not None:
-            desired = granted(desired, self.key, device, self.fleet)
-        payload = desired if isinstance(desired, bytes) else desired.to_bytes()
-        self.client.publish(topics.desired(self.fleet, device), payload, qos=1, retain=True).wait_for_publish(5)
+        """Publish (retained) a Desired, or raw bytes for malformed-input tests.
 
-    def deploy(self, device: str, artifact: Artifact, deployment_id: str, kind: str = "deploy") -> None:
+        A Desired without a grant gets one signed with ``key`` (version counter 1, a fresh serial),
+        as the controller's fleet service adds it.
+        """
+        if isinstance(desired, Desired) and desired.grant is None and self.key is not None:
+            desired = desired.model_copy(update={"grant": grant_for(
+                manifest=desired.manifest, deployment_id=desired.deployment_id, kind=desired.kind, fleet=self.fleet,
+                device_id=device, counter=1, serial=next(self._serials), private_key=self.key)})
+        wire.publish(self.client, TopicKind.DESIRED, topics.desired(self.fleet, device), desired).wait_for_publish(5)
+
+    def deploy(self, device: str, artifact: Offered, deployment_id: str, kind: str = "deploy") -> None:
+        """Offer the artifact and publish its Desired to one device."""
         self.offer(artifact)
         self.publish_desired(device, Desired(deployment_id=deployment_id, manifest=artifact.manifest, kind=kind))
 
     def clear_desired(self, device: str) -> None:
-        self.client.publish(topics.desired(self.fleet, device), b"", qos=1, retain=True).wait_for_publish(5)
+        """Clear a device's retained desired."""
+        wire.publish(self.client, TopicKind.DESIRED, topics.desired(self.fleet, device), b"").wait_for_publish(5)
 
     # -- waiting
 
     def wait_for(self, predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-        deadline = time.monotonic() + timeout
+        """The predicate's first truthy value, re-checked on every received message; AssertionError on timeout."""
         with self._cond:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out waiting for {what}; jobs={dict(self.jobs)}")
-                self._cond.wait(min(left, 0.2))
+            return wait_until(predicate, timeout, lambda: f"{what}; jobs={dict(self.jobs)}", 0.2, condition=self._cond)
 
     def job_reports(self, device: str, deployment: str) -> list[JobReport]:
+        """Job reports one device sent for one deployment, in arrival order."""
         return [r for r in self.jobs[device] if r.deployment_id == deployment]
 
     def wait_outcome(self, device: str, deployment: str, timeout: float = 45.0) -> list[JobReport]:
@@ -117,7 +136,7 @@ class ControllerStub:
 
     # -- MQTT
 
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         parsed = topics.parse(msg.topic)
         if parsed.kind is topics.TopicKind.CHUNK_REQUEST:
             self._serve(parsed.device, decode(ChunkRequest, msg.payload))
@@ -134,7 +153,7 @@ class ControllerStub:
                 self.states[parsed.device] = decode(DeviceState, msg.payload)
                 self._cond.notify_all()
 
-    def _record(self, bucket: list, item: object) -> None:
+    def _record(self, bucket: list[Any], item: object) -> None:
         with self._cond:
             bucket.append(item)
             self._cond.notify_all()
@@ -163,5 +182,5 @@ class ControllerStub:
                 data = data[: len(data) // 2]
             topic = topics.chunk(self.fleet, device, request.sha256, idx)
             for _ in range(2 if self.duplicate else 1):
-                self.client.publish(topic, data, qos=1)
+                wire.publish(self.client, TopicKind.CHUNK, topic, data)
                 self.served += 1

@@ -23,9 +23,9 @@ from common.keys import generate_keypair
 from common.manifest import Manifest, Thresholds, blob_ref, sign_manifest
 from controller.broker import BrokerHandle, Credentials, start_mosquitto
 from controller.fleet.service import FleetService
-from controller.fleet.simulator import FleetSimulator
 from controller.registry import ArtifactRecord, Registry
 from controller.rollout.engine import RolloutEngine
+from fleetsim.simulator import FleetSimulator
 
 
 class SimHarness:
@@ -145,4 +145,4 @@ class SimHarness:
         manifest = Manifest(model_id=model.id, version=version.id, profile=self.profile, format="onnx",
                             technique=technique, quality_metric="cosine", files=files,
                             thresholds=thresholds or Thresholds())
-        return reg.add_artifact(manifest=sign_manifest(manifest, self.key))
+        return reg.artifacts.add_artifact(manifest=sign_manifest(manifest, self.key))

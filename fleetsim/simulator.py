@@ -42,7 +42,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.compare import decide
 from common import topics
@@ -53,13 +52,16 @@ from common.messages import (
     BenchReport,
     ChunkRequest,
     Desired,
-    DeviceCaps,
     DeviceState,
-    JobReport,
+    Message,
     ModelRef,
     Telemetry,
     decode,
 )
+from common.topics import TopicKind
+from common.update_states import UpdateState
+from fleetsim import wire
+from fleetsim.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class SimAgent:
     finished: set[str] = field(default_factory=set)
     job_seq: int = 0
     state_seq: int = 0
-    update_state: str = "idle"
+    update_state: UpdateState = UpdateState.IDLE
     deployment_id: str | None = None
     download: _Download | None = None
     local: set[str] = field(default_factory=set)
@@ -207,12 +209,11 @@ class FleetSimulator:
 
     def wait_connected(self, timeout: float) -> bool:
         """True once every agent has its CONNACK."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(a.online for a in self.agents.values()):
-                return True
-            time.sleep(0.05)
-        return False
+        try:
+            wait_until(lambda: all(a.online for a in self.agents.values()), timeout, "every CONNACK", 0.05)
+        except AssertionError:
+            return False
+        return True
 
     def active_versions(self) -> Counter[str]:
         """How many agents run each model version (``"-"`` = none)."""
@@ -293,9 +294,8 @@ class FleetSimulator:
     # ------------------------------------------------------------------ connection
     def _connect(self, agent: SimAgent) -> None:
         agent.session_id = uuid.uuid4().hex
-        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=agent.device_id)
-        c.username_pw_set(agent.device_id, agent.password)
-        c.will_set(topics.state(self.fleet, agent.device_id), self._state(agent, online=False).to_bytes(), 1, True)
+        c = wire.login(agent.device_id, agent.password, client_id=agent.device_id)
+        wire.will(c, self.fleet, self._state(agent, online=False))
         c.max_inflight_messages_set(100)
         c.on_connect = lambda cl, ud, fl, rc, pr, a=agent: self._on_connect(a, rc)
         c.on_message = lambda cl, ud, msg, a=agent: self._on_message(a, msg)
@@ -339,8 +339,8 @@ class FleetSimulator:
     def _disconnect_all(self) -> None:
         for agent in self.agents.values():
             if agent.client is not None and agent.online:
-                self._publish(agent, topics.state(self.fleet, agent.device_id),
-                              self._state(agent, online=False).to_bytes(), retain=True)
+                self._publish(agent, TopicKind.STATE, topics.state(self.fleet, agent.device_id),
+                              self._state(agent, online=False))
                 agent.client.disconnect()
                 self._dirty.add(agent.client)
 
@@ -351,41 +351,40 @@ class FleetSimulator:
             return
         c = agent.client
         assert c is not None
-        c.subscribe([(topics.desired(self.fleet, agent.device_id), 1),
-                     (topics.device_chunk_filter(self.fleet, agent.device_id), 1)])
-        caps = DeviceCaps(device_id=agent.device_id, profile=agent.profile, arch="x86_64", cores=1, ram_mb=1024,
-                          runtimes=["simulated"], formats=["onnx"])
-        self._publish(agent, topics.caps(self.fleet, agent.device_id), caps.to_bytes(), retain=True)
+        c.subscribe([(topics.desired(self.fleet, agent.device_id), topics.spec(TopicKind.DESIRED).qos),
+                     (topics.device_chunk_filter(self.fleet, agent.device_id), topics.spec(TopicKind.CHUNK).qos)])
+        caps = wire.device_caps(agent.device_id, agent.profile, runtimes=["simulated"], formats=["onnx"])
+        self._publish(agent, TopicKind.CAPS, topics.caps(self.fleet, agent.device_id), caps)
         agent.online = True
         self._publish_state(agent)
         if self.telemetry_interval_s > 0:
             self.after(random.uniform(0, self.telemetry_interval_s), lambda: self._telemetry(agent, agent.session_id))
 
     # ------------------------------------------------------------------ publishing
-    def _publish(self, agent: SimAgent, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+    def _publish(self, agent: SimAgent, kind: TopicKind, topic: str, payload: Message) -> None:
         if agent.client is None:
             return
-        agent.client.publish(topic, payload, qos=qos, retain=retain)
+        wire.publish(agent.client, kind, topic, payload)
         self._dirty.add(agent.client)
 
     def _state(self, agent: SimAgent, *, online: bool) -> DeviceState:
         agent.state_seq = max(agent.state_seq + 1, int(time.time() * 1000))
-        return DeviceState(
-            device_id=agent.device_id, session_id=agent.session_id or "none", seq=agent.state_seq, online=online,
+        return wire.device_state(
+            agent.device_id, session_id=agent.session_id or "none", seq=agent.state_seq, online=online,
             agent_version="sim", profile=agent.profile, active=_ref(agent.active) if agent.active else None,
             previous=_ref(agent.previous) if agent.previous else None, update_state=agent.update_state,
             deployment_id=agent.deployment_id,
         )
 
     def _publish_state(self, agent: SimAgent) -> None:
-        self._publish(agent, topics.state(self.fleet, agent.device_id), self._state(agent, online=True).to_bytes(),
-                      retain=True)
+        topic = topics.state(self.fleet, agent.device_id)
+        self._publish(agent, TopicKind.STATE, topic, self._state(agent, online=True))
 
-    def _job(self, agent: SimAgent, dep: str, state: str, reason: ReasonCode = ReasonCode.OK, detail: str = "") -> None:
+    def _job(self, agent: SimAgent, dep: str, state: UpdateState, reason: ReasonCode = ReasonCode.OK,
+             detail: str = "") -> None:
         agent.job_seq += 1
-        report = JobReport(device_id=agent.device_id, deployment_id=dep, seq=agent.job_seq, state=state,
-                           reason=reason, detail=detail)
-        self._publish(agent, topics.job(self.fleet, agent.device_id, dep), report.to_bytes())
+        report = wire.job_report(agent.device_id, dep, agent.job_seq, state, reason, detail)
+        self._publish(agent, TopicKind.JOB, topics.job(self.fleet, agent.device_id, dep), report)
         self.stats["reports_sent"] += 1
 
     def _telemetry(self, agent: SimAgent, session: str) -> None:
@@ -394,7 +393,7 @@ class FleetSimulator:
         tm = Telemetry(device_id=agent.device_id, cpu_percent=random.uniform(5, 30), mem_percent=40.0, rss_mb=60.0,
                        inferences=random.randint(0, 50),
                        latency_ms_p50=agent.active_metrics.latency_p50_ms if agent.active_metrics else None)
-        self._publish(agent, topics.telemetry(self.fleet, agent.device_id), tm.to_bytes(), qos=0)
+        self._publish(agent, TopicKind.TELEMETRY, topics.telemetry(self.fleet, agent.device_id), tm)
         self.stats["telemetry_sent"] += 1
         self.after(self.telemetry_interval_s, lambda: self._telemetry(agent, session))
 
@@ -434,14 +433,14 @@ class FleetSimulator:
             dep = _guess_dep(payload)
             if dep and dep not in agent.finished:
                 agent.finished.add(dep)
-                self._job(agent, dep, "failure", exc.reason, exc.detail)
+                self._job(agent, dep, UpdateState.FAILURE, exc.reason, exc.detail)
             return
         dep = desired.deployment_id
         if dep in agent.finished or dep == agent.deployment_id:
             return
         if agent.active is not None and _ref(agent.active) == _ref(desired.manifest):
             agent.finished.add(dep)
-            self._job(agent, dep, "commit", detail="already active")
+            self._job(agent, dep, UpdateState.COMMIT, detail="already active")
             return
         if agent.download is not None and agent.deployment_id:
             self._end(agent, agent.deployment_id, ReasonCode.SUPERSEDED, f"superseded by {dep}")
@@ -449,8 +448,8 @@ class FleetSimulator:
 
     def _start(self, agent: SimAgent, desired: Desired) -> None:
         agent.deployment_id = desired.deployment_id
-        agent.update_state = "download"
-        self._job(agent, desired.deployment_id, "download")
+        agent.update_state = UpdateState.DOWNLOAD
+        self._job(agent, desired.deployment_id, UpdateState.DOWNLOAD)
         missing = {ref.sha256: set(range(ref.chunk_count)) for ref in desired.manifest.files
                    if ref.sha256 not in agent.local}
         agent.download = _Download(desired, missing)
@@ -465,7 +464,8 @@ class FleetSimulator:
         for sha, missing in dl.missing.items():
             if missing:
                 req = ChunkRequest(deployment_id=dl.desired.deployment_id, sha256=sha, missing=sorted(missing))
-                self._publish(agent, topics.chunk_request(self.fleet, agent.device_id, sha), req.to_bytes())
+                topic = topics.chunk_request(self.fleet, agent.device_id, sha)
+                self._publish(agent, TopicKind.CHUNK_REQUEST, topic, req)
                 self.stats["chunk_requests"] += 1
 
     def _rerequest(self, agent: SimAgent, dep: str) -> None:
@@ -499,7 +499,7 @@ class FleetSimulator:
             return
         agent.download = None
         dep = dl.desired.deployment_id
-        for state in ("verify", "install", "benchmark"):
+        for state in (UpdateState.VERIFY, UpdateState.INSTALL, UpdateState.BENCHMARK):
             agent.update_state = state
             self._job(agent, dep, state)
         agent.local.update(ref.sha256 for ref in dl.desired.manifest.files)
@@ -520,13 +520,13 @@ class FleetSimulator:
                             candidate_metrics=metrics, baseline=_ref(agent.active) if agent.active else None,
                             baseline_metrics=agent.active_metrics, decision=verdict.decision,  # type: ignore[arg-type]
                             reasons=verdict.reasons)
-        self._publish(agent, topics.bench(self.fleet, agent.device_id, desired.deployment_id), bench.to_bytes())
+        self._publish(agent, TopicKind.BENCH, topics.bench(self.fleet, agent.device_id, desired.deployment_id), bench)
         self.stats["reports_sent"] += 1
         if verdict.commit:
             agent.previous, agent.active, agent.active_metrics = agent.active, m, metrics
             sha = m.blob("model").sha256
             agent.committed = [s for s in agent.committed if s != sha][-15:] + [sha]
-            self._job(agent, desired.deployment_id, "commit")
+            self._job(agent, desired.deployment_id, UpdateState.COMMIT)
             self._finish(agent, desired.deployment_id)
         else:
             detail = "; ".join(r for r in verdict.reasons if not r.startswith("ok:"))
@@ -559,15 +559,15 @@ class FleetSimulator:
 
     def _end(self, agent: SimAgent, dep: str, reason: ReasonCode, detail: str) -> None:
         agent.download = None
-        self._job(agent, dep, "rollback", reason, detail)
-        self._job(agent, dep, "failure", reason, detail)
+        self._job(agent, dep, UpdateState.ROLLBACK, reason, detail)
+        self._job(agent, dep, UpdateState.FAILURE, reason, detail)
         self._finish(agent, dep)
 
     def _finish(self, agent: SimAgent, dep: str) -> None:
         agent.finished.add(dep)
-        agent.update_state = "idle"
+        agent.update_state = UpdateState.IDLE
         agent.deployment_id = None
-        self._job(agent, dep, "idle")
+        self._job(agent, dep, UpdateState.IDLE)
         self._publish_state(agent)
 
 
