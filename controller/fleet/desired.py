@@ -72,16 +72,36 @@ class DesiredPublisher:
         self.await_acks(infos, f"desired of deployment {dep.id}")
 
     def _grant(self, deployment_id: str, device_id: str, manifest: Manifest, kind: str) -> Grant | None:
-        """The signed grant binding this manifest to this deployment and device (None without a key)."""
+        """The signed grant binding this manifest to this deployment and device (None without a key).
+
+        A fleet rollback, or a deployment of a version older than the one the device reports running
+        (an A/B promotion, an operator's choice), carries ``rollback_to``: the controller's signed
+        permission for that one model to go below the device's version floor. Without it the agent
+        refuses an older version (``rollback_refused``), which is what stops a replayed old instruction.
+        """
         if self.grants is None:
             return None
+        created_ms = self._created_ms(manifest.version)
+        model_sha = manifest.blob("model").sha256
+        rollback_to = model_sha if kind == "rollback" else None
         try:
-            created = self.registry.get_version(version_id=manifest.version).created_at
-            created_ms = int(created.timestamp() * 1000)
+            active = self.registry.devices.get_device(device_id=device_id).active or {}
         except NotFoundError:
-            created_ms = 0
+            active = {}
+        if (rollback_to is None and active.get("model_id") == manifest.model_id
+                and active.get("version") not in (None, manifest.version)
+                and self._created_ms(str(active["version"])) > created_ms > 0):
+            rollback_to = model_sha
+            log.info("deployment %s takes %s back to the older %s@%s", deployment_id, device_id, manifest.model_id,
+                     manifest.version)
         return self.grants.grant(fleet=self.fleet, device_id=device_id, deployment_id=deployment_id,
-                                 manifest=manifest, kind=kind, version_created_ms=created_ms)
+                                 manifest=manifest, kind=kind, version_created_ms=created_ms, rollback_to=rollback_to)
+
+    def _created_ms(self, version_id: str) -> int:
+        try:
+            return int(self.registry.get_version(version_id=version_id).created_at.timestamp() * 1000)
+        except NotFoundError:
+            return 0
 
     def clear(self, device_id: str) -> None:
         """Clear a device's retained desired (it keeps what it runs)."""

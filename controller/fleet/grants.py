@@ -56,11 +56,11 @@ class GrantIssuer:
             self._conn.close()
 
     def grant(self, *, fleet: str, device_id: str, deployment_id: str, manifest: Manifest, kind: str,
-              profile: str | None = None, version_created_ms: int = 0) -> Grant:
+              profile: str | None = None, version_created_ms: int = 0, rollback_to: str | None = None) -> Grant:
         """The grant for one device of a deployment: the stored one while fresh, else a new one.
 
-        ``kind="rollback"`` grants name the manifest's model in ``rollback_to``: the controller's
-        signed permission to go below the device's version floor. ``version_created_ms`` (the
+        ``rollback_to`` (the manifest's model sha256, for fleet rollbacks and deliberate downgrades)
+        is the controller's signed permission to go below the device's version floor. ``version_created_ms`` (the
         version's creation time) anchors a new version's counter, so versions keep their creation
         order even if this file is lost.
         """
@@ -70,7 +70,8 @@ class GrantIssuer:
                                      (deployment_id, device_id)).fetchone()
             if row is not None:
                 held = Grant.model_validate_json(row[0])
-                if held.manifest_sha256 == manifest_digest(manifest) and held.expires_at - now > self.ttl / 2:
+                if held.manifest_sha256 == manifest_digest(manifest) and held.rollback_to == rollback_to \
+                        and held.expires_at - now > self.ttl / 2:
                     return held
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -80,7 +81,7 @@ class GrantIssuer:
                     fleet=fleet, device_id=device_id, profile=profile, deployment_id=deployment_id,
                     kind=kind,  # type: ignore[arg-type]
                     model_id=manifest.model_id, version=manifest.version, counter=counter, serial=serial,
-                    rollback_to=manifest.blob("model").sha256 if kind == "rollback" else None,
+                    rollback_to=rollback_to,
                     manifest_sha256=manifest_digest(manifest), issued_at=now, expires_at=now + self.ttl,
                 ), self.signing_key)
                 self._conn.execute("INSERT OR REPLACE INTO issued(deployment_id, device_id, grant) VALUES (?, ?, ?)",

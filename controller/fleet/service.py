@@ -186,7 +186,8 @@ class FleetService:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda client, userdata, msg: self.intake.on_message(msg.topic, msg.payload)
+        self.client.on_message = lambda client, userdata, msg: self.intake.on_message(msg.topic, msg.payload,
+                                                                                      bool(msg.retain))
 
     @property
     def artifact_builder(self) -> ArtifactBuilder | None:

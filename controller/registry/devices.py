@@ -1,11 +1,16 @@
 """The devices table: presence, capabilities, desired deployment, and which blobs a device may download.
 
 The presence rule (Sparkplug-style) lives here, in one place, ordered by what the controller has
-seen, never by device clocks across sessions (a device whose clock was once an hour ahead stayed
-"offline" for that hour): a birth of a session not seen before is the newest connection and wins;
-a message of a session seen before but no longer held (a late will, a re-delivered old birth) is
-stale; the will of a session never seen is news we missed and is applied; within one session
-``seq`` orders messages, and the session's own will always marks it offline.
+seen and by the broker's delivery, never by device clocks across sessions (a device whose clock was
+once an hour ahead stayed "offline" for that hour):
+
+* within one session ``seq`` orders messages, and the session's own will always marks it offline;
+* a live birth of a session not seen before is the newest connection and wins; a message of a
+  session seen before but no longer held (a late will, a re-delivered old birth) is stale;
+* a live will of another session never takes an online device offline: the connection we hold
+  can only end with its own will;
+* a *retained* message (delivered on subscribe: the newest state the broker holds, e.g. after the
+  controller was away) is applied unless its session was seen before.
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ class DeviceRecords:
                 conn.execute("UPDATE devices SET profile = ? WHERE id = ? AND profile = ''", (profile, device_id))
         return self.get_device(device_id=device_id)
 
-    def record_device_state(self, *, state: DeviceState) -> bool:
-        """Apply a retained state / last-will message; returns False when it is stale and ignored."""
+    def record_device_state(self, *, state: DeviceState, retained: bool = False) -> bool:
+        """Apply a state / last-will message; returns False when it is stale and ignored.
+
+        ``retained``: delivered by the broker as its stored retained message (see the module docstring).
+        """
         ts = iso_utc(state.ts)
         payload = state.model_dump_json()
         active = state.active.model_dump_json() if state.active else None
@@ -59,7 +67,7 @@ class DeviceRecords:
                 row = self.db.one("SELECT * FROM devices WHERE id = ?", (state.device_id,))
             seen = conn.execute("SELECT 1 FROM device_sessions WHERE device_id = ? AND session_id = ?",
                                 (state.device_id, state.session_id)).fetchone() is not None
-            full, accept = _state_decision(row, state, seen)
+            full, accept = _state_decision(row, state, seen, retained)
             if not accept:
                 return False
             if not seen:
@@ -152,7 +160,7 @@ class DeviceRecords:
         return None
 
 
-def _state_decision(row: dict[str, Any], state: DeviceState, seen: bool) -> tuple[bool, bool]:
+def _state_decision(row: dict[str, Any], state: DeviceState, seen: bool, retained: bool) -> tuple[bool, bool]:
     """(full update?, accept?) for an incoming state message against the stored device row.
 
     ``seen``: this session id was applied before. Device timestamps are not compared across
@@ -165,7 +173,11 @@ def _state_decision(row: dict[str, Any], state: DeviceState, seen: bool) -> tupl
             return state.seq >= row["state_seq"], True
         newer = state.seq > row["state_seq"] or (state.seq == row["state_seq"] and bool(row["online"]))
         return newer, newer
-    accept = not seen  # a session we held before and left is over: its will or old birth is stale
+    if seen:  # a session we held before and left is over: its will or old birth is stale
+        return False, False
+    if state.online or retained:
+        return True, True
+    accept = not row["online"]  # a live will of another session cannot end the connection we hold
     return accept, accept
 
 

@@ -76,8 +76,11 @@ def test_presence_is_not_pinned_by_a_clock_that_was_ahead(reg):
     assert not reg.devices.record_device_state(state=_state("A", 9, True, T0 + timedelta(days=1)))
     dev = reg.devices.get_device(device_id="pi-1")
     assert dev.online and dev.session_id == "C"
-    # the will of a session we never saw (its birth came while we were away) is news: applied
-    assert reg.devices.record_device_state(state=_state("D", 0, False, T0 - timedelta(days=1)))
+    # a live will of a session never seen cannot end the connection we hold ...
+    assert not reg.devices.record_device_state(state=_state("D", 0, False, T0 + timedelta(days=1)))
+    assert reg.devices.get_device(device_id="pi-1").online
+    # ... but the broker's retained state (the controller was away: D came and went) is the newest truth
+    assert reg.devices.record_device_state(state=_state("D", 0, False, T0 - timedelta(days=1)), retained=True)
     assert not reg.devices.get_device(device_id="pi-1").online
 
 
