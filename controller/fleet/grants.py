@@ -11,15 +11,22 @@ clock in ms.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.grant import Grant, manifest_digest, sign_grant
 from common.manifest import Manifest
+
+if TYPE_CHECKING:
+    from controller.registry import Registry
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS version_counters (
@@ -49,6 +56,15 @@ class GrantIssuer:
         self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(_SCHEMA)
+
+    @classmethod
+    def for_key(cls, registry: Registry, key: Ed25519PrivateKey | None, ttl: timedelta) -> GrantIssuer | None:
+        """The issuer beside the registry (``grants.sqlite``), or None (and a warning) without a signing key."""
+        if key is None:
+            log.warning("fleet service without a signing key: desired states carry no grant, and current agents "
+                        "refuse them (pass signing_key= or an artifact_builder)")
+            return None
+        return cls(registry.workspace / "grants.sqlite", key, ttl=ttl)
 
     def close(self) -> None:
         """Close the database."""

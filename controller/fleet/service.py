@@ -153,17 +153,8 @@ class FleetService:
         self._subscribed = threading.Event()
         self._pending_subs: set[int] = set()
         self._stopping = False
-        # A stable client id with a persistent session (clean_session=False): while the controller is
-        # down (crash, kill -9, restart) the broker queues the QoS1 reports devices send, and delivers
-        # them when it comes back; with a random id and a clean session those reports were lost.
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"edgefleet-controller-{self.fleet}",
-            clean_session=not persistent_session,
-        )
-        self.client.username_pw_set(username, password)
-        if tls_ca is not None:
-            self.client.tls_set(ca_certs=str(tls_ca))
+        self.client = _mqtt_client(client_id or f"edgefleet-controller-{self.fleet}", persistent_session,
+                                   username, password, tls_ca)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.max_inflight_messages_set(max(20, chunk_window))
         self.chunks = ChunkServer(
@@ -171,14 +162,8 @@ class FleetService:
             counters=self.counters,
         )
         key = signing_key or (artifact_builder.signing_key if artifact_builder is not None else None)
-        grants = GrantIssuer(registry.workspace / "grants.sqlite", key, ttl=grant_ttl) if key else None
-        if grants is None:
-            log.warning("fleet service without a signing key: desired states carry no grant, and current agents "
-                        "refuse them (pass signing_key= or an artifact_builder)")
-        self.desired = DesiredPublisher(
-            registry, self.client, self.fleet, publish_timeout=publish_timeout, counters=self.counters,
-            grants=grants,
-        )
+        self.desired = DesiredPublisher(registry, self.client, self.fleet, publish_timeout=publish_timeout,
+                                        counters=self.counters, grants=GrantIssuer.for_key(registry, key, grant_ttl))
         self.intake = ReportIntake(
             registry, self.fleet, telemetry=self.telemetry, chunks=self.chunks, changes=self.changes,
             counters=self.counters,
@@ -186,8 +171,7 @@ class FleetService:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda client, userdata, msg: self.intake.on_message(msg.topic, msg.payload,
-                                                                                      bool(msg.retain))
+        self.client.on_message = lambda _c, _u, msg: self.intake.on_message(msg.topic, msg.payload, msg.retain)
 
     @property
     def artifact_builder(self) -> ArtifactBuilder | None:
@@ -412,3 +396,18 @@ class FleetService:
             if remaining <= 0:
                 return False
             self.changes.wait(min(remaining, 1.0))
+
+
+def _mqtt_client(client_id: str, persistent: bool, username: str, password: str, tls_ca: Path | None) -> mqtt.Client:
+    """The controller's paho client.
+
+    A stable client id with a persistent session (clean_session=False): while the controller is down
+    (crash, kill -9, restart) the broker queues the QoS1 reports devices send and delivers them when it
+    comes back; with a random id and a clean session those reports were lost.
+    """
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=not persistent)
+    client.username_pw_set(username, password)
+    if tls_ca is not None:
+        client.tls_set(ca_certs=str(tls_ca))
+    return client
