@@ -175,7 +175,9 @@ def test_long_campaign_kill_and_restart_loop(tmp_path: Path, run: int) -> None:
         fleet.restart_broker(down_s=1)
         fleet.start_controller()
         assert fleet.wait_done(dep, timeout=300)["state"] == "succeeded"
+        # the broker here keeps no persistence: reports queued for the dead controller's session die with
+        # it, so only intermediate transitions may be lost; every device's final report must arrive
         fleet.verdict("controller kill -9 + broker restart, 4 devices", [dep], started, want_version=v2,
-                      detail=json.dumps({"run": run}))
+                      detail=json.dumps({"run": run}), tolerate_lost_transitions=True)
     finally:
         fleet.close()
