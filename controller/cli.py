@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "agent.cli",
     "controller.demo.cli",
     "controller.compression.cli",
+    "controller.optimize.cli",
     "controller.conversion.cli",
     "controller.profiles_cli",
     "controller.api.cli",

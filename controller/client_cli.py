@@ -112,11 +112,17 @@ def _models(args: argparse.Namespace, c: Client) -> Any:  # noqa: C901 - one bra
     if a == "version":
         return c.call("GET", f"/compression/models/{args.model}/versions/{args.version}")
     if a == "upload":
-        path = Path(args.file)
-        with path.open("rb") as fh:
-            data = {"name": args.model, **({"profile": args.profile} if args.profile else {})}
-            return c.call("POST", "/compression/models", data=data,
-                          files={"file": (path.name, fh, "application/octet-stream")})
+        from contextlib import ExitStack
+
+        data = {"name": args.model, **({"profile": args.profile} if args.profile else {})}
+        with ExitStack() as stack:
+            files = {}
+            for field, value in (("file", args.file), ("samples", getattr(args, "samples", None)),
+                                 ("eval_samples", getattr(args, "eval_samples", None))):
+                if value:
+                    path = Path(value)
+                    files[field] = (path.name, stack.enter_context(path.open("rb")), "application/octet-stream")
+            return c.call("POST", "/compression/models", data=data, files=files)
     if a == "import":
         return c.call("POST", "/compression/models/import", json={"name": args.model, "zoo": args.zoo})
     if a == "download":
@@ -204,10 +210,13 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser | None]) -> No
         q = acts.add_parser("version", parents=[common])
         q.add_argument("model")
         q.add_argument("version")
-        q = acts.add_parser("upload", parents=[common], help="upload an ONNX file")
+        q = acts.add_parser("upload", parents=[common], help="upload an ONNX file (or a .zip of it and its "
+                            "weight files)")
         q.add_argument("model")
         q.add_argument("file")
         q.add_argument("--profile")
+        q.add_argument("--samples", help="calibration .npz (input names as keys, samples on axis 0)")
+        q.add_argument("--eval-samples", help="held-out .npz, same layout: quality is measured on it")
         q = acts.add_parser("import", parents=[common], help="import a zoo model (a job)")
         q.add_argument("model")
         q.add_argument("zoo")

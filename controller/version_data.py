@@ -89,6 +89,11 @@ class VersionData:
         sha = self.root(version).config.get("samples_sha256")
         return self.registry.blob_path(sha256=sha) if sha else None
 
+    def eval_samples_path(self, version: VersionRecord) -> Path | None:
+        """The held-out ``.npz`` uploaded with the root (``eval_samples``): measured on, never calibrated on."""
+        sha = self.root(version).config.get("eval_samples_sha256")
+        return self.registry.blob_path(sha256=sha) if sha else None
+
     def compression_input(self, version: VersionRecord, onnx_path: Path) -> tuple[Path | ZooModel, Path | None]:
         """(model, calibration) to hand ``compress`` for ``version`` whose ONNX was copied to ``onnx_path``.
 

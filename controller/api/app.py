@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from controller.api.errors import install_error_handlers
 from controller.api.limits import BodySizeLimit
-from controller.api.routes import conversions, deployments, devices, jobs, models, profiles, rollouts, system
+from controller.api.routes import conversions, deployments, devices, jobs, models, profiles, rollouts, search, system
 from controller.api.services import Services, open_services
 from controller.settings import Settings
 
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     install_error_handlers(app)
     # the model file and its samples may each reach the limit; multipart framing is small
     app.add_middleware(BodySizeLimit, max_bytes=2 * settings.max_upload_bytes + 1024 * 1024)
-    for module in (jobs, models, conversions, profiles, devices, deployments, rollouts, system):
+    for module in (jobs, search, models, conversions, profiles, devices, deployments, rollouts, system):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(rollouts.metrics_router, prefix=API_PREFIX)
     app.include_router(rollouts.prometheus_router)  # Prometheus scrapes /metrics at the root

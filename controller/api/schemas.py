@@ -22,6 +22,13 @@ class CompressionRequest(BaseModel):
     profile: str | None = Field(None, max_length=64, description="device profile the output is built for")
     evaluate: bool = Field(True, description="measure size/latency/quality against the input")
     measure_memory: bool = Field(False, description="also measure peak RSS (a subprocess per model; slower)")
+    metric: str | None = Field(None, max_length=200, description="quality metric: top1_agreement, cosine, "
+                               "mean_abs_diff, sequence_agreement (per-step argmax, CTC) or a hook 'module:function' "
+                               "importable by the controller; measured on the 'eval_samples' uploaded with the model "
+                               "(held out), else on its calibration 'samples' (flagged in the report)")
+    allow_slower: bool = Field(False, description="keep a quantized output even when it is slower than FP32 on "
+                               "the controller host (default: fall back to FP16 / INT4 weight-only / FP32, with the "
+                               "reason)")
 
 
 class PipelineStep(BaseModel):

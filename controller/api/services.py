@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from controller.api.auth import KeyRing
 from controller.api.errors import ApiError
-from controller.api.upload_checks import check_onnx, check_samples
+from controller.api.upload_checks import check_onnx, check_zip_limits, inspect_npz
 from controller.jobs import Job, JobRunner, JobStore, LocalJobRunner
 from controller.registry import (
     InvalidInputError,
@@ -255,7 +256,8 @@ def validate_profile(profile: str | None) -> str | None:
 
 
 def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | None, description: str,
-                 actor: str, samples: Path | None = None, settings: Settings | None = None,
+                 actor: str, samples: Path | None = None, eval_samples: Path | None = None,
+                 filename: str | None = None, settings: Settings | None = None,
                  ) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
     """Validate everything, then create the model (if new) and its version; a failure leaves nothing behind.
 
@@ -267,10 +269,21 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
     settings = settings or Settings()
     validate_name(name)
     profile = validate_profile(profile)
-    info = check_onnx(tmp, max_graph_bytes=settings.max_graph_bytes)
-    config: dict[str, Any] = {"source": "upload"}
-    if samples is not None:
-        config["samples"] = check_samples(samples, info["input_shapes"], settings.npz_limits)
+    from controller.api.upload_files import check_sample_upload, normalize_model_upload
+
+    if zipfile.is_zipfile(tmp):  # a .zip of .onnx + .data becomes one self-contained file
+        check_zip_limits(tmp, settings.max_upload_bytes)
+        normalize_model_upload(tmp, filename)
+    skeleton = tmp.with_name(tmp.name + ".skeleton.onnx")  # the graph without weights, for the samples' contract
+    try:
+        info = check_onnx(tmp, max_graph_bytes=settings.max_graph_bytes, keep_skeleton=skeleton)
+        config: dict[str, Any] = {"source": "upload"}
+        for field_name, path in (("samples", samples), ("eval_samples", eval_samples)):
+            if path is not None:  # held-out eval samples: compression jobs measure quality on them, never calibrate
+                inspect_npz(path, settings.npz_limits)  # sizes and headers first: nothing inflated past the limits
+                config[field_name] = check_sample_upload(path, skeleton, field_name)
+    finally:
+        skeleton.unlink(missing_ok=True)
     created = False
     try:
         model = registry.get_model(name=name)
@@ -280,6 +293,8 @@ def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | Non
     try:
         if samples is not None:
             config["samples_sha256"] = registry.put_blob(path=samples, actor=actor).sha256
+        if eval_samples is not None:
+            config["eval_samples_sha256"] = registry.put_blob(path=eval_samples, actor=actor).sha256
         version = registry.add_version(model_id=model.id, path=tmp, technique="upload", config=config,
                                        format="onnx", profile=profile, metrics={"size_bytes": tmp.stat().st_size},
                                        actor=actor)

@@ -141,6 +141,20 @@ def check_samples(path: Path, inputs: dict[str, tuple[int, ...]], limits: NpzLim
     return counts.pop()
 
 
+def check_zip_limits(path: Path, max_bytes: int, max_members: int = 64) -> None:
+    """A zipped model upload may not inflate past ``max_bytes`` (declared sizes; zipfile never exceeds them)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ApiError(422, f"field 'file': not a readable zip ({exc})", code="invalid_model") from exc
+    declared = sum(m.file_size for m in members)
+    if len(members) > max_members or declared > max_bytes:
+        raise ApiError(413, f"field 'file': the zip holds {len(members)} files inflating to {declared} bytes; the "
+                            f"limits are {max_members} files and {max_bytes} bytes (EDGEFLEET_MAX_UPLOAD_MB)",
+                       code="too_large")
+
+
 # ------------------------------------------------------------------------------------------ ONNX
 class _WireError(ValueError):
     """The file is not a well-formed protobuf (or uses a wire type ONNX never does)."""
@@ -249,8 +263,9 @@ class _Skeleton:
         name, dtype, dims, weight = "", 0, [], None
         for f in list(_walk(self.fh, tensor.value_at, tensor.end)):
             if f.number in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION):
-                raise ApiError(422, "the model refers to external data files; upload a single-file ONNX "
-                                    "(onnx.save(model, path, save_as_external_data=False))", code="invalid_model")
+                raise ApiError(422, "field 'file': the model keeps its weights in external data files, which were "
+                                    "not uploaded; send one .zip holding the .onnx and those files (torch's default "
+                                    "export writes model.onnx + model.onnx.data)", code="invalid_model")
             if f.number in _EXTERNAL_FIELDS and f.wire == 2 and f.end - f.value_at > _INLINE_MAX:
                 if weight is not None:
                     raise ApiError(422, "the ONNX model has a tensor with two data fields", code="invalid_model")
@@ -290,10 +305,13 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def check_onnx(path: Path, *, max_graph_bytes: int = 256 * 1024 * 1024) -> dict[str, Any]:
+def check_onnx(path: Path, *, max_graph_bytes: int = 256 * 1024 * 1024, keep_skeleton: Path | None = None,
+               ) -> dict[str, Any]:
     """Check an uploaded ONNX file with ``onnx.checker`` without loading its weights; 422 naming the problem.
 
-    Returns opset, input/output names, node count and input shapes (``-1`` = symbolic).
+    Returns opset, input/output names, node count and input shapes (``-1`` = symbolic). With
+    ``keep_skeleton`` the weight-less skeleton is written there (its initializers point into ``path``),
+    for later checks that only need the graph (e.g. the samples' input contract).
     """
     import onnx
     from google.protobuf.message import DecodeError
@@ -316,8 +334,10 @@ def check_onnx(path: Path, *, max_graph_bytes: int = 256 * 1024 * 1024) -> dict[
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         onnx.checker.check_model(skel_name, full_check=False)
+        if keep_skeleton is not None:
+            os.replace(skel_name, keep_skeleton)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0][:500]
+        first = str(exc).strip().splitlines()[0][:500].replace(str(path.parent), "")
         raise ApiError(422, f"the ONNX model fails onnx.checker: {first}", code="invalid_model") from exc
     finally:
         Path(skel_name).unlink(missing_ok=True)
@@ -348,4 +368,4 @@ def _describe(model: Any) -> dict[str, Any]:
             "nodes": len(model.graph.node), "input_shapes": shapes}
 
 
-__all__ = ["ArrayHeader", "NpzLimits", "check_onnx", "check_samples", "inspect_npz"]
+__all__ = ["ArrayHeader", "NpzLimits", "check_onnx", "check_samples", "check_zip_limits", "inspect_npz"]

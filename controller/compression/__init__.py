@@ -15,12 +15,18 @@ Usage (copy me)::
     result.metrics["memory_ratio"]     # peak-RSS increase, fresh process per model
     same = config_from_json(result.config.to_json())   # configs round-trip through JSON
 
-    # any ONNX a user brings, calibrated from an .npz whose keys are the graph input names:
-    compress(Path("user.onnx"), Int8StaticConfig(), out=Path("user-int8.onnx"), calibration=Path("calib.npz"))
+    # any ONNX a user brings, calibrated from an .npz whose keys are the graph input names, judged on
+    # held-out data with the task's metric, never delivered slower than FP32 on this host:
+    compress(Path("user.onnx"), Int8StaticConfig(), out=Path("user-int8.onnx"), calibration=Path("calib.npz"),
+             eval_data=Path("eval.npz"), metric="sequence_agreement")
 
 ``model`` is a zoo name (``minilm``, ``mobilenetv2``, ``mnist-cnn``), a ``controller.zoo.ZooModel``, a
 path to an ONNX file, or ``(nn.Module, example_inputs)``. ``calibration`` is a ``.npz`` path or a
-list of per-sample input dicts; without it zoo models use their own real calibration split.
+list of per-sample input dicts (contract: ``controller.compression.inputs``); without it zoo models use
+their own real calibration split. ``eval_data`` (same contract) is held-out data quality is measured on,
+with ``metric`` (``top1_agreement``, ``cosine``, ``mean_abs_diff``, ``sequence_agreement`` or
+``module:function``); ``never_slower`` (default) times ``int8-static`` / ``mixed`` against FP32 and
+delivers FP16, INT4 weight-only or FP32 instead when they lost (``report["speed_guard"]``).
 ``progress(fraction, message)`` is called as the job advances. ``evaluate=False`` skips measuring;
 ``threads`` / ``batches`` set the latency grid; ``memory=False`` skips the RSS subprocesses.
 

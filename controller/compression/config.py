@@ -43,6 +43,9 @@ class CompressionConfig:
     family: ClassVar[TechniqueFamily]
     # Techniques that need a torch module (and so a zoo model or an nn.Module), not just an ONNX file.
     needs_torch: ClassVar[bool] = False
+    # Speed techniques: the engine times the output against FP32 and never delivers it slower
+    # (``controller.compression.speed_guard``).
+    speed_guarded: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

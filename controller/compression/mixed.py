@@ -39,7 +39,7 @@ class MixedPrecisionConfig(CompressionConfig):
     """
 
     technique: ClassVar[str] = "mixed"
-
+    speed_guarded: ClassVar[bool] = True
     family: ClassVar[TechniqueFamily] = TechniqueFamily.QUANTIZE
     quality_target: float = 0.99
     calibration_samples: int = 64
@@ -152,6 +152,8 @@ def mixed(source: ModelSource, config: MixedPrecisionConfig, ctx: Any) -> dict[s
     import shutil
 
     from controller.compression.int8_static import Int8StaticConfig, quantize_qdq
+    from controller.compression.speed_guard import NOT_SLOWER, latency_ratio
+    from controller.evaluation.metrics import higher_is_better
 
     n_cal = config.calibration_samples
     pool = ctx.calibration(n_cal + config.validation_samples)
@@ -159,7 +161,8 @@ def mixed(source: ModelSource, config: MixedPrecisionConfig, ctx: Any) -> dict[s
     if validation is calib:
         ctx.warn("not enough calibration data for a separate validation split: the target is checked on the "
                  "calibration samples themselves")
-    metric = source.quality_metric
+    metric = ctx.quality_metric
+    better = higher_is_better(metric)
     base = Int8StaticConfig(calibration_samples=len(calib), calibration_method=config.calibration_method)
     full = ctx.workdir / "mixed-0.onnx"
     ctx.progress(0.05, "quantising every layer")
@@ -170,32 +173,59 @@ def mixed(source: ModelSource, config: MixedPrecisionConfig, ctx: Any) -> dict[s
     best: tuple[float, int, Path] | None = None
     k, step = 0, 0
     while True:
-        chosen = table[:k]
-        path = full if k == 0 else ctx.workdir / f"mixed-{k}.onnx"
-        if k:
-            weight_only = tuple(r["node"] for r in chosen if r["has_weight"] and config.fallback == "weight-only"
-                                and r["op"] in ("MatMul", "Gemm", "Conv"))
-            exclude = tuple(r["node"] for r in chosen if r["node"] not in weight_only)
-            cfg = dataclasses.replace(base, weight_only_nodes=weight_only, exclude_nodes=exclude)
-            quantize_qdq(source.onnx_path, path, calib, cfg, ctx.workdir, lambda f, m: None)
+        path = _candidate(source, config, base, table, k, calib, ctx, full)
         quality = _quality(source.onnx_path, path, validation, metric)
-        tried.append({"fallback_nodes": k, "validation_quality": quality})
-        ctx.progress(0.3 + 0.6 * min(1.0, step / 7), f"{k} node(s) in higher precision: quality {quality:.4f}")
-        if best is None or quality > best[0] + 1e-9:
+        speed = latency_ratio(source.onnx_path, path, calib)
+        not_slower = speed <= NOT_SLOWER
+        tried.append({"fallback_nodes": k, "validation_quality": quality, "latency_ratio": round(speed, 3),
+                      "not_slower": not_slower})
+        ctx.progress(0.3 + 0.6 * min(1.0, step / 7),
+                     f"{k} node(s) in higher precision: quality {quality:.4f}, {speed:.2f}x FP32 latency")
+        improves = best is None or (quality > best[0] + 1e-9 if better else quality < best[0] - 1e-9)
+        if not_slower and improves:
             best = (quality, k, path)
-        if quality >= config.quality_target or k >= min(config.max_fallback, len(table)):
+        meets = quality >= config.quality_target if better else quality <= config.quality_target
+        if (not_slower and meets) or k >= min(config.max_fallback, len(table)):
+            break
+        if k and not not_slower:  # more float layers only add Q/DQ boundaries: stop before getting slower still
             break
         k = min(max(1, 2 * k), config.max_fallback, len(table))
         step += 1
-    quality, k, path = best if best[0] < config.quality_target else (quality, k, path)
+    if best is None:  # even full INT8 is slower than FP32: the engine's speed guard decides what ships
+        best = (tried[0]["validation_quality"], 0, full)
+        ctx.warn(f"every mixed-precision candidate was slower than FP32 on this host (full INT8 "
+                 f"{tried[0]['latency_ratio']:.2f}x)")
+    quality, k, path = best
     shutil.copy(path, ctx.output)
-    fallback_kind = {r["node"]: ("weight-only" if config.fallback == "weight-only" and r["has_weight"]
-                                 and r["op"] in ("MatMul", "Gemm", "Conv") else "float") for r in table[:k]}
+    fallback_kind = {r["node"]: _fallback_kind(r, config) for r in table[:k]}
     for row in table:
         row["precision"] = fallback_kind.get(row["node"], "int8")
-    met = quality >= config.quality_target
+    met = quality >= config.quality_target if better else quality <= config.quality_target
     if not met:
-        ctx.warn(f"quality target {config.quality_target} not reached: best {quality:.4f} with {k} node(s) out of "
-                 f"INT8 (max_fallback={config.max_fallback}); the model written is that best one")
+        ctx.warn(f"quality target {config.quality_target} not reached without being slower than FP32: best "
+                 f"{quality:.4f} with {k} node(s) out of INT8 (max_fallback={config.max_fallback}); the model "
+                 "written is that best one")
     return {"quality_target": config.quality_target, "target_met": met, "validation_quality": quality,
-            "fallback_nodes": k, "search": tried, "per_layer": table}
+            "metric": metric, "fallback_nodes": k, "search": tried, "per_layer": table,
+            "speed_rule": "a layer goes back to higher precision only while the model stays no slower than FP32"}
+
+
+def _fallback_kind(row: dict[str, Any], config: MixedPrecisionConfig) -> str:
+    weight_only = config.fallback == "weight-only" and row["has_weight"] and row["op"] in ("MatMul", "Gemm", "Conv")
+    return "weight-only" if weight_only else "float"
+
+
+def _candidate(source: ModelSource, config: MixedPrecisionConfig, base: Any, table: list[dict[str, Any]], k: int,
+               calib: list[Inputs], ctx: Any, full: Path) -> Path:
+    """The INT8 model with the ``k`` most sensitive nodes in higher precision."""
+    from controller.compression.int8_static import quantize_qdq
+
+    if not k:
+        return full
+    chosen = table[:k]
+    weight_only = tuple(r["node"] for r in chosen if _fallback_kind(r, config) == "weight-only")
+    exclude = tuple(r["node"] for r in chosen if r["node"] not in weight_only)
+    cfg = dataclasses.replace(base, weight_only_nodes=weight_only, exclude_nodes=exclude)
+    path = ctx.workdir / f"mixed-{k}.onnx"
+    quantize_qdq(source.onnx_path, path, calib, cfg, ctx.workdir, lambda f, m: None)
+    return path

@@ -89,7 +89,8 @@ def topological_sort(graph: Any) -> None:
     waiting = [0] * len(nodes)
     consumers: dict[int, list[int]] = {}
     for idx, node in enumerate(nodes):
-        deps = {producers[i] for i in node.input if i not in available and i in producers}
+        needed = [*node.input, *_outer_references(node)]  # an If/Loop body may read outer-scope tensors
+        deps = {producers[i] for i in needed if i not in available and i in producers and producers[i] != idx}
         waiting[idx] = len(deps)
         for dep in deps:
             consumers.setdefault(dep, []).append(idx)
@@ -107,3 +108,19 @@ def topological_sort(graph: Any) -> None:
     sorted_nodes = [nodes[i] for i in order]
     del graph.node[:]
     graph.node.extend(sorted_nodes)
+
+
+def _outer_references(node: Any) -> set[str]:
+    """Tensor names a node's subgraphs (If branches, Loop/Scan bodies) read from the enclosing graph."""
+    from onnx import AttributeProto
+
+    refs: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
+        for graph in graphs:
+            local = {i.name for i in graph.initializer} | {i.name for i in graph.input}
+            local |= {o for n in graph.node for o in n.output}
+            for inner in graph.node:
+                refs |= {i for i in inner.input if i and i not in local}
+                refs |= _outer_references(inner) - local
+    return refs

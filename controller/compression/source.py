@@ -61,18 +61,37 @@ def input_specs(onnx_path: Path) -> list[InputSpec]:
     return specs
 
 
-def check_onnx(path: Path) -> None:
-    """Raise InvalidModelError unless ``path`` is an ONNX file that passes ``onnx.checker``."""
-    import onnx
+def check_onnx(path: Path, flag: str = "--model") -> None:
+    """Raise InvalidModelError unless ``path`` is an ONNX file that passes ``onnx.checker``.
 
-    if not path.exists():
-        raise InvalidModelError(f"model file {path} does not exist")
+    Messages name the flag, the file, what was expected and what to do: a text file handed over
+    as a model used to surface as onnx's "ir_version not set properly".
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from controller.onnx_files import missing_external_data
+
+    if not path.is_file():
+        raise InvalidModelError(f"{flag} {path}: no such file; expected an .onnx model (or a .zip holding one "
+                                "with its weight files)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise InvalidModelError(f"{flag} {path}: not an ONNX model (it does not parse as an ONNX protobuf: "
+                                f"{str(exc)[:120]}); export it with torch.onnx.export or pass a zoo name") from None
+    if not model.graph.node or model.ir_version <= 0:
+        raise InvalidModelError(f"{flag} {path}: not an ONNX model (no graph / no ir_version: is it a text or "
+                                "other file renamed .onnx?); export it with torch.onnx.export")
+    missing = missing_external_data(path)
+    if missing:
+        raise InvalidModelError(f"{flag} {path}: the graph keeps its weights in {missing}, which are not beside "
+                                "it; put the .onnx and its .data file(s) in one folder (or pass a .zip of both)")
     try:
         onnx.checker.check_model(str(path), full_check=False)
     except Exception as exc:  # onnx raises ValidationError, DecodeError, OSError...
-        kind = "is not an ONNX model" if "pars" in str(exc).lower() or "decode" in str(exc).lower() else \
-            "fails onnx.checker"
-        raise InvalidModelError(f"{path} {kind}: {str(exc).splitlines()[0][:300]}") from None
+        raise InvalidModelError(f"{flag} {path} fails onnx.checker: {str(exc).splitlines()[0][:300]}; re-export "
+                                "the model with a current exporter") from None
 
 
 @dataclasses.dataclass
@@ -105,12 +124,14 @@ class ModelSource:
             return self.zoo.torch_model()
         if self.torch_module is not None:
             return copy.deepcopy(self.torch_module).eval()
+        from controller.compression.config import techniques
         from controller.zoo import ZOO_NAMES
 
+        onnx_ones = ", ".join(name for name, cls in techniques().items() if not cls.needs_torch)
         raise UnsupportedModelError(
-            f"technique {technique!r} trains or restructures a torch module; an ONNX file has none. "
-            f"Use a zoo model ({', '.join(ZOO_NAMES)}) or pass an nn.Module, or pick an ONNX technique "
-            "(int8-static, int8-dynamic, int4-weight, fp16, mixed, prune-unstructured, svd)")
+            f"--technique {technique}: trains or restructures a torch module; an ONNX file has none. "
+            f"Use a zoo model ({', '.join(ZOO_NAMES)}) or pass an nn.Module from Python, or pick a technique that "
+            f"works on ONNX files: {onnx_ones}")
 
 
 def resolve_model(model: Any, workdir: Path) -> ModelSource:
@@ -136,45 +157,31 @@ def resolve_model(model: Any, workdir: Path) -> ModelSource:
         raise InvalidModelError(f"{path}: a torch checkpoint has no architecture; pass (nn.Module, example_inputs) "
                                 "or export it to ONNX first")
     if not path.exists() and isinstance(model, str) and "/" not in model and not path.suffix:
-        raise InvalidModelError(f"{model!r} is neither a zoo model ({', '.join(zoo.ZOO_NAMES)}) nor a file")
+        raise InvalidModelError(f"--model {model!r} is neither a zoo model ({', '.join(zoo.ZOO_NAMES)}) nor a file")
+    if path.suffix.lower() == ".zip":
+        from controller.onnx_files import ModelFileError, unpack_model
+
+        if not path.is_file():
+            raise InvalidModelError(f"--model {path}: no such file")
+        try:
+            inner = unpack_model(path, workdir)
+        except ModelFileError as exc:
+            raise InvalidModelError(f"--model {exc}") from None
+        check_onnx(inner)
+        return ModelSource(inner, path.stem)
     check_onnx(path)
     return ModelSource(path.resolve(), path.stem)
 
 
-def load_calibration(source: CalibrationSource, specs: list[InputSpec], limit: int | None = None) -> list[Inputs]:
-    """Per-sample input dicts (batch 1) from a ``.npz`` or a list of dicts, validated against ``specs``."""
-    if isinstance(source, str | Path):
-        path = Path(source)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise CalibrationError(f"{path}: not a readable .npz ({exc})") from None
-        _check_names(set(arrays), specs, str(path))
-        counts = {k: len(v) for k, v in arrays.items() if v.ndim > 0}
-        if len(set(counts.values())) != 1:
-            raise CalibrationError(f"{path}: arrays have different sample counts {counts}")
-        n = next(iter(counts.values()))
-        samples = [{s.name: arrays[s.name][i : i + 1] for s in specs} for i in range(n)]
-    else:
-        samples = [dict(s) for s in source]
-        if not samples:
-            raise CalibrationError("calibration data is empty")
-        _check_names(set(samples[0]), specs, "calibration sample 0")
-    if limit is not None:
-        samples = samples[:limit]
-    for i, sample in enumerate(samples):
-        for spec in specs:
-            spec.check(np.asarray(sample[spec.name]), f"calibration sample {i}")
-    return samples
+def load_calibration(source: CalibrationSource, specs: list[InputSpec], limit: int | None = None,
+                     flag: str = "--calibration") -> list[Inputs]:
+    """Per-sample feed dicts from an ``.npz``, a directory of per-sample ``.npz`` or a list of dicts.
 
+    The contract (rank rule, dtype casting) lives in :mod:`controller.compression.inputs`.
+    """
+    from controller.compression.inputs import load_samples
 
-def _check_names(got: set[str], specs: list[InputSpec], where: str) -> None:
-    want = {s.name for s in specs}
-    if got != want:
-        missing, extra = sorted(want - got), sorted(got - want)
-        detail = (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else "")
-        raise CalibrationError(f"{where}: keys must be the model's input names {sorted(want)}{detail}")
+    return load_samples(source, specs, limit=limit, flag=flag)
 
 
 def synthetic_inputs(specs: list[InputSpec], n: int, seed: int = 0) -> list[Inputs]:

@@ -42,6 +42,7 @@ class BuildInputs:
     golden: dict[str, np.ndarray]
     calibration: list[dict[str, np.ndarray]]
     quality_metric: str
+    data: dict[str, Any] = field(default_factory=dict)  # where golden / calibration came from (real or synthetic)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class BuildReport:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     ok: bool = False
     error: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    host_latency_ratio: float | None = None  # artifact / FP32 p50 on this host (ONNX artifacts), profile tuning
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -76,15 +79,24 @@ def zoo_inputs(name: str, golden_samples: int = 32, calibration_samples: int = 6
                        entry.quality_metric)
 
 
-def file_inputs(path: Path, golden_samples: int = 16, quality_metric: str = "cosine") -> BuildInputs:
-    """A user's ``.onnx``/``.pt2`` file with synthesized inputs (pass real ones through the API for INT8)."""
+def file_inputs(path: Path, golden_samples: int = 16, quality_metric: str = "cosine", *,
+                calibration: Path | None = None, eval_data: Path | None = None, allow_synthetic: bool = False,
+                calibration_samples: int = 64, needs_calibration: bool = True) -> BuildInputs:
+    """A user's ``.onnx``/``.pt2`` file with its real data (``--calibration`` / ``--eval``).
+
+    Random inputs only with ``allow_synthetic`` (see :mod:`controller.conversion.build_data`).
+    """
+    from controller.conversion.build_data import user_data
     from controller.conversion.source import load_source, synth_golden
 
     src = load_source(path)
-    golden = synth_golden(src.inputs, golden_samples)
-    calib = [{k: v[i:i + 1] for k, v in golden.items()} for i in range(golden_samples)]
+    golden, calib, data = user_data(path, needs_calibration=needs_calibration, calibration=calibration,
+                                    eval_data=eval_data, allow_synthetic=allow_synthetic,
+                                    golden_samples=golden_samples, calibration_samples=calibration_samples,
+                                    synth=lambda: synth_golden(src.inputs, golden_samples))
     return BuildInputs(path.stem, src.path if src.kind == "onnx" else None, src.module,
-                       src.example_inputs or None, src.input_names, src.output_names, golden, calib, quality_metric)
+                       src.example_inputs or None, src.input_names, src.output_names, golden, calib, quality_metric,
+                       data)
 
 
 def compression_ladder(plan: BuildPlan, profile: DeviceProfile, quality_metric: str) -> list[tuple[str, dict]]:
@@ -103,7 +115,7 @@ def compression_ladder(plan: BuildPlan, profile: DeviceProfile, quality_metric: 
 
 
 def _compress(inputs: BuildInputs, compression: tuple[str, dict], workdir: Path,
-              profile: DeviceProfile) -> tuple[Path, dict]:
+              profile: DeviceProfile, never_slower: bool = True) -> tuple[Path, dict]:
     from controller.compression import compress, make_config
     from controller.conversion.check import cross_runtime_check, onnx_runner
 
@@ -117,14 +129,20 @@ def _compress(inputs: BuildInputs, compression: tuple[str, dict], workdir: Path,
         # The compression engine's measured per-model settings (e.g. MiniLM's FFN output projections
         # keep float activations), with the profile's device params (reduce_range, per_channel) on top.
         config = dataclasses.replace(recommended_int8(inputs.name), **params)
-    out = workdir / f"{inputs.name}.{technique}.onnx"
+    out = workdir / f"{inputs.name}.{profile.id}.{technique}.onnx"  # per profile: another profile's build of the
+    # same technique (reduce_range differs) must not overwrite the file this profile's report points at
     model: Any = inputs.name if inputs.onnx_path is None or _is_zoo(inputs.name) else inputs.onnx_path
-    result = compress(model, config, out=out, calibration=inputs.calibration, evaluate=False)
+    result = compress(model, config, out=out, calibration=inputs.calibration, evaluate=False,
+                      metric=None if _is_zoo(inputs.name) else inputs.quality_metric, never_slower=never_slower)
     report = cross_runtime_check(onnx_runner(inputs.onnx_path, optimize=False), onnx_runner(out), inputs.golden,
                                  profile.tolerance, target=f"compression:{technique}", profile=profile.id,
                                  output_names=inputs.output_names, quality_metric=inputs.quality_metric)
+    guard = result.report.get("speed_guard") or {}
+    if guard.get("delivered", technique) != technique:  # slower than FP32 here: label what really ships
+        technique = guard["delivered"]
     return result.output, {"technique": technique, "config": json.loads(config.to_json()),
-                           "path": str(result.output), "check": report.to_dict()}
+                           "path": str(result.output), "check": report.to_dict(),
+                           "speed_guard": result.report.get("speed_guard"), "warnings": result.warnings}
 
 
 def _is_zoo(name: str) -> bool:
@@ -142,10 +160,17 @@ def build(
     golden_samples: int = 32,
     calibration_samples: int = 64,
     check: bool = True,
+    never_slower: bool = True,
+    calibration: Path | None = None,
+    eval_data: Path | None = None,
+    allow_synthetic: bool = False,
+    quality_metric: str = "cosine",
 ) -> BuildReport:
     """Build ``model`` for ``profile`` per its recipe.
 
-    ``check=True`` (the CLI default) enforces the profile's tolerance: a compression or
+    ``check=True`` (the CLI default) also applies the never-slower rule (``never_slower``): a
+    quantized model slower than FP32 on this host is replaced as ``compress`` does, and when FP32
+    itself is the answer the FP32 source is converted. It enforces the profile's tolerance: a compression or
     precision that misses it is replaced by the next rung of its ladder (INT8 → mixed → FP32;
     TFLite int8 → int8-dynamic → fp16 → fp32), every attempt recorded in ``attempts``, and a
     final miss raises :class:`CrossRuntimeMismatchError`. ``check=False`` builds the recipe as
@@ -160,17 +185,26 @@ def build(
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     plan = plan_build(prof)
     inputs = (zoo_inputs(str(model), golden_samples, calibration_samples) if _is_zoo(str(model))
-              else file_inputs(Path(model), golden_samples))
+              else file_inputs(Path(model), golden_samples, quality_metric, calibration=calibration,
+                               eval_data=eval_data, allow_synthetic=allow_synthetic,
+                               calibration_samples=calibration_samples, needs_calibration=bool(plan.compression)))
     plan_dict = {"technique": plan.technique, "compression": plan.compression, "target": plan.target,
                  "format": plan.format, "options": asdict(plan.options), "notes": plan.notes}
-    report = BuildReport(inputs.name, prof.id, plan_dict)
+    report = BuildReport(inputs.name, prof.id, plan_dict, data=inputs.data or {
+        "calibration": {"data": f"zoo {inputs.name} calibration split"},
+        "check": {"data": f"zoo {inputs.name} held-out split", "held_out": True}, "synthetic": False})
     out_dir.mkdir(parents=True, exist_ok=True)
     source: Any = inputs.onnx_path
     # check=False measures the recipe as written; check=True enforces the tolerance with fallbacks.
     comp_ladder = compression_ladder(plan, prof, inputs.quality_metric) if check else (
         [plan.compression] if plan.compression else [])
     for compression in comp_ladder:
-        candidate, info = _compress(inputs, compression, out_dir, prof)
+        candidate, info = _compress(inputs, compression, out_dir, prof, never_slower=check and never_slower)
+        if info["technique"] == "fp32":  # no quantized variant was faster on this host: ship the FP32 source
+            report.attempts.append({"stage": "compression", "precision": compression[0], "ok": False,
+                                    "reason": (info.get("speed_guard") or {}).get("reason"), "outputs": []})
+            candidate.unlink(missing_ok=True)
+            break
         report.attempts.append({"stage": "compression", "precision": compression[0], "ok": info["check"]["ok"],
                                 "outputs": [
             {k: o[k] for k in ("name", "cosine", "top1_agreement")} for o in info["check"]["outputs"]]})
@@ -206,10 +240,24 @@ def build(
     report.artifact, report.conversion = res.path, res.model_dump(mode="json")
     comp_ok = report.compression is None or report.compression["check"]["ok"]
     report.ok = bool(res.check and res.check["ok"]) and comp_ok
+    report.host_latency_ratio = _host_latency_ratio(inputs, Path(res.path))
     if registry is not None:
         report.versions = record_lineage(registry, inputs, report, res)
     (out_dir / f"{inputs.name}.{prof.id}.build.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
+
+
+def _host_latency_ratio(inputs: BuildInputs, artifact: Path) -> float | None:
+    """p50 artifact / FP32 on this host (1 thread, profile tuning), for ONNX artifacts of ONNX sources."""
+    if inputs.onnx_path is None or artifact.suffix != ".onnx" or not inputs.calibration:
+        return None
+    from controller.compression.speed_guard import latency_ratio
+
+    try:
+        return round(latency_ratio(inputs.onnx_path, artifact, inputs.calibration), 3)
+    except Exception as exc:  # noqa: BLE001 - e.g. an artifact this host's ORT cannot run: say n/a
+        log.info("latency of %s not measurable here: %s", artifact, exc)
+        return None
 
 
 def record_lineage(registry: Any, inputs: BuildInputs, report: BuildReport, res: Any) -> list[str]:

@@ -46,7 +46,8 @@ def evaluate(
         reference_onnx: the FP32 model.
         candidate_onnx: the compressed model (same graph inputs).
         inputs: per-sample dicts (batch 1) keyed by graph input names.
-        metric: ``"cosine"`` (embeddings) or ``"top1"`` (classifiers).
+        metric: ``cosine``, ``top1_agreement`` (``top1``), ``mean_abs_diff``, ``sequence_agreement`` or a
+            user hook ``module:function`` (see :mod:`controller.evaluation.metrics`).
         labels: task labels aligned with ``inputs``; adds task accuracy of both models.
         threads / batches: latency grid, measured as ORT intra-op threads × batch size.
         memory: measure peak-RSS increase in fresh subprocesses (~2 s per model).
@@ -56,7 +57,10 @@ def evaluate(
         ``accuracy`` (if labels), ``latency`` (``t{threads}_b{batch}`` → p50/p95 and ratios),
         ``latency_ratio`` (p50 ratio at the first grid point), ``memory`` and ``memory_ratio``.
     """
-    ref_size, cand_size = Path(reference_onnx).stat().st_size, Path(candidate_onnx).stat().st_size
+    from controller.onnx_files import model_bytes
+
+    # every weight file counts: torch's default export keeps the weights in model.onnx.data
+    ref_size, cand_size = model_bytes(Path(reference_onnx)), model_bytes(Path(candidate_onnx))
     result: dict[str, Any] = {"metric": metric, "n_inputs": len(inputs),
                               "size_bytes": {"reference": ref_size, "candidate": cand_size},
                               "size_ratio": cand_size / ref_size}

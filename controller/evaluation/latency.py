@@ -25,6 +25,8 @@ def session(path: Path | str, threads: int = 1) -> Any:
 
 def make_batches(inputs: Sequence[Inputs], batch: int) -> list[Inputs]:
     """Concatenate per-sample dicts into batches of ``batch`` (last partial batch dropped if others exist)."""
+    if batch == 1:  # as stored: scalars and recurrent states must not be concatenated
+        return [dict(s) for s in inputs]
     out = []
     for i in range(0, len(inputs), batch):
         chunk = inputs[i : i + batch]
@@ -35,15 +37,25 @@ def make_batches(inputs: Sequence[Inputs], batch: int) -> list[Inputs]:
 
 
 def run_all(sess: Any, inputs: Sequence[Inputs], batch: int = 32) -> np.ndarray:
-    """First output of ``sess`` over all samples (batched when the model allows it)."""
+    """First output of ``sess`` over all samples, samples on axis 0.
+
+    Samples are batched only when every graph input has a dynamic leading axis fed as 1
+    (``can_batch``): a recurrent state's fixed leading axis or a scalar input is not a batch axis.
+    """
+    from controller.compression.inputs import can_batch
+
     outs = []
-    try:
-        for b in make_batches(inputs, batch):
-            outs.append(sess.run(None, b)[0])
-        if sum(len(o) for o in outs) != len(inputs):  # partial batch dropped
-            outs = [sess.run(None, s)[0] for s in inputs]
-    except Exception:  # fixed batch dim: fall back to one sample at a time
-        outs = [sess.run(None, s)[0] for s in inputs]
+    if inputs and can_batch(sess.get_inputs(), inputs[0]):
+        try:
+            for b in make_batches(inputs, batch):
+                outs.append(sess.run(None, b)[0])
+            if sum(len(o) for o in outs) == len(inputs):
+                return np.concatenate(outs)
+        except Exception:  # noqa: BLE001 - a graph that refuses batches: one sample at a time
+            pass
+    outs = [np.asarray(sess.run(None, s)[0]) for s in inputs]
+    if outs and outs[0].ndim == 0:
+        return np.stack(outs)
     return np.concatenate(outs)
 
 

@@ -133,7 +133,19 @@ def _validate_compression(spec: JobSpec, services: JobServices) -> JobSpec:
         _check_profile(spec["profile"])
     return {"family": spec.get("family"), "technique": config.technique, "config": config.to_dict(),
             "version_id": version.id, "profile": spec.get("profile"),
-            "evaluate": bool(spec.get("evaluate", True)), "measure_memory": bool(spec.get("measure_memory", False))}
+            "evaluate": bool(spec.get("evaluate", True)), "measure_memory": bool(spec.get("measure_memory", False)),
+            "metric": _check_metric(spec.get("metric")), "allow_slower": bool(spec.get("allow_slower", False))}
+
+
+def _check_metric(metric: str | None) -> str | None:
+    from controller.evaluation.metrics import MetricError, check_metric
+
+    if metric is None:
+        return None
+    try:
+        return check_metric(metric)
+    except MetricError as exc:
+        raise InvalidJobSpecError(f"metric: {exc}") from exc
 
 
 def _check_profile(profile: str) -> None:
@@ -146,7 +158,8 @@ def _check_profile(profile: str) -> None:
 
 
 def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str, Any], *, profile: str | None,
-                         evaluate: bool, memory: bool, lo: float, hi: float, label: str) -> dict[str, Any]:
+                         evaluate: bool, memory: bool, lo: float, hi: float, label: str,
+                         metric: str | None = None, allow_slower: bool = False) -> dict[str, Any]:
     """Compress one version and store the output as its child version; returns the new version summary."""
     from controller.compression import compress as run_compress
     from controller.compression import config_from_json
@@ -162,10 +175,12 @@ def run_compression_step(ctx: JobContext, version_id: str, config_dict: dict[str
     if config.needs_torch:
         check_torch_start(data, version)
     model, calibration = data.compression_input(version, src)
+    held_out = data.eval_samples_path(version) if isinstance(model, Path) else None
     report = ctx.scaled(lo, hi, label)
     report(0, f"{config.technique}: loading")
     result = run_compress(model, config, out=step_dir / "output.onnx", evaluate=evaluate, memory=memory,
-                          calibration=calibration, progress=lambda f, msg: report(100 * f, msg))
+                          calibration=calibration, eval_data=held_out, metric=metric, never_slower=not allow_slower,
+                          progress=lambda f, msg: report(100 * f, msg))
     metrics = _finite_json(result.metrics)
     if result.warnings:
         metrics["warnings"] = list(result.warnings)
@@ -180,7 +195,8 @@ def _run_compression(ctx: JobContext) -> dict[str, Any]:
     spec = ctx.job.spec
     out = run_compression_step(ctx, spec["version_id"], spec["config"], profile=spec.get("profile"),
                                evaluate=spec.get("evaluate", True), memory=spec.get("measure_memory", False),
-                               lo=2, hi=99, label=spec["technique"])
+                               lo=2, hi=99, label=spec["technique"], metric=spec.get("metric"),
+                               allow_slower=spec.get("allow_slower", False))
     ctx.progress(100, "recorded version " + out["version_id"])
     return out
 
@@ -344,7 +360,9 @@ def _run_zoo(ctx: JobContext) -> dict[str, Any]:
 # ---------------------------------------------------------------- registry of kinds
 def default_kinds() -> dict[str, JobKind]:
     """The built-in job kinds."""
-    return {
+    from controller.optimize.job import JOB_KINDS as OPTIMIZE_KINDS
+
+    return OPTIMIZE_KINDS | {
         "compression": JobKind("compression", _run_compression, _validate_compression),
         "pipeline": JobKind("pipeline", _run_pipeline, _validate_pipeline),
         "conversion": JobKind("conversion", _run_conversion, _validate_conversion),

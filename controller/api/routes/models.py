@@ -47,15 +47,22 @@ def list_models(services: ServicesDep, _: Reader,
     return ok({"items": items, "total": total, "page": page, "page_size": page_size})
 
 
+SAMPLES_DOC = ("optional calibration data: .npz whose keys are the input names, samples on axis 0; a sample whose "
+               "rank equals the input's rank is fed as is (recurrent states, scalars), else a batch axis of 1 is "
+               "added. Compression jobs calibrate on it; deployments build their golden set from it")
+EVAL_DOC = ("optional held-out data in the same layout as 'samples' (never used to calibrate): compression jobs "
+            "measure quality on it; without it the report flags quality measured on the calibration data")
+
+
 @router.post("", status_code=201, response_model=Envelope[Obj], summary="Upload an ONNX model (multipart)")
 def upload_model(request: Request, services: ServicesDep, who: Writer,
-                 file: Annotated[UploadFile, File(description="the .onnx file")],
+                 file: Annotated[UploadFile, File(description="the .onnx file, or a .zip of the .onnx and its external "
+                                                  "weight files (e.g. model.onnx.data)")],
                  name: Annotated[str, Form(min_length=1, max_length=128)],
                  profile: Annotated[str | None, Form(max_length=64)] = None,
                  description: Annotated[str, Form(max_length=2000)] = "",
-                 samples: Annotated[UploadFile | None, File(description="optional .npz of real inputs (keys = "
-                                                                       "input names): calibration + golden set")]
-                 = None) -> dict:
+                 samples: Annotated[UploadFile | None, File(description=SAMPLES_DOC)] = None,
+                 eval_samples: Annotated[UploadFile | None, File(description=EVAL_DOC)] = None) -> dict:
     """Store the file as a new version (a new model if the name is new) after ``onnx.checker`` passes.
 
     Too large → 413; not ONNX or failing the checker → 422; in every failure nothing is stored.
@@ -67,17 +74,20 @@ def upload_model(request: Request, services: ServicesDep, who: Writer,
     validate_name(name)
     ws = services.settings.compression_workspace
     tmp = receive_upload(file.file, ws, limit)
-    sample_tmp = None
+    sample_tmp = eval_tmp = None
     try:
         if samples is not None and samples.filename:
             sample_tmp = receive_upload(samples.file, ws, limit)
+        if eval_samples is not None and eval_samples.filename:
+            eval_tmp = receive_upload(eval_samples.file, ws, limit)
         model, version, info = store_upload(services.registry, name=name, tmp=tmp, profile=profile or None,
                                             description=description, actor=who.name, samples=sample_tmp,
+                                            eval_samples=eval_tmp, filename=file.filename,
                                             settings=services.settings)
     finally:
-        tmp.unlink(missing_ok=True)
-        if sample_tmp is not None:
-            sample_tmp.unlink(missing_ok=True)
+        for path in (tmp, sample_tmp, eval_tmp):
+            if path is not None:
+                path.unlink(missing_ok=True)
     info.pop("input_shapes", None)
     return ok({"model": model_view(services.registry, model), "version": version_view(services.registry, version),
                "onnx": info}, f"stored {name} version {version.id}")

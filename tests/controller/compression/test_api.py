@@ -105,7 +105,7 @@ def test_calibration_with_wrong_names_shapes_dtypes(tiny_models, tmp_path):
     cases = {
         "wrong_name.npz": ({"image": np.zeros((4, 3, 16, 16), np.float32)}, "missing"),
         "wrong_shape.npz": ({"input": np.zeros((4, 3, 8, 8), np.float32)}, "shape"),
-        "wrong_dtype.npz": ({"input": np.zeros((4, 3, 16, 16), np.float64)}, "dtype"),
+        "wrong_dtype.npz": ({"input": np.zeros((4, 3, 16, 16), np.int32)}, "dtype"),
     }
     for name, (arrays, message) in cases.items():
         np.savez(tmp_path / name, **arrays)
