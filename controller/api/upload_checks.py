@@ -262,7 +262,9 @@ class _Skeleton:
         body = bytearray()
         name, dtype, dims, weight = "", 0, [], None
         for f in list(_walk(self.fh, tensor.value_at, tensor.end)):
-            if f.number in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION):
+            if f.number == _TENSOR_EXTERNAL_DATA or (f.number == _TENSOR_DATA_LOCATION and f.varint != 1):
+                continue  # stale external-data entries of a tensor stored inline (DEFAULT): ignored by onnx too
+            if f.number == _TENSOR_DATA_LOCATION:
                 raise ApiError(422, "field 'file': the model keeps its weights in external data files, which were "
                                     "not uploaded; send one .zip holding the .onnx and those files (torch's default "
                                     "export writes model.onnx + model.onnx.data)", code="invalid_model")
