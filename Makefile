@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.edgefleet-installed
 CVENV  := .venv-convert
 CSTAMP := $(CVENV)/.edgefleet-installed
 
-.PHONY: demo test test-fast lint bench broker-dep clean
+.PHONY: demo test test-fast lint bench broker-dep browser-dep clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +40,21 @@ broker-dep:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null); \
 	else echo "mosquitto not installed and not root: the demo uses the embedded amqtt broker"; fi
 
+# Debian's headless Chromium + chromedriver for the console's real-browser test (Selenium); without them
+# that test is skipped and says why.
+browser-dep:
+	@if [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium + chromium-driver (apt)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null); \
+	else echo "chromium-driver not installed and not root: the browser test is skipped"; fi
+
 demo: $(STAMP) $(CSTAMP) broker-dep
 	$(VENV)/bin/edgefleet demo
 
 # Coverage adds up both runs: the main suite, then the conversion tests in the convert venv
 # (where the TFLite and Core ML converters really run).
-test: $(STAMP) $(CSTAMP) broker-dep
+test: $(STAMP) $(CSTAMP) broker-dep browser-dep
 	$(VENV)/bin/ruff check .
 	rm -f .coverage .coverage.*
 	$(VENV)/bin/pytest -ra --durations=20 --cov --cov-report=

@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "controller.profiles_cli",
     "controller.api.cli",
     "controller.fleet.cli",
+    "controller.report.cli",
+    "controller.dashboards.cli",
 )
 
 

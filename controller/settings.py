@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         None, validation_alias=_env("EDGEFLEET_CONVERT_PYTHON"),
         description="interpreter of the converter venv (default: .venv-convert/bin/python)")
 
+    # ---- dashboards
+    ha_discovery: bool = Field(
+        False, validation_alias=_env("EDGEFLEET_HA_DISCOVERY"),
+        description="publish retained Home Assistant MQTT discovery configs for every device (and each new one)")
+    ha_discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_/-]{1,64}$",
+                                     validation_alias=_env("EDGEFLEET_HA_DISCOVERY_PREFIX"))
+
     @field_validator("default_quantization_bits")
     @classmethod
     def _bits(cls, value: int) -> int:

@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         description="Compress models per device profile, manage versions with lineage, deploy to an MQTT fleet. "
                     "Every response is an envelope `{status, data, message}`; mutating calls need a bearer API key.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by controller.console with vendored Swagger UI assets (works offline)
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
@@ -60,4 +61,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(rollouts.metrics_router, prefix=API_PREFIX)
     app.include_router(rollouts.prometheus_router)  # Prometheus scrapes /metrics at the root
+    from controller.console import mount
+
+    mount(app, API_PREFIX)  # web console, offline /docs, …/report endpoints
     return app

@@ -65,6 +65,9 @@ class Services:
     def close(self) -> None:
         """Stop the runner and fleet, close the stores."""
         self.runner.shutdown()
+        announcer = self.extra.pop("ha_discovery", None)
+        if announcer is not None:
+            announcer.stop()
         engine = self.extra.pop("rollouts", None)  # the rollout engine ticks on the fleet: stop it first
         if engine is not None:
             engine.stop()
@@ -100,6 +103,11 @@ def open_services(settings: Settings, *, keys: KeyRing | None = None, kinds: dic
         from controller.rollout import RolloutEngine
 
         services.extra["rollouts"] = RolloutEngine(services.fleet).start()
+        if settings.ha_discovery:  # Home Assistant discovery for every device, and each new one as it appears
+            from controller.dashboards import HomeAssistantAnnouncer
+
+            services.extra["ha_discovery"] = HomeAssistantAnnouncer(
+                services.fleet, prefix=settings.ha_discovery_prefix).start()
     runner.start()
     return services
 

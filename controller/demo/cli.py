@@ -17,6 +17,7 @@ def _run(args: argparse.Namespace) -> int:
         broker=args.broker,
         bench_runs=args.bench_runs,
         stage_timeout=args.stage_timeout,
+        keep_console=args.keep_console,
     )
     return run_demo(opts)
 
@@ -33,4 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
     p.add_argument("--bench-runs", type=int, default=30)
     p.add_argument("--stage-timeout", type=float, default=600.0, help="seconds per deployment stage")
+    p.add_argument("--keep-console", action="store_true",
+                   help="after the story, keep the broker, agents and web console running until Ctrl-C")
     p.set_defaults(func=_run)

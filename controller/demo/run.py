@@ -154,6 +154,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
             extra["final"] = active_versions(run) if run.registry is not None else {}
         except Exception as exc:  # noqa: BLE001
             problems.append(f"could not read final device state: {exc}")
+        _hold_console(run, console)
         shutdown(run)
     if not problems and "final" in extra:
         problems = story_problems + check_outcome(run, extra["final"])
@@ -171,6 +172,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     verdict = f"[green]✓ every device runs its committed INT8 build ({formats}); the degraded builds were rolled back"
     console.print(verdict if ok else "[red]✗ demo failed")
     console.print(f"summary: {summary_path}  ({extra['seconds_total']} s)")
+    if extra.get("reports"):
+        console.print(f"reports: {options.workdir / 'reports' / 'index.html'} (one per stage, offline HTML)")
     return 0 if ok else 1
 
 
@@ -216,6 +219,7 @@ def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
         status.update("starting broker, controller and agents")
         start_infrastructure(run)
         say(f"broker: {run.broker.kind} on {run.broker.host}:{run.broker.port}")  # type: ignore[union-attr]
+        run.console = _start_console(run, say)
         start_agents(run)
         say(f"agents online: {', '.join(f'{d} ({p})' for d, p in run.device_profiles().items())}")
         status.update("building model versions")
@@ -248,7 +252,52 @@ def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
             decided = ", ".join(f"{d}: {i.get('state')}" for d, i in stage.devices.items())
             say(f"{stage.name} done in {stage.seconds:.1f} s — {decided}")
     extra: dict[str, Any] = {"compression": versions["compress_metrics"]}
+    extra["reports"] = _write_reports(run, versions, say)
     if run.tflite is not None:
         extra["tflite_build"] = {k: run.tflite.report[k] for k in ("profile", "degradation", "tool_versions",
                                                                    "builds")}
     return problems, extra
+
+
+def _start_console(run: DemoRun, say: Callable[[str], None]) -> Any:
+    """Serve the API and web console over the demo's registry and fleet; a failure only costs the console."""
+    try:
+        from controller.console.embed import serve_embedded
+
+        embedded = serve_embedded(run.registry, run.fleet_service, run.options.workdir / "controller",
+                                  fleet_name=run.options.fleet)
+    except Exception as exc:  # noqa: BLE001 - the story does not need the console
+        say(f"[yellow]console not started: {exc}[/yellow]")
+        return None
+    say(f"[bold]console: {embedded.url}/console/[/bold] (watch the rollout live; API docs at {embedded.url}/docs)")
+    return embedded
+
+
+def _write_reports(run: DemoRun, versions: dict[str, Any], say: Callable[[str], None]) -> dict[str, str]:
+    """One HTML report per stage (its deployment) and per compressed version, under ``<workdir>/reports``."""
+    from controller.report.bundle import write_reports
+
+    deployments = {s.name: s.deployment_id for s in run.stages if s.deployment_id}
+    by_version: dict[str, str] = {}  # several profiles share a build: one report per version
+    for kind in ("int8", "degraded"):
+        for profile, v in sorted(versions.get(kind, {}).items()):
+            by_version.setdefault(v.id, f"{kind}-{profile}")
+    written = write_reports(run.registry, run.options.workdir / "reports", deployments=deployments,
+                            versions={name: vid for vid, name in by_version.items()})
+    say(f"reports written: {', '.join(written)}")
+    return {name: str(path) for name, path in written.items()}
+
+
+def _hold_console(run: DemoRun, console: Console) -> None:
+    """With ``--keep-console``, leave everything running until Ctrl-C; then stop the console either way."""
+    if run.console is None:
+        return
+    if run.options.keep_console:
+        console.print(f"console still at {run.console.url}/console/ — Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    run.console.stop()
+    run.console = None

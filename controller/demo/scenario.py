@@ -39,6 +39,8 @@ class DemoOptions:
     calibration_samples: int = 64
     bench_runs: int = 30
     stage_timeout: float = 600.0
+    keep_console: bool = False
+    """After the story, keep broker, agents and console up until Ctrl-C."""
 
 
 @dataclass
@@ -72,6 +74,8 @@ class DemoRun:
     """profile id → why the demo runs no device of it (e.g. no TFLite converter here)."""
     tflite: Any = None
     """The TFLite builds (:class:`controller.demo.tflite.TfliteSet`) when a TFLite profile takes part."""
+    console: Any = None
+    """The API + web console served over this run's registry and fleet (:mod:`controller.console.embed`)."""
 
     def device_profiles(self) -> dict[str, str]:
         """device id → profile id, for the profiles that take part (not skipped)."""

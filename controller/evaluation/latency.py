@@ -61,8 +61,11 @@ def run_all(sess: Any, inputs: Sequence[Inputs], batch: int = 32) -> np.ndarray:
 
 def _pcts(times: list[float]) -> dict[str, float]:
     arr = np.asarray(times) * 1000.0
+    q = np.percentile(arr, [5, 25, 50, 75, 95, 99])  # a quantile summary: enough to draw the distribution
+    quantiles = {f"p{p}": round(float(v), 4) for p, v in zip((5, 25, 50, 75, 95, 99), q, strict=True)}
+    quantiles |= {"min": round(float(arr.min()), 4), "max": round(float(arr.max()), 4)}
     return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
-            "mean_ms": float(arr.mean()), "runs": len(arr)}
+            "mean_ms": float(arr.mean()), "runs": len(arr), "quantiles_ms": quantiles}
 
 
 def compare_latency(reference: Path | str, candidate: Path | str, inputs: Sequence[Inputs], *,

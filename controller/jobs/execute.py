@@ -75,3 +75,20 @@ def execute(store: JobStore, kind: JobKind, job: Job, workspace: Path, services:
         store.finish(job.id, JobState.SUCCEEDED, result=result)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    _write_report(store, job.id, services, workspace)
+
+
+def _write_report(store: JobStore, job_id: str, services: JobServices, workspace: Path) -> None:
+    """Every finished job leaves an HTML report (``controller.report``); never fails the job or the worker."""
+    registry = getattr(services, "registry", None)
+    if registry is None:
+        return
+    try:
+        job = store.get(job_id)
+        if job.error and job.error.startswith("interrupted by controller"):
+            return  # shutting down: the stores may already be closing
+        from controller.report import write_job_report
+
+        write_job_report(registry, job, workspace)
+    except Exception:  # noqa: BLE001 - a report is a by-product; the API renders it on demand when missing
+        log.warning("no report written for job %s", job_id, exc_info=True)

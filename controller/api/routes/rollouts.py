@@ -156,5 +156,6 @@ def device_metrics(device_id: Annotated[str, Path(min_length=1, max_length=64)],
 def prometheus(services: ServicesDep, _: Reader) -> PlainTextResponse:
     """Text exposition format: per-device telemetry gauges, presence, fleet counters, rollouts by state."""
     engine = services.extra.get("rollouts")
-    return PlainTextResponse(render_metrics(services.registry, services.fleet, engine),
+    return PlainTextResponse(render_metrics(services.registry, services.fleet, engine,
+                                            getattr(services.runner, "store", None)),
                              media_type="text/plain; version=0.0.4")

@@ -15,10 +15,12 @@ from controller.demo.scenario import DemoOptions
 
 
 @pytest.mark.slow
-def test_demo_commits_int8_and_rolls_back_degraded(tmp_path):
+def test_demo_commits_int8_and_rolls_back_degraded(tmp_path, capsys):
     opts = DemoOptions(workdir=tmp_path / "demo", model="mnist-cnn", profiles=("rpi4", "x86-edge"),
                        broker="mosquitto", bench_runs=60, calibration_samples=32)
     code = run_demo(opts)
+    out = capsys.readouterr().out
+    assert "console: http://127.0.0.1:" in out and "/console/" in out  # watchable while it runs
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert code == 0, summary["problems"]
     assert summary["ok"] is True
@@ -32,6 +34,13 @@ def test_demo_commits_int8_and_rolls_back_degraded(tmp_path):
         assert bench["candidate_metrics"]["quality"] < bench["baseline_metrics"]["quality"]
         final = summary["final"][device]["active"]
         assert final["version"] == stages["int8"]["per_profile_versions"][summary["devices"][device]["profile"]]
+    # a report per stage (its deployment: every device's decision and figures) and per compressed build
+    reports = summary["reports"]
+    assert {"stage-fp32", "stage-int8", "stage-degraded"} <= set(reports)
+    assert any(name.startswith("version-int8") for name in reports)
+    degraded_html = (tmp_path / "demo" / "reports" / "stage-degraded" / "report.html").read_text()
+    assert "regression_quality" in degraded_html and "<svg" in degraded_html
+    assert (tmp_path / "demo" / "reports" / "index.html").exists()
     # nothing left running: no agent process of this demo survives it
     mine = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert mine == []
