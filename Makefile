@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.edgefleet-installed
 CVENV  := .venv-convert
 CSTAMP := $(CVENV)/.edgefleet-installed
 
-.PHONY: demo test test-fast lint bench broker-dep browser-dep clean
+.PHONY: demo test test-fast lint bench broker-dep browser-dep aarch64-dep clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,12 +49,23 @@ browser-dep:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null); \
 	else echo "chromium-driver not installed and not root: the browser test is skipped"; fi
 
-demo: $(STAMP) $(CSTAMP) broker-dep
+# The aarch64 agent (the demo's emulated rpi5, tests/agent/test_aarch64_agent.py): qemu-user-static as
+# root, then Debian's arm64 python + aarch64 wheels unpacked under $EDGEFLEET_CACHE/aarch64 (once, ~30 s).
+# Without qemu and without root it says so and the demo runs without that device.
+aarch64-dep: $(STAMP)
+	@if command -v qemu-aarch64-static >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing qemu-user-static (apt)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null); \
+	fi
+	$(PY) -m controller.demo.aarch64 build --if-possible
+
+demo: $(STAMP) $(CSTAMP) broker-dep aarch64-dep
 	$(VENV)/bin/edgefleet demo
 
 # Coverage adds up both runs: the main suite, then the conversion tests in the convert venv
 # (where the TFLite and Core ML converters really run).
-test: $(STAMP) $(CSTAMP) broker-dep browser-dep
+test: $(STAMP) $(CSTAMP) broker-dep browser-dep aarch64-dep
 	$(VENV)/bin/ruff check .
 	rm -f .coverage .coverage.*
 	$(VENV)/bin/pytest -ra --durations=20 --cov --cov-report=

@@ -165,6 +165,7 @@ def measure(spec: BenchSpec) -> BenchMetrics:
     Raises:
         BenchmarkError: the model does not load, run, or match its golden set.
     """
+    from agent.emulation import emulator
     from agent.golden import load_golden, read_golden, score
     from agent.runtimes import get_runtime
 
@@ -207,6 +208,7 @@ def measure(spec: BenchSpec) -> BenchMetrics:
         quality_metric=spec.quality_metric,
         runs=spec.runs,
         runtime=getattr(session, "runtime_label", runtime.name),
+        emulated=emulator(),
     )
 
 

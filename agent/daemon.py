@@ -30,6 +30,8 @@ from agent.backoff import Backoff
 from agent.bench import BenchCancelled
 from agent.config import AgentConfig
 from agent.device import build_caps, read_telemetry
+from agent.emulation import emulator
+from agent.runtimes import missing_runtimes
 from agent.update.machine import UpdateMachine
 from common import topics
 from common.keys import load_public_key
@@ -86,6 +88,7 @@ class Agent:
     def start(self) -> None:
         """Start the network and worker threads and return."""
         self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.say_what_is_missing()
         for name, target in (("mqtt", self._network_loop), ("worker", self._worker_loop)):
             thread = threading.Thread(target=target, name=f"agent-{self.cfg.device_id}-{name}", daemon=True)
             thread.start()
@@ -110,6 +113,21 @@ class Agent:
             pass
         self.stop()
         return 0
+
+    def say_what_is_missing(self) -> None:
+        """Name, in words, each runtime the profile needs that is not installed (and the emulator, if any):
+        an agent that can run none of its formats still connects and reports it in its caps."""
+        profile = self.cfg.device_profile
+        missing = missing_runtimes(list(profile.runtimes), profile.arch)
+        level = logging.WARNING if self.machine.formats else logging.ERROR
+        for name, hint in missing.items():
+            log.log(level, "profile %s needs runtime %s, which is not installed here: %s", profile.id, name, hint)
+        if not self.machine.formats:
+            log.error("this device runs none of its profile's formats (%s): every deployment will be refused "
+                      "with unsupported_format until a runtime is installed", ", ".join(profile.formats))
+        if emulator():
+            log.warning("running under %s: benchmark latency is the emulator's (marked emulated, not gated); "
+                        "quality figures are real", emulator())
 
     # ------------------------------------------------------------------ network thread
 

@@ -8,7 +8,8 @@ import platform
 import psutil
 
 from agent.config import AgentConfig
-from agent.runtimes import available_formats, ort_providers, tensorrt_installed
+from agent.emulation import emulator
+from agent.runtimes import available_formats, missing_runtimes, ort_providers, tensorrt_installed
 from common.messages import DeviceCaps, Telemetry
 
 _PROCESS = psutil.Process()
@@ -31,6 +32,8 @@ def build_caps(cfg: AgentConfig) -> DeviceCaps:
         runtimes=runtimes,
         execution_providers=[p for p in ort_providers() if p in profile.execution_providers] or ort_providers(),
         formats=formats,
+        missing_runtimes=sorted(missing_runtimes(list(profile.runtimes), profile.arch)),
+        emulated=emulator(),
     )
 
 

@@ -29,10 +29,11 @@ class BenchmarkError(UpdateError):
 class UnsupportedFormatError(UpdateError):
     """No runtime on this device runs the artifact's format."""
 
-    def __init__(self, fmt: str, supported: list[str]) -> None:
+    def __init__(self, fmt: str, supported: list[str], hint: str = "") -> None:
         super().__init__(
             ReasonCode.UNSUPPORTED_FORMAT,
-            f"format {fmt!r} not supported here; this device runs {', '.join(supported) or 'nothing'}",
+            f"format {fmt!r} not supported here; this device runs {', '.join(supported) or 'nothing'}"
+            + (f" ({hint})" if hint else ""),
         )
 
 

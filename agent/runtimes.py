@@ -74,6 +74,50 @@ def available_formats() -> list[str]:
     return sorted(fmt for fmt, rt in _REGISTRY.items() if rt.available())
 
 
+_RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("onnxruntime",),
+    "tflite": ("ai_edge_litert", "tflite_runtime"),
+    "litert": ("ai_edge_litert", "tflite_runtime"),
+    "tensorrt": ("tensorrt",),
+}
+"""Profile runtime names → the Python modules that provide them (any one is enough)."""
+
+_NO_WHEEL = {
+    ("onnxruntime", "riscv64"): "onnxruntime publishes no riscv64 wheel (PyPI) and Debian 12 has no package: "
+                                "build it from source on or for the board (docs/devices.md)",
+    ("tflite", "riscv64"): "ai-edge-litert and tflite-runtime publish no riscv64 wheel: build LiteRT from "
+                           "source (docs/devices.md)",
+}
+_INSTALL = {
+    "onnxruntime": "pip install 'edgefleet[agent]' (onnxruntime)",
+    "tflite": "pip install 'edgefleet[agent,tflite]' (ai-edge-litert)",
+    "litert": "pip install 'edgefleet[agent,tflite]' (ai-edge-litert)",
+    "tensorrt": "TensorRT comes with the vendor's OS image (JetPack); ONNX runs on onnxruntime meanwhile",
+}
+
+
+def missing_runtimes(runtimes: list[str], arch: str) -> dict[str, str]:
+    """Runtimes a profile names that this machine lacks, each with what to do about it.
+
+    Why: a profile says what a device needs (``runtimes = ["onnxruntime"]``); an agent started
+    without it must say so in words at start-up and in its caps, not fail later with an import
+    traceback in a benchmark. On RISC-V the message is the truth: there is no wheel to install.
+
+    Example:
+        >>> missing_runtimes(["onnxruntime"], "riscv64")  # doctest: +SKIP
+        {'onnxruntime': 'onnxruntime publishes no riscv64 wheel (PyPI) ...'}
+    """
+    missing: dict[str, str] = {}
+    for name in runtimes:
+        modules = _RUNTIME_MODULES.get(name)
+        if modules is None:
+            missing[name] = f"the agent has no adapter for {name!r}; an application on the device runs it"
+        elif not _importable(*modules):
+            key = "tflite" if name == "litert" else name
+            missing[name] = _NO_WHEEL.get((key, arch), _INSTALL.get(name, f"install {name}"))
+    return missing
+
+
 def get_runtime(fmt: str) -> Runtime:
     """The runtime for a format, or UnsupportedFormatError naming what is supported."""
     runtime = _REGISTRY.get(fmt)

@@ -88,6 +88,16 @@ class DeviceCaps(Message):
     runtimes: list[str] = []
     execution_providers: list[str] = []
     formats: list[str] = []
+    missing_runtimes: list[str] = []
+    """Runtimes the profile names that this machine lacks (e.g. onnxruntime on a RISC-V board: no
+    riscv64 wheel exists); with none of its formats runnable the device can take no deployment."""
+    emulated: str | None = None
+    """Set (``"qemu-user"``) when the agent runs under a CPU emulator: its latency is not the device's."""
+
+    def to_bytes(self) -> bytes:
+        """Wire JSON; the two additive fields are left out at their defaults, so controllers built
+        before they existed (which forbid unknown fields) still accept caps from ordinary devices."""
+        return self.model_dump_json(exclude=_defaults_excluded(self, ("missing_runtimes", "emulated"))).encode()
 
 
 class Desired(Message):
@@ -150,6 +160,9 @@ class BenchMetrics(BaseModel):
     quality_metric: str
     runs: int
     runtime: str = "onnxruntime"
+    emulated: str | None = None
+    """Measured under a CPU emulator (``"qemu-user"``): the latency and memory figures describe the
+    emulator and are not comparable with any device's; quality is real (the device's own kernels ran)."""
 
 
 class BenchReport(Message):
@@ -164,6 +177,16 @@ class BenchReport(Message):
     decision: Literal["commit", "rollback"]
     reasons: list[str] = []
     ts: datetime = Field(default_factory=utcnow)
+
+    def to_bytes(self) -> bytes:
+        """Wire JSON; ``emulated`` is left out of metrics measured on real hardware (older controllers
+        forbid unknown fields)."""
+        exclude: dict[str, Any] = {}
+        for name in ("candidate_metrics", "baseline_metrics"):
+            metrics = getattr(self, name)
+            if metrics is not None and metrics.emulated is None:
+                exclude[name] = {"emulated"}
+        return self.model_dump_json(exclude=exclude or None).encode()
 
 
 class Telemetry(Message):
@@ -181,6 +204,13 @@ class Telemetry(Message):
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _defaults_excluded(message: BaseModel, names: tuple[str, ...]) -> set[str] | None:
+    """Of ``names``, the fields still at their default value (to leave additive fields off the wire)."""
+    fields = type(message).model_fields
+    left_out = {n for n in names if getattr(message, n) == fields[n].get_default(call_default_factory=True)}
+    return left_out or None
 
 
 def _load_json(payload: bytes | str) -> Any:

@@ -30,7 +30,7 @@ from agent.config import AgentConfig
 from agent.download import ChunkOutcome, Downloader, expected_chunk_count
 from agent.errors import AgentError, BenchmarkError, UnsupportedFormatError, UpdateError
 from agent.journal import Journal, JournalData
-from agent.runtimes import available_formats
+from agent.runtimes import available_formats, missing_runtimes
 from agent.slots import Slot, SlotStore, model_ref
 from agent.trt_engine import EngineCache
 from agent.update.states import PRE_COMMIT, Event, State, next_state, resume_state
@@ -369,7 +369,8 @@ class UpdateMachine:
                 ReasonCode.WRONG_PROFILE, f"artifact built for profile {m.profile!r}, this device is {profile.id!r}"
             )
         if m.format not in self.formats:
-            raise UnsupportedFormatError(m.format, self.formats)
+            missing = missing_runtimes(list(profile.runtimes), profile.arch)
+            raise UnsupportedFormatError(m.format, self.formats, "; ".join(f"{k}: {v}" for k, v in missing.items()))
         roles = sorted(ref.role for ref in m.files)
         names = {ref.filename for ref in m.files} | {"manifest.json", "baseline.json"}
         if roles != ["golden", "model"] or len(names) != len(m.files) + 2:

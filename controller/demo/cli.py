@@ -18,6 +18,8 @@ def _run(args: argparse.Namespace) -> int:
         bench_runs=args.bench_runs,
         stage_timeout=args.stage_timeout,
         keep_console=args.keep_console,
+        emulated=tuple(p.strip() for p in args.emulated.split(",") if p.strip()),
+        emulated_bench_runs=args.emulated_bench_runs,
     )
     return run_demo(opts)
 
@@ -29,8 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--workdir", type=Path, default=Path("build/demo"))
     p.add_argument("--model", default="minilm", choices=["minilm", "mobilenetv2", "mnist-cnn"])
     # scenario.DEFAULT_PROFILES, spelled out so `edgefleet --help` does not import the demo
-    p.add_argument("--profiles", default="rpi4,jetson-orin-nano,visionfive2,android-arm64",
+    p.add_argument("--profiles", default="rpi4,jetson-orin-nano,visionfive2,android-arm64,rpi5",
                    help="one agent per profile; TFLite profiles (android-arm64) need the convert venv")
+    # scenario.EMULATED_PROFILES
+    p.add_argument("--emulated", default="rpi5",
+                   help="profiles whose agent runs as an aarch64 process under qemu-user ('' for none)")
+    p.add_argument("--emulated-bench-runs", type=int, default=2, help="timed runs per benchmark on emulated devices")
     p.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "amqtt"])
     p.add_argument("--bench-runs", type=int, default=30)
     p.add_argument("--stage-timeout", type=float, default=600.0, help="seconds per deployment stage")

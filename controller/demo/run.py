@@ -57,6 +57,7 @@ def bench_row(info: dict[str, Any]) -> dict[str, Any]:
         "baseline_p95_ms": base.get("latency_p95_ms"),
         "baseline_quality": base.get("quality"),
         "reasons": bench.get("reasons", []),
+        "emulated": cand.get("emulated"),
     }
 
 
@@ -76,14 +77,15 @@ def results_table(run: DemoRun) -> Table:
             row = bench_row(info)
             bench = info.get("bench") or {}
             base = bench.get("baseline_metrics") or {}
+            emu = " emulated*" if row["emulated"] else ""  # timings of qemu, not of the device: no ratios
             table.add_row(
                 stage.name,
-                device,
+                device + (" (qemu)" if row["emulated"] else ""),
                 f"{info.get('format', '?')} {info.get('technique', '')}".strip(),
                 str(row["state"]),
-                _fmt(row["p50_ms"], ".1f"),
-                _fmt(row["p95_ms"], ".1f") + _ratio(row["p95_ms"], base.get("latency_p95_ms")),
-                _fmt(row["mem_mb"]) + _ratio(row["mem_mb"], base.get("peak_rss_delta_mb")),
+                _fmt(row["p50_ms"], ".1f") + emu,
+                _fmt(row["p95_ms"], ".1f") + (emu or _ratio(row["p95_ms"], base.get("latency_p95_ms"))),
+                _fmt(row["mem_mb"]) + (emu or _ratio(row["mem_mb"], base.get("peak_rss_delta_mb"))),
                 _fmt(row["quality"], ".4f"),
                 row["reason"] or "ok",
             )
@@ -129,7 +131,9 @@ def validate_options(options: DemoOptions) -> None:
     if not options.profiles:
         raise ValueError("the demo needs at least one device profile")
     for profile in options.profiles:
-        load_profile(profile)
+        card = load_profile(profile)
+        if profile in options.emulated and card.arch != "aarch64":
+            raise ValueError(f"only aarch64 profiles can run emulated; {profile} is {card.arch}")
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
@@ -168,6 +172,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         console.print(f"[red]✗ {line}[/red]")
     for profile, reason in run.skipped.items():
         console.print(f"[yellow]! no {profile} device in this run: {reason}[/yellow]")
+    for device, profile in run.device_profiles().items():
+        if run.emulated_cpu(profile):
+            console.print(f"* {device}: a real aarch64 agent under qemu-user ({run.emulated_cpu(profile)}): its "
+                          "latency and memory are the emulator's (not comparable, not gated); its quality comes "
+                          "from onnxruntime's ARM kernels")
     formats = " and ".join(sorted({str(delivered_format(p)) for p in run.device_profiles().values()}))
     verdict = f"[green]✓ every device runs its committed INT8 build ({formats}); the degraded builds were rolled back"
     console.print(verdict if ok else "[red]✗ demo failed")
@@ -204,6 +213,26 @@ def prepare_tflite(run: DemoRun, say: Callable[[str], None]) -> list[str]:
     return []
 
 
+def prepare_emulation(run: DemoRun, say: Callable[[str], None]) -> None:
+    """Find or build the arm64 tree for the emulated profiles, before any agent starts.
+
+    Where this host cannot emulate aarch64 (no qemu-user-static, no arm64 lists and not root) or
+    the tree cannot be fetched, those devices are skipped with the reason: the demo still runs.
+    """
+    from controller.demo.aarch64 import EmulationUnavailableError, ensure_aarch64_env
+
+    wanted = [p for p in run.options.profiles if p in run.options.emulated]
+    if not wanted:
+        return
+    try:
+        run.emulation = ensure_aarch64_env(say=say)
+    except EmulationUnavailableError as exc:
+        run.skipped.update(dict.fromkeys(wanted, f"no aarch64 emulation here: {exc}"))
+        say(f"[yellow]emulated aarch64 devices ({', '.join(wanted)}) skipped: {exc}[/yellow]")
+        return
+    say(f"aarch64 agents ({', '.join(wanted)}): Debian arm64 python3.11 under {run.emulation.qemu}")
+
+
 def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
     from controller.demo.build import build_versions
     from controller.demo.tflite import tflite_profiles
@@ -216,6 +245,8 @@ def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
     with console.status("starting broker, controller and agents") as status:
         status.update("TFLite builds")
         problems = prepare_tflite(run, say)
+        status.update("arm64 tree for the emulated devices")
+        prepare_emulation(run, say)
         status.update("starting broker, controller and agents")
         start_infrastructure(run)
         say(f"broker: {run.broker.kind} on {run.broker.host}:{run.broker.port}")  # type: ignore[union-attr]
@@ -243,7 +274,11 @@ def _story(run: DemoRun, console: Console) -> tuple[list[str], dict[str, Any]]:
         ]
         for stage in stages:
             status.update(f"deploying {stage.name}")
-            say(f"deploying {stage.name} ({stage.technique}) to {len(run.agents)} devices in one deployment")
+            left_out = [d for d, p in run.device_profiles().items()
+                        if run.emulated_cpu(p) and stage.name not in opts.emulated_stages]
+            say(f"deploying {stage.name} ({stage.technique}) to {len(run.agents) - len(left_out)} devices in one "
+                "deployment" + (f" ({', '.join(left_out)} emulated: joins at "
+                                f"{', '.join(opts.emulated_stages)})" if left_out else ""))
 
             def show(states: dict[str, dict[str, Any]], name: str = stage.name) -> None:
                 status.update(f"{name}: " + "  ".join(f"{d}={s['job'] or s['state']}" for d, s in states.items()))

@@ -23,7 +23,9 @@ from controller.broker import BrokerHandle, Credentials, start_broker
 from controller.demo.processes import Child, python_module, stop_all
 from controller.demo.tflite import tflite_profiles
 
-DEFAULT_PROFILES = ("rpi4", "jetson-orin-nano", "visionfive2", "android-arm64")
+DEFAULT_PROFILES = ("rpi4", "jetson-orin-nano", "visionfive2", "android-arm64", "rpi5")
+EMULATED_PROFILES = ("rpi5",)
+"""Profiles whose agent the demo runs as a real aarch64 process under qemu-user (``controller.demo.aarch64``)."""
 
 
 @dataclass
@@ -41,6 +43,15 @@ class DemoOptions:
     stage_timeout: float = 600.0
     keep_console: bool = False
     """After the story, keep broker, agents and console up until Ctrl-C."""
+    emulated: tuple[str, ...] = EMULATED_PROFILES
+    """Of ``profiles``, those run as aarch64 processes under qemu (skipped with a notice where this host
+    cannot): real ARM kernels, so real quality; emulated latency, so few timed runs."""
+    emulated_bench_runs: int = 2
+    emulated_stages: tuple[str, ...] = ("int8", "degraded")
+    """Stages the emulated devices take part in. Not FP32 by default: qemu emulates floating point in
+    software, so one FP32 MiniLM inference took 31-43 s emulated (INT8: ~5 s) and the 16-sample golden set
+    alone would add ~9 min; an emulated device joins at INT8 (first model: absolute quality floor) and
+    judges the degraded build against it."""
 
 
 @dataclass
@@ -76,6 +87,16 @@ class DemoRun:
     """The TFLite builds (:class:`controller.demo.tflite.TfliteSet`) when a TFLite profile takes part."""
     console: Any = None
     """The API + web console served over this run's registry and fleet (:mod:`controller.console.embed`)."""
+    emulation: Any = None
+    """The arm64 tree (:class:`controller.demo.aarch64.Aarch64Env`) when an emulated profile takes part."""
+
+    def emulated_cpu(self, profile: str) -> str | None:
+        """The qemu CPU model a profile's agent runs on, or None when it runs natively."""
+        if self.emulation is None or profile not in self.options.emulated:
+            return None
+        from controller.demo.aarch64 import qemu_cpu_for
+
+        return qemu_cpu_for(load_profile(profile))
 
     def device_profiles(self) -> dict[str, str]:
         """device id → profile id, for the profiles that take part (not skipped)."""
@@ -126,8 +147,7 @@ def start_agents(run: DemoRun) -> None:
         pw_file = ddir / "mqtt.password"
         pw_file.write_text(run.broker.credentials.users[device])
         pw_file.chmod(0o600)
-        argv = python_module(
-            "agent",
+        args = [
             "--device-id", device,
             "--fleet", opts.fleet,
             "--profile", profile,
@@ -136,15 +156,21 @@ def start_agents(run: DemoRun) -> None:
             "--data-dir", str(ddir / "data"),
             "--controller-key", str(pub),
             "--threads", "1",
-            "--bench-runs", str(opts.bench_runs),
             "--telemetry-interval", "5",
+        ]
+        cpu = run.emulated_cpu(profile)
+        if cpu is not None:
+            # emulated timings are not gated, so neither many timed runs nor a fresh baseline buy anything
+            argv = run.emulation.agent_argv(*args, "--bench-runs", str(opts.emulated_bench_runs), "--bench-warmup", "0")
+            child = Child(device, argv, ddir / "agent.log", env=run.emulation.environ(cpu=cpu))
+        else:
             # re-measure the active model right before each candidate: agents share 2 cores here
-            "--fresh-baseline",
-        )
-        run.agents[device] = Child(device, argv, ddir / "agent.log").start()
-    if not run.fleet_service.wait_for_devices(list(run.agents), timeout=60):
+            argv = python_module("agent", *args, "--bench-runs", str(opts.bench_runs), "--fresh-baseline")
+            child = Child(device, argv, ddir / "agent.log")
+        run.agents[device] = child.start()
+    if not run.fleet_service.wait_for_devices(list(run.agents), timeout=90):
         dead = {d: c.tail() for d, c in run.agents.items() if not c.alive}
-        raise RuntimeError(f"agents did not come online within 60 s; exited: {dead}")
+        raise RuntimeError(f"agents did not come online within 90 s; exited: {dead}")
 
 
 def deploy_stage(
@@ -152,7 +178,8 @@ def deploy_stage(
 ) -> StageResult:
     """Deploy one stage to every device in one deployment (an artifact per profile); wait for their decisions."""
     t0 = time.monotonic()
-    devices = list(run.device_profiles())
+    devices = [d for d, p in run.device_profiles().items()
+               if stage.name in run.options.emulated_stages or run.emulated_cpu(p) is None]
     per_profile = {p: v for p, v in stage.per_profile.items() if p not in run.skipped}
     dep = run.fleet_service.deploy(stage.version_id or None, devices, per_profile=per_profile, actor="demo")
     stage.deployment_id = dep.id
@@ -221,6 +248,11 @@ def delivered_format(profile: str) -> str | None:
         return None
 
 
+def _emulation_note(run: DemoRun, profile: str) -> str | None:
+    cpu = run.emulated_cpu(profile)
+    return None if cpu is None else f"qemu-user aarch64 ({cpu})"
+
+
 def _profile_cards(ids: tuple[str, ...]) -> dict[str, Any]:
     cards: dict[str, Any] = {}
     for pid in ids:
@@ -238,7 +270,8 @@ def write_summary(run: DemoRun, path: Path, *, ok: bool, problems: list[str], ex
         "problems": problems,
         "model": run.options.model,
         "broker": run.broker.kind if run.broker else None,
-        "devices": {d: {"profile": p, "format": delivered_format(p)} for d, p in run.device_profiles().items()},
+        "devices": {d: {"profile": p, "format": delivered_format(p), "emulated": _emulation_note(run, p)}
+                    for d, p in run.device_profiles().items()},
         "skipped_profiles": run.skipped,
         "profiles": _profile_cards(run.options.profiles),
         "stages": [

@@ -104,3 +104,31 @@ def test_kill9_simulates_power_cut(tmp_path):
     child.kill9()
     assert child.proc.returncode == -signal.SIGKILL
     assert os.path.exists(tmp_path / "s.log")
+
+
+@pytest.mark.slow
+def test_demo_runs_the_emulated_aarch64_device_beside_a_native_one(tmp_path):
+    """`make demo`'s fifth device: rpi5 as a real aarch64 agent under qemu, joining at INT8."""
+    from controller.demo import aarch64
+
+    reason = aarch64.unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the emulated demo device: {reason}")
+        pytest.skip(reason)
+    opts = DemoOptions(workdir=tmp_path / "demo", model="mnist-cnn", profiles=("x86-edge", "rpi5"),
+                       broker="mosquitto", bench_runs=20, calibration_samples=32)
+    code = run_demo(opts)
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert code == 0, summary["problems"]
+    assert summary["devices"]["rpi5-01"]["emulated"] == "qemu-user aarch64 (cortex-a76)"
+    assert summary["devices"]["x86-edge-01"]["emulated"] is None
+    stages = {s["name"]: s for s in summary["stages"]}
+    assert "rpi5-01" not in stages["fp32"]["devices"]  # emulated FP32 would dominate the demo's time
+    pi, box = (stages["int8"]["devices"][d] for d in ("rpi5-01", "x86-edge-01"))
+    assert pi["state"] == box["state"] == "committed"
+    assert pi["bench"]["candidate_metrics"]["emulated"] == "qemu-user"
+    assert abs(pi["bench"]["candidate_metrics"]["quality"] - box["bench"]["candidate_metrics"]["quality"]) <= 1 / 16
+    degraded = stages["degraded"]["devices"]["rpi5-01"]
+    assert degraded["state"] == "rolled_back" and degraded["reason"] == "regression_quality"
+    assert summary["final"]["rpi5-01"]["active"]["version"] == stages["int8"]["per_profile_versions"]["rpi5"]
