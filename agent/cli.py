@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-auth-failures", type=int,
                         help="refused logins in a row before exiting with code 3 (default 5; 0 = retry forever)")
     parser.add_argument("--tls-ca", type=Path, help="broker CA certificate (PEM): connect with TLS")
+    parser.add_argument("--accept-ungranted", action="store_true", default=None,
+                        help="accept desired states without a signed grant (controllers older than this agent; "
+                             "disables anti-rollback/expiry checks: upgrade window only)")
     parser.add_argument("--fresh-baseline", action="store_true", default=None,
                         help="re-benchmark the active model before each candidate (noisy shared hosts)")
     parser.add_argument("--serve-socket", type=Path,
@@ -80,6 +83,7 @@ _FLAGS = {  # CLI option -> AgentConfig field, for options that override the con
     "download_timeout": "download_timeout_s", "rerequest_interval": "rerequest_interval_s",
     "fresh_baseline": "fresh_baseline", "tls_ca": "tls_ca", "serve_socket": "serve_socket",
     "serve_port": "serve_port", "max_auth_failures": "max_auth_failures",
+    "accept_ungranted": "accept_ungranted",
 }
 REQUIRED = ("device_id", "fleet", "profile_id", "data_dir", "controller_key")
 

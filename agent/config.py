@@ -60,10 +60,13 @@ class AgentConfig:
     serve_port: int | None = None
     """Also serve on this loopback TCP port (0 = any free port); None = Unix socket only."""
     serve_socket_mode: int = 0o660
+    """Permissions of the socket file: owner and group (add applications to the agent's group)."""
     max_auth_failures: int = 5
     """Consecutive refused logins (wrong password, revoked account) before the agent exits with code 3
     instead of retrying forever; 0 = retry forever."""
-    """Permissions of the socket file: owner and group (add applications to the agent's group)."""
+    accept_ungranted: bool = False
+    """Accept a desired without the controller's signed grant (schema 1, a controller older than this
+    agent): turns off the anti-rollback, expiry and target checks. Only for the upgrade window."""
     profile: DeviceProfile | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

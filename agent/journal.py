@@ -43,6 +43,10 @@ class JournalData:
     decision_reasons: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)
+    grant_serial: int = 0
+    """Highest grant serial accepted: an older grant is an instruction played back."""
+    version_floor: dict[str, int] = field(default_factory=dict)
+    """model id -> highest version counter committed: lower ones need a signed rollback instruction."""
     version: int = JOURNAL_VERSION
 
     def remember_committed(self, model_sha256: str) -> None:

@@ -28,6 +28,10 @@ class ReasonCode(StrEnum):
     ROLLBACK_REQUESTED = "rollback_requested"
     INTERRUPTED = "interrupted"
     DISK_FULL = "disk_full"
+    REPLAYED = "replayed"
+    EXPIRED = "expired"
+    WRONG_TARGET = "wrong_target"
+    ROLLBACK_REFUSED = "rollback_refused"
 
 
 class ProtocolError(ValueError):

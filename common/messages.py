@@ -8,6 +8,7 @@ neither side ever crashes on a malformed message.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.compat import UTC
 from common.errors import ProtocolError, ReasonCode
+from common.grant import Grant
 from common.manifest import Manifest
 from common.update_states import UpdateState
 
@@ -23,6 +25,9 @@ MAX_MESSAGE_BYTES = 1 * 1024 * 1024
 """Largest JSON control message accepted (chunks are binary and bounded separately)."""
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+"""Sequence numbers end up in SQLite INTEGER columns (signed 64 bit): larger ones are refused at decode."""
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -60,8 +65,8 @@ class DeviceState(Message):
     """
 
     device_id: Id
-    session_id: str
-    seq: int = 0
+    session_id: str = Field(max_length=128)
+    seq: Seq = 0
     online: bool
     agent_version: str = ""
     profile: str = ""
@@ -102,18 +107,26 @@ class Desired(Message):
     ``kind="rollback"`` marks a fleet-level rollback: the agent then reinstates the model
     without the relative latency/memory gate, but *only* if it committed that exact model
     (sha256) itself before; any other "rollback" target is gated like a new candidate.
-    Additive with a default, so schema_version stays 1.
+
+    ``grant`` (schema 2) is the controller's signed instruction binding the manifest to this
+    deployment, fleet and device, with an expiry and the anti-rollback counters
+    (:mod:`common.grant`). Schema 2 is a deliberate bump of this one message: an agent built
+    before it answers ``unsupported_schema`` rather than silently installing without the checks,
+    and a current agent refuses a schema 1 desired (no grant) unless started with
+    ``--accept-ungranted`` during an upgrade.
     """
 
+    schema_version: Literal[1, 2] = 2  # type: ignore[assignment]
     deployment_id: Id
     manifest: Manifest
     kind: Literal["deploy", "rollback"] = "deploy"
     issued_at: datetime = Field(default_factory=utcnow)
+    grant: Grant | None = None
 
     def to_bytes(self) -> bytes:
-        """Wire JSON; ``kind`` is left out when it is the default, so agents built before the field
-        existed (which forbid unknown fields) still accept every ordinary deployment."""
-        return self.model_dump_json(exclude={"kind"} if self.kind == "deploy" else None).encode()
+        """Wire JSON; ``kind`` is left out when it is the default (as schema 1 did), ``grant`` when absent."""
+        exclude = ({"kind"} if self.kind == "deploy" else set()) | ({"grant"} if self.grant is None else set())
+        return self.model_dump_json(exclude=exclude or None).encode()
 
 
 class ChunkRequest(Message):
@@ -121,7 +134,7 @@ class ChunkRequest(Message):
 
     deployment_id: Id
     sha256: Sha256
-    missing: list[int] = []
+    missing: list[Count] = Field(default=[], max_length=1 << 20)
 
 
 class JobReport(Message):
@@ -129,7 +142,7 @@ class JobReport(Message):
 
     device_id: Id
     deployment_id: Id
-    seq: int
+    seq: Seq
     state: UpdateState
     reason: ReasonCode = ReasonCode.OK
     detail: str = ""
@@ -185,9 +198,9 @@ class Telemetry(Message):
     mem_percent: float
     rss_mb: float
     temperature_c: float | None = None
-    inferences: int = 0
+    inferences: Count = 0
     """Real inferences served since the previous sample (``agent.serving``)."""
-    errors: int = 0
+    errors: Count = 0
     """Of those, how many failed in the runtime."""
     latency_ms_p50: float | None = None
     """p50 latency of those inferences; None when there were none."""
@@ -206,12 +219,56 @@ def _defaults_excluded(message: BaseModel, names: tuple[str, ...]) -> set[str] |
 
 
 def _load_json(payload: bytes | str) -> Any:
-    if isinstance(payload, (bytes, bytearray)) and len(payload) > MAX_MESSAGE_BYTES:
+    if isinstance(payload, (bytes, bytearray, str)) and len(payload) > MAX_MESSAGE_BYTES:
         raise ProtocolError(ReasonCode.SIZE_EXCEEDED, f"message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    depth = nesting_depth(payload)
+    if depth > MAX_NESTING:
+        raise ProtocolError(ReasonCode.MALFORMED_PAYLOAD, f"JSON nested {depth} levels deep (at most {MAX_NESTING})")
     try:
         return json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(ReasonCode.MALFORMED_PAYLOAD, f"not JSON: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(ReasonCode.MALFORMED_PAYLOAD, f"not JSON: {type(exc).__name__}: {exc}") from exc
+
+
+MAX_NESTING = 32
+"""Deepest JSON nesting any payload needs is 5; 32 leaves room and stays far from the recursion limit."""
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def nesting_depth(payload: bytes | str) -> int:
+    """Deepest ``[``/``{`` nesting of a JSON text (strings skipped); stops counting past :data:`MAX_NESTING`.
+
+    Why a scan before ``json.loads``: a 400 KB payload of brackets made the parser raise
+    RecursionError with a full traceback on both sides; refusing it by depth keeps it an
+    ordinary ``malformed_payload``. Strings are cut out and brackets found by regex (in C), so
+    the Python loop only sees bracket characters.
+
+    Example:
+        >>> nesting_depth(b'{"a": [1, {"b": "[[["}]}')
+        3
+    """
+    data = payload.encode() if isinstance(payload, str) else bytes(payload)
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub(b"", data)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_NESTING:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def schema_versions(model: type[BaseModel]) -> tuple[int, ...]:
+    """The ``schema_version`` values a message type accepts (from its ``Literal`` annotation)."""
+    from typing import get_args
+
+    field = model.model_fields.get("schema_version")
+    return tuple(get_args(field.annotation)) if field is not None else (SCHEMA_VERSION,)
 
 
 def decode(model: type[M], payload: bytes | str) -> M:
@@ -225,10 +282,12 @@ def decode(model: type[M], payload: bytes | str) -> M:
     if not isinstance(data, dict):
         raise ProtocolError(ReasonCode.MALFORMED_PAYLOAD, "payload is not a JSON object")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    spoken = schema_versions(model)
+    if version not in spoken or isinstance(version, bool):
         raise ProtocolError(
             ReasonCode.UNSUPPORTED_SCHEMA,
-            f"{model.__name__} schema_version {version!r} not supported (this side speaks {SCHEMA_VERSION})",
+            f"{model.__name__} schema_version {version!r} not supported (this side speaks "
+            f"{', '.join(map(str, spoken))})",
         )
     try:
         return model.model_validate(data)

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from controller.api.upload_checks import NpzLimits
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -53,6 +56,12 @@ class Settings(BaseSettings):
     broker_port: int = Field(1883, ge=1, le=65535, validation_alias=_env("EDGEFLEET_BROKER_PORT"))
     broker_username: str = Field("controller", validation_alias=_env("EDGEFLEET_BROKER_USERNAME"))
     broker_password: SecretStr | None = Field(None, validation_alias=_env("EDGEFLEET_BROKER_PASSWORD"))
+    broker_tls_ca: Path | None = Field(
+        None, validation_alias=_env("EDGEFLEET_BROKER_TLS_CA"),
+        description="CA certificate (PEM) of the broker's TLS listener: the controller connects with TLS")
+    grant_ttl_hours: float = Field(
+        168.0, gt=0, le=24 * 366, validation_alias=_env("EDGEFLEET_GRANT_TTL_HOURS"),
+        description="validity of the signed grant each desired state carries (agents refuse expired ones)")
     fleet: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$", validation_alias=_env("EDGEFLEET_FLEET"))
     broker_dir: Path | None = Field(
         None, validation_alias=_env("EDGEFLEET_BROKER_DIR"),
@@ -71,7 +80,10 @@ class Settings(BaseSettings):
         "", validation_alias=_env("EDGEFLEET_API_KEYS"),
         description="comma-separated hashed keys name:role:sha256hex (role rw|ro); see `edgefleet controller keygen`")
     api_keys_file: Path | None = Field(None, validation_alias=_env("EDGEFLEET_API_KEYS_FILE"))
-    auth_reads: bool = Field(False, validation_alias=_env("EDGEFLEET_AUTH_READS"))
+    open_reads: bool = Field(
+        False, validation_alias=_env("EDGEFLEET_OPEN_READS"),
+        description="let anyone read (audit log, model downloads, devices, /metrics) without a key; the "
+                    "controller warns at start. Off by default: reads need a key once keys are configured")
     job_isolation: Literal["process", "thread"] = Field(
         "process", validation_alias=_env("EDGEFLEET_JOB_ISOLATION"),
         description="run each job in its own niced process (default) or in a worker thread")
@@ -83,6 +95,13 @@ class Settings(BaseSettings):
         "", validation_alias=_env("EDGEFLEET_JOB_PLUGINS"),
         description="comma-separated modules exposing JOB_KINDS (extra job kinds, e.g. a custom technique)")
     max_upload_mb: float = Field(512.0, gt=0, validation_alias=_env("EDGEFLEET_MAX_UPLOAD_MB"))
+    samples_max_mb: float = Field(
+        256.0, gt=0, validation_alias=_env("EDGEFLEET_SAMPLES_MAX_MB"),
+        description="largest decompressed size of an uploaded samples .npz (read from its zip headers)")
+    samples_max_arrays: int = Field(64, ge=1, le=100_000, validation_alias=_env("EDGEFLEET_SAMPLES_MAX_ARRAYS"))
+    max_graph_mb: float = Field(
+        256.0, gt=0, validation_alias=_env("EDGEFLEET_MAX_GRAPH_MB"),
+        description="largest ONNX graph structure (everything but initializer weights) an upload may carry")
 
     # ---- this host: caches and measurement
     cache_dir: Path = Field(Path.home() / ".cache" / "edgefleet", validation_alias=_env("EDGEFLEET_CACHE"),
@@ -141,6 +160,18 @@ class Settings(BaseSettings):
             return self.broker_password.get_secret_value()
         path = self.broker_folder / "controller.password"
         return path.read_text().strip() if path.exists() else ""
+
+    @property
+    def npz_limits(self) -> NpzLimits:
+        """Bounds a samples ``.npz`` is checked against before anything in it is decompressed."""
+        from controller.api.upload_checks import NpzLimits
+
+        return NpzLimits(max_bytes=int(self.samples_max_mb * 1024 * 1024), max_arrays=self.samples_max_arrays)
+
+    @property
+    def max_graph_bytes(self) -> int:
+        """Largest ONNX structure (without weights) an upload may carry, in bytes."""
+        return int(self.max_graph_mb * 1024 * 1024)
 
     @property
     def fleet_enabled(self) -> bool:

@@ -8,6 +8,7 @@ topic table, like the simulated agents.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import topics
+from common.grant import grant_for
 from common.manifest import Manifest, read_chunk
 from common.messages import (
     BenchReport,
@@ -45,8 +48,11 @@ class Offered(Protocol):
 class ControllerStub:
     """Logged in as ``controller`` on one fleet; records every report and serves offered blobs."""
 
-    def __init__(self, host: str, port: int, password: str, fleet: str) -> None:
+    def __init__(self, host: str, port: int, password: str, fleet: str,
+                 key: Ed25519PrivateKey | None = None) -> None:
         self.fleet = fleet
+        self.key = key  # signs the grant of every Desired published without one, as FleetService does
+        self._serials = itertools.count(int(time.time() * 1000))
         self.blobs: dict[str, tuple[Path, int]] = {}
         self.jobs: dict[str, list[JobReport]] = defaultdict(list)
         self.benches: dict[str, list[BenchReport]] = defaultdict(list)
@@ -86,7 +92,15 @@ class ControllerStub:
             self.blobs[ref.sha256] = (artifact.paths[ref.role], ref.chunk_size)
 
     def publish_desired(self, device: str, desired: Desired | bytes) -> None:
-        """Publish (retained) a Desired, or raw bytes for malformed-input tests."""
+        """Publish (retained) a Desired, or raw bytes for malformed-input tests.
+
+        A Desired without a grant gets one signed with ``key`` (version counter 1, a fresh serial),
+        as the controller's fleet service adds it.
+        """
+        if isinstance(desired, Desired) and desired.grant is None and self.key is not None:
+            desired = desired.model_copy(update={"grant": grant_for(
+                manifest=desired.manifest, deployment_id=desired.deployment_id, kind=desired.kind, fleet=self.fleet,
+                device_id=device, counter=1, serial=next(self._serials), private_key=self.key)})
         wire.publish(self.client, TopicKind.DESIRED, topics.desired(self.fleet, device), desired).wait_for_publish(5)
 
     def deploy(self, device: str, artifact: Offered, deployment_id: str, kind: str = "deploy") -> None:

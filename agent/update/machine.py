@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import threading
+from collections import Counter
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -34,8 +35,19 @@ from agent.slots import Slot, SlotStore, model_ref
 from agent.trt_engine import EngineCache
 from agent.update.states import PRE_COMMIT, Event, State, next_state, resume_state
 from common.errors import ProtocolError, ReasonCode
+from common.grant import check_grant_binding, verify_grant
 from common.manifest import Manifest, verify_manifest
-from common.messages import BenchMetrics, BenchReport, Desired, JobReport, ModelRef, decode
+from common.messages import (
+    MAX_MESSAGE_BYTES,
+    MAX_NESTING,
+    BenchMetrics,
+    BenchReport,
+    Desired,
+    JobReport,
+    ModelRef,
+    decode,
+    nesting_depth,
+)
 from common.topics import TopicError, validate_id
 
 log = logging.getLogger(__name__)
@@ -89,6 +101,8 @@ class UpdateMachine:
         self._downloader: Downloader | None = None
         self._pending: Desired | None = None
         self._chunk_reports = 0
+        self.rejected: Counter[str] = Counter()
+        """Refused desired payloads by reason code (malformed, replayed, expired, bad signature, ...)."""
 
     # ----------------------------------------------------------------------------- views
 
@@ -152,6 +166,8 @@ class UpdateMachine:
         except (ProtocolError, AgentError) as exc:
             self._reject(dep, exc.reason, exc.detail)
             return
+        if desired.grant is not None:  # the newest accepted instruction: anything older is a replay
+            self.data.grant_serial = max(self.data.grant_serial, desired.grant.serial)
         if self.state is State.DOWNLOAD:  # the newest valid intent wins over a download in progress
             self._fail(ReasonCode.SUPERSEDED, f"superseded by deployment {dep}")
             self.run()
@@ -223,7 +239,10 @@ class UpdateMachine:
             if state is State.DOWNLOAD:
                 if not self._download_ready():
                     return
-                self._fire(Event.DOWNLOADED, detail=f"{self._corrupt_note()}all chunks verified")
+                try:
+                    self._fire(Event.DOWNLOADED, detail=f"{self._corrupt_note()}all chunks verified")
+                except UpdateError as exc:  # the next state could not be persisted (disk full)
+                    self._fail(exc.reason, exc.detail)
                 continue
             try:
                 event = self._step(state)
@@ -239,7 +258,10 @@ class UpdateMachine:
                 code = ReasonCode.DISK_FULL if getattr(exc, "errno", None) == errno.ENOSPC else ReasonCode.INTERRUPTED
                 self._fail(code, f"{type(exc).__name__}: {exc}")
                 continue
-            self._fire(event)
+            try:
+                self._fire(event)
+            except UpdateError as exc:  # the next state could not be persisted (disk full)
+                self._fail(exc.reason, exc.detail)
 
     def _step(self, state: State) -> Event:
         steps = {
@@ -289,10 +311,36 @@ class UpdateMachine:
             d.clear_deployment()
             self._downloader = None
         d.job_seq += 1
-        self.journal.save(d)
+        self._persist(d, state)
         if deployment:
             self.reporter.job(self._job(deployment, d.job_seq, state, reason, detail))
         self.reporter.state_changed()
+
+    def _persist(self, d: JournalData, state: State) -> None:
+        """Write the journal; a full disk must not wedge the machine.
+
+        Going forward (verify, install, benchmark, commit) without a persisted state is never done:
+        the step fails with ``disk_full`` and the machine rolls back. Going back (rollback, failure,
+        idle) first frees what this update wrote (its downloaded chunks) and retries; if the disk is
+        still full (filled by someone else) it goes on unpersisted: those states only keep the active
+        slot, and a restart resumes from the last persisted state, which is just as safe.
+        """
+        try:
+            self.journal.save(d)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            if state not in (State.ROLLBACK, State.FAILURE, State.IDLE):
+                raise UpdateError(ReasonCode.DISK_FULL, f"cannot persist state {state.value!r}: {exc}") from exc
+        try:
+            (self._downloader or self._new_downloader()).discard()
+        except (UpdateError, ValueError, OSError):
+            log.warning("could not free the downloads of %s", d.deployment_id, exc_info=True)
+        try:
+            self.journal.save(d)
+        except OSError as exc:
+            log.error("disk full: state %r not persisted (%s); the active model is untouched", state.value, exc)
 
     def _job(self, deployment: str, seq: int, state: State, reason: ReasonCode, detail: str) -> JobReport:
         return JobReport(
@@ -314,6 +362,7 @@ class UpdateMachine:
         """Everything that can be checked before a byte is written; signature first."""
         m = desired.manifest
         verify_manifest(m, self.public_key)
+        self._check_grant(desired)
         profile = self.cfg.device_profile
         if m.profile != profile.id:
             raise ProtocolError(
@@ -347,9 +396,29 @@ class UpdateMachine:
         if free < need:
             raise ProtocolError(ReasonCode.DISK_FULL, f"need {need / 2**20:.1f} MiB free, have {free / 2**20:.1f} MiB")
 
+    def _check_grant(self, desired: Desired) -> None:
+        """The controller's signed grant binds this manifest to this deployment and device, is not
+        expired, not older than the newest grant accepted, and not a downgrade without a signed
+        rollback instruction naming the model (see :mod:`common.grant`)."""
+        if desired.grant is None and self.cfg.accept_ungranted:
+            return
+        grant = verify_grant(desired.grant, self.public_key)
+        m = desired.manifest
+        check_grant_binding(grant, manifest=m, deployment_id=desired.deployment_id, kind=desired.kind,
+                            fleet=self.cfg.fleet, device_id=self.cfg.device_id, profile=self.cfg.device_profile.id)
+        if grant.serial <= self.data.grant_serial:
+            raise ProtocolError(ReasonCode.REPLAYED, f"grant serial {grant.serial} is not newer than the last one "
+                                                     f"accepted ({self.data.grant_serial}): an old instruction")
+        floor = self.data.version_floor.get(m.model_id, 0)
+        if grant.counter < floor and grant.rollback_to != m.blob("model").sha256:
+            raise ProtocolError(ReasonCode.ROLLBACK_REFUSED,
+                                f"{m.model_id}@{m.version} has version counter {grant.counter}, below the "
+                                f"{floor} this device committed, and no signed rollback instruction names it")
+
     def _reject(self, deployment: str | None, reason: ReasonCode, detail: str) -> None:
         """Refuse a desired without touching the running deployment or the active model."""
-        log.warning("rejected desired %s: %s: %s", deployment or "(unknown deployment)", reason.value, detail)
+        self.rejected[reason.value] += 1
+        log.warning("rejected desired %s: %s: %s", deployment or "(unknown deployment)", reason.value, detail[:500])
         if deployment is None:
             return
         if deployment == self.data.deployment_id:
@@ -544,6 +613,10 @@ class UpdateMachine:
         manifest = slot.manifest()
         if manifest is not None:
             self.data.remember_committed(manifest.blob("model").sha256)
+            grant = self.desired.grant if self.desired is not None else None
+            if grant is not None and grant.model_id == manifest.model_id:
+                floors = self.data.version_floor
+                floors[grant.model_id] = max(floors.get(grant.model_id, 0), grant.counter)
         self.slots.activate(slot.name)
         self._cleanup_downloads()
         self._prune_engines()
@@ -595,9 +668,11 @@ class UpdateMachine:
 
 def _guess_deployment(payload: bytes) -> str | None:
     """Best-effort deployment id from a payload that failed validation, so the rejection can be reported."""
+    if len(payload) > MAX_MESSAGE_BYTES or nesting_depth(payload) > MAX_NESTING:
+        return None
     try:
         data = json.loads(payload)
         dep = data.get("deployment_id") if isinstance(data, dict) else None
         return validate_id(dep, "deployment id") if isinstance(dep, str) else None
-    except (ValueError, TopicError):
+    except (ValueError, TopicError, RecursionError):
         return None

@@ -6,7 +6,8 @@ latency.
 
 Every mutating route declares ``Writer``; every read declares ``Reader``. With keys
 configured, a write needs a read-write bearer key (401 without a valid one, 403 with a
-read-only one); reads need a key only when ``EDGEFLEET_AUTH_READS`` is on. With no key
+read-only one); reads need a read-only or read-write key too, unless ``EDGEFLEET_OPEN_READS`` is
+on (the audit log, model downloads, device lists and ``/metrics`` name devices and leak models). With no key
 configured at all the controller is in local development mode, which
 :func:`controller.api.server.check_bind` only allows on a loopback interface.
 """
@@ -44,12 +45,13 @@ def _principal(services: Services, creds: HTTPAuthorizationCredentials | None) -
 
 async def require_reader(services: ServicesDep,
                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    """Anyone may read unless EDGEFLEET_AUTH_READS is set; a presented key must still be valid."""
+    """Any valid key may read; without one only when EDGEFLEET_OPEN_READS is on (or no key is configured)."""
     principal = _principal(services, creds)
     if principal is not None:
         return principal
-    if len(services.keys) and services.settings.auth_reads:
-        raise ApiError(401, "this controller requires an API key for reads: send Authorization: Bearer <key>")
+    if len(services.keys) and not services.settings.open_reads:
+        raise ApiError(401, "reads need an API key on this controller: send Authorization: Bearer <key> "
+                            "(a read-only key will do), or set EDGEFLEET_OPEN_READS=true to open them")
     return LOCAL if not len(services.keys) else Principal("anonymous", LOCAL.role.READ_ONLY)
 
 

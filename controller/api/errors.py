@@ -10,6 +10,7 @@ to the log).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -53,10 +54,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=422, content=error_body("invalid_input", f"invalid request: {msg}", details))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(status_code=exc.status_code, content=error_body(code, str(exc.detail)),
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
@@ -70,3 +74,30 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("unhandled error", exc_info=exc)
         return JSONResponse(status_code=500, content=error_body(
             "internal_error", f"internal error ({type(exc).__name__}); see the controller log"))
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path.
+
+    Starlette answers 405 from the first route whose path matched and lists only *its* methods;
+    FastAPI registers one route per method, so ``GET, HEAD`` came back for a path that also takes
+    ``DELETE``. RFC 9110 wants the full set in ``Allow``. The table is built once from the OpenAPI
+    paths (included routers are nested objects whose internals change between FastAPI releases)
+    plus the app's own top-level routes.
+    """
+    app = request.app
+    table = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, ops in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            served = {m.upper() for m in ops if m in ("get", "put", "post", "delete", "patch", "options", "head")}
+            table.append((re.compile(f"^{pattern}$"), served | ({"HEAD"} if "GET" in served else set())))
+        for route in app.router.routes:
+            if getattr(route, "methods", None) and getattr(route, "path_regex", None) is not None:
+                table.append((route.path_regex, set(route.methods)))
+        app.state.allow_table = table
+    path = request.scope.get("path", "")
+    return sorted(set().union(*(methods for regex, methods in table if regex.match(path))))
+
+

@@ -26,6 +26,15 @@ def check_bind(host: str, keys: KeyRing) -> None:
             "EDGEFLEET_API_KEYS_FILE (see `edgefleet apikey NAME`), or bind to 127.0.0.1")
 
 
+def warn_open_reads(settings: Settings, keys: KeyRing) -> bool:
+    """Log a warning when anyone may read; returns whether reads are open."""
+    if len(keys) and settings.open_reads:
+        log.warning("EDGEFLEET_OPEN_READS is on: the audit log, model downloads, device lists and /metrics are "
+                    "readable without an API key by anyone who can reach %s:%s", settings.api_host, settings.api_port)
+        return True
+    return False
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Start uvicorn in the foreground until SIGINT/SIGTERM; running jobs are then failed as interrupted."""
     import uvicorn
@@ -38,6 +47,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     check_bind(host, keys)
     if not len(keys):
         log.warning("no API key configured: local development mode, writes allowed from this machine only")
+    warn_open_reads(settings, keys)
     # The app's lifespan opens and closes the services (job runner, fleet): uvicorn re-raises the
     # SIGTERM/SIGINT it caught once it has shut down, so cleanup after ``run()`` returns would never run.
     app = create_app(settings)

@@ -15,12 +15,15 @@ import re
 import shutil
 import tempfile
 import uuid
+import zipfile
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from controller.api.auth import KeyRing
 from controller.api.errors import ApiError
+from controller.api.upload_checks import check_onnx, check_zip_limits, inspect_npz
 from controller.jobs import Job, JobRunner, JobStore, LocalJobRunner
 from controller.registry import (
     InvalidInputError,
@@ -127,7 +130,8 @@ def start_fleet(settings: Settings, registry: Registry) -> FleetService | None:
     builder = ArtifactBuilder(registry, signing_key=key)
     fleet = FleetService(registry, host=settings.broker_host or "", port=settings.broker_port,
                          username=settings.broker_username, password=password, fleet=settings.fleet,
-                         artifact_builder=builder)
+                         artifact_builder=builder, tls_ca=settings.broker_tls_ca,
+                         grant_ttl=timedelta(hours=settings.grant_ttl_hours))
     fleet.start()
     return fleet
 
@@ -245,32 +249,6 @@ def receive_upload(src: BinaryIO, workspace: Path, max_bytes: int) -> Path:
     return path
 
 
-def check_onnx(path: Path) -> dict[str, Any]:
-    """Parse and ``onnx.checker``-check a file; 422 naming the problem if it is not a valid ONNX model."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise ApiError(422, f"the upload is not an ONNX model (it does not parse as an ONNX protobuf: {exc})",
-                       code="invalid_model") from exc
-    if not model.graph.node and not model.graph.output:
-        raise ApiError(422, "the upload is not an ONNX model (empty graph)", code="invalid_model")
-    try:
-        onnx.checker.check_model(str(path), full_check=False)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0][:500].replace(str(path), "the upload")
-        raise ApiError(422, f"the ONNX model fails onnx.checker: {first}", code="invalid_model") from exc
-    inits = {i.name for i in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in inits]
-    shapes = {i.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim)
-              for i in graph_inputs}
-    return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-            "inputs": [i.name for i in graph_inputs], "outputs": [o.name for o in model.graph.output],
-            "nodes": len(model.graph.node), "input_shapes": shapes}
-
-
 def validate_profile(profile: str | None) -> str | None:
     """None, or the id of a known device profile (422 naming the known ones)."""
     if profile is None:
@@ -287,24 +265,33 @@ def validate_profile(profile: str | None) -> str | None:
 
 def store_upload(registry: Registry, *, name: str, tmp: Path, profile: str | None, description: str,
                  actor: str, samples: Path | None = None, eval_samples: Path | None = None,
-                 filename: str | None = None) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
+                 filename: str | None = None, settings: Settings | None = None,
+                 ) -> tuple[ModelRecord, VersionRecord, dict[str, Any]]:
     """Validate everything, then create the model (if new) and its version; a failure leaves nothing behind.
 
     ``samples`` (optional ``.npz`` of real inputs) is stored beside the model and named in
     the version's config: compression jobs calibrate on it and deployments build their
-    golden set from it.
+    golden set from it. Both files are checked from headers and sizes (``upload_checks``), within
+    the limits of ``settings``, before anything is loaded.
     """
+    settings = settings or Settings()
     validate_name(name)
     profile = validate_profile(profile)
     from controller.api.upload_files import check_sample_upload, normalize_model_upload
 
-    normalize_model_upload(tmp, filename)  # a .zip of .onnx + .data becomes one self-contained file
-    info = check_onnx(tmp)
-    config: dict[str, Any] = {"source": "upload"}
-    if samples is not None:
-        config["samples"] = check_sample_upload(samples, tmp, "samples")
-    if eval_samples is not None:  # held-out: compression jobs measure quality on it, never calibrate
-        config["eval_samples"] = check_sample_upload(eval_samples, tmp, "eval_samples")
+    if zipfile.is_zipfile(tmp):  # a .zip of .onnx + .data becomes one self-contained file
+        check_zip_limits(tmp, settings.max_upload_bytes)
+        normalize_model_upload(tmp, filename)
+    skeleton = tmp.with_name(tmp.name + ".skeleton.onnx")  # the graph without weights, for the samples' contract
+    try:
+        info = check_onnx(tmp, max_graph_bytes=settings.max_graph_bytes, keep_skeleton=skeleton)
+        config: dict[str, Any] = {"source": "upload"}
+        for field_name, path in (("samples", samples), ("eval_samples", eval_samples)):
+            if path is not None:  # held-out eval samples: compression jobs measure quality on them, never calibrate
+                inspect_npz(path, settings.npz_limits)  # sizes and headers first: nothing inflated past the limits
+                config[field_name] = check_sample_upload(path, skeleton, field_name)
+    finally:
+        skeleton.unlink(missing_ok=True)
     created = False
     try:
         model = registry.get_model(name=name)

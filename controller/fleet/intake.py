@@ -70,8 +70,13 @@ class ReportIntake:
         """(filter, QoS) for every kind a device sends, as declared in :data:`common.topics.TOPICS`."""
         return [(topics.fleet_filter(self.fleet, s.kind), s.qos) for s in topics.sent_by("device")]
 
-    def on_message(self, topic: str, payload: bytes) -> None:
-        """Handle one message from paho's network thread; never raises."""
+    def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """Handle one message from paho's network thread; never raises.
+
+        ``retained``: the broker delivered its stored retained message (on subscribe), i.e. the newest
+        state it holds for that topic, as opposed to a live publish.
+        """
+        self._retained = retained
         try:
             parsed = topics.parse(topic)
             handler = self.handlers.get(parsed.kind)
@@ -84,7 +89,8 @@ class ReportIntake:
                 handler(parsed, message)
         except (ProtocolError, TopicError) as exc:
             self.counters.count("malformed")
-            log.warning("malformed message on %s: %s", topic, exc)
+            self.counters.count(f"rejected_{exc.reason.value if isinstance(exc, ProtocolError) else 'bad_topic'}")
+            log.warning("malformed message on %s: %s", topic[:200], str(exc)[:500])
         except Exception:  # noqa: BLE001 - a bad report must never kill the network thread
             self.counters.count("handler_errors")
             log.exception("error handling message on %s", topic)
@@ -116,7 +122,7 @@ class ReportIntake:
 
     # ------------------------------------------------------------------ handlers, by topic kind
     def _on_state(self, parsed: ParsedTopic, state: DeviceState) -> None:
-        if not self.registry.devices.record_device_state(state=state):
+        if not self.registry.devices.record_device_state(state=state, retained=self._retained):
             self.counters.count("stale_state")
             log.info("ignored stale state of %s (session %s)", state.device_id, state.session_id)
         elif state.online:

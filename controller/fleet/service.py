@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -40,12 +41,15 @@ from controller.fleet.chunks import ChunkServer
 from controller.fleet.counters import Counters
 from controller.fleet.desired import DesiredPublisher
 from controller.fleet.errors import FleetError
+from controller.fleet.grants import GrantIssuer
 from controller.fleet.intake import ReportIntake
 from controller.fleet.targets import TargetResolver
 from controller.fleet.telemetry import TelemetryStore
 from controller.registry import DeploymentRecord, InvalidInputError, Registry
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from controller.artifacts import ArtifactBuilder
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,12 @@ class FleetService:
             (:class:`controller.artifacts.ArtifactBuilder`); without it only ready artifacts deploy.
         telemetry: where telemetry goes (batched writer, retention, anomaly events); default one
             :class:`controller.fleet.telemetry.TelemetryStore` on the registry's database.
+        signing_key: signs the per-device grants (:mod:`common.grant`); default the artifact
+            builder's key. Without any, desired states carry no grant (current agents refuse them).
+        grant_ttl: how long a grant is valid (an agent refuses an expired one as ``expired``).
+        tls_ca: CA certificate (PEM) of the broker's TLS listener: connect with TLS, hostname verified.
+        persistent_session: keep one broker session per fleet (client id ``edgefleet-controller-<fleet>``,
+            clean_session=False) so reports sent while the controller is down are queued, not lost.
     """
 
     def __init__(
@@ -126,6 +136,10 @@ class FleetService:
         actor: str = "controller",
         artifact_builder: ArtifactBuilder | None = None,
         telemetry: TelemetryStore | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        grant_ttl: timedelta = timedelta(days=7),
+        tls_ca: Path | None = None,
+        persistent_session: bool = True,
     ) -> None:
         self.registry = registry
         self.fleet = topics.validate_id(fleet, "fleet")
@@ -139,20 +153,17 @@ class FleetService:
         self._subscribed = threading.Event()
         self._pending_subs: set[int] = set()
         self._stopping = False
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"edgefleet-controller-{uuid.uuid4().hex[:8]}",
-        )
-        self.client.username_pw_set(username, password)
+        self.client = _mqtt_client(client_id or f"edgefleet-controller-{self.fleet}", persistent_session,
+                                   username, password, tls_ca)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.max_inflight_messages_set(max(20, chunk_window))
         self.chunks = ChunkServer(
             registry, self.client, self.fleet, window=chunk_window, publish_timeout=publish_timeout,
             counters=self.counters,
         )
-        self.desired = DesiredPublisher(
-            registry, self.client, self.fleet, publish_timeout=publish_timeout, counters=self.counters
-        )
+        key = signing_key or (artifact_builder.signing_key if artifact_builder is not None else None)
+        self.desired = DesiredPublisher(registry, self.client, self.fleet, publish_timeout=publish_timeout,
+                                        counters=self.counters, grants=GrantIssuer.for_key(registry, key, grant_ttl))
         self.intake = ReportIntake(
             registry, self.fleet, telemetry=self.telemetry, chunks=self.chunks, changes=self.changes,
             counters=self.counters,
@@ -160,7 +171,7 @@ class FleetService:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda client, userdata, msg: self.intake.on_message(msg.topic, msg.payload)
+        self.client.on_message = lambda _c, _u, msg: self.intake.on_message(msg.topic, msg.payload, msg.retain)
 
     @property
     def artifact_builder(self) -> ArtifactBuilder | None:
@@ -385,3 +396,18 @@ class FleetService:
             if remaining <= 0:
                 return False
             self.changes.wait(min(remaining, 1.0))
+
+
+def _mqtt_client(client_id: str, persistent: bool, username: str, password: str, tls_ca: Path | None) -> mqtt.Client:
+    """The controller's paho client.
+
+    A stable client id with a persistent session (clean_session=False): while the controller is down
+    (crash, kill -9, restart) the broker queues the QoS1 reports devices send and delivers them when it
+    comes back; with a random id and a clean session those reports were lost.
+    """
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=not persistent)
+    client.username_pw_set(username, password)
+    if tls_ca is not None:
+        client.tls_set(ca_certs=str(tls_ca))
+    return client

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -211,8 +212,8 @@ class LocalJobRunner(JobRunner):
         """
         from controller.jobs.worker import child_main
 
-        proc = _job_context().Process(
-            target=child_main, args=(job.id, self.child_config), name=f"edgefleet-job-{job.id[:8]}")
+        config = {**self.child_config, "controller_pid": os.getpid()}  # the child exits when this process does
+        proc = _job_context().Process(target=child_main, args=(job.id, config), name=f"edgefleet-job-{job.id[:8]}")
         proc.start()
         cancel_seen: float | None = None
         polls = 0

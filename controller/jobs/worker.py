@@ -4,17 +4,22 @@ The child rebuilds what a job needs from plain data (settings as a dict): its ow
 and registry connections on the same SQLite files (WAL allows several processes), the job
 kinds (built-ins + ``EDGEFLEET_JOB_PLUGINS``), and runs the job with the same
 :func:`controller.jobs.execute.execute` as the thread runner. It lowers its own CPU priority
-so the API stays responsive, and it watches its parent (the fork server, which exits with the
-controller): if the controller dies, the child
-stops at its next progress report without writing anything, and the restarted controller
-marks the job "interrupted by controller restart".
+so the API stays responsive, and it watches the *controller* process itself (not its parent, the
+fork server, which outlived a ``kill -9``ed controller because job processes held its liveness
+pipe): a thread blocks on a pidfd of the controller and ends the process the moment the controller
+is gone, without writing anything; the restarted controller marks the job "interrupted by
+controller restart". So no job outlives its controller, and ``MAX_COMPRESSION_JOBS`` holds across
+a quick restart.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import sys
+import threading
+import time
 from typing import Any
 
 from controller.jobs.models import Cancelled, Interrupted
@@ -40,6 +45,7 @@ def child_main(job_id: str, config: dict[str, Any]) -> None:
     except OSError:
         pass
     parent = os.getppid()
+    watch_controller(int(config.get("controller_pid") or parent), job_id)
     settings = Settings(**config["settings"])
     store = JobStore(settings.jobs_db_path)
     registry = Registry(settings.compression_workspace, actor="controller")
@@ -62,3 +68,40 @@ def child_main(job_id: str, config: dict[str, Any]) -> None:
     finally:
         store.close()
         registry.close()
+
+
+def watch_controller(pid: int, job_id: str) -> threading.Thread:
+    """End this process as soon as the controller ``pid`` exits (a daemon thread; returns it).
+
+    A pidfd (Linux 5.3+) becomes readable when the process exits and cannot be fooled by pid
+    reuse; elsewhere the pid is polled every 0.2 s.
+    """
+    def gone() -> None:
+        log.warning("controller %d is gone; abandoning job %s (it is failed on restart)", pid, job_id)
+        sys.stdout.flush()
+        os._exit(3)  # write nothing: the restarted controller owns the job's fate
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is None:
+            while True:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    gone()
+                except PermissionError:
+                    pass
+                time.sleep(0.2)
+        select.select([fd], [], [])
+        gone()
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        gone()
+    thread = threading.Thread(target=watch, name="controller-watch", daemon=True)
+    thread.start()
+    return thread

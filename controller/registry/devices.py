@@ -1,13 +1,21 @@
 """The devices table: presence, capabilities, desired deployment, and which blobs a device may download.
 
-The presence rule (Sparkplug-style) lives here, in one place: a message from a different
-session is accepted only if its ``ts`` is not older than the session we hold, so a stale
-last-will published late by the broker never overwrites a newer birth; within one session
-``seq`` orders messages, and the session's own will always marks it offline.
+The presence rule (Sparkplug-style) lives here, in one place, ordered by what the controller has
+seen and by the broker's delivery, never by device clocks across sessions (a device whose clock was
+once an hour ahead stayed "offline" for that hour):
+
+* within one session ``seq`` orders messages, and the session's own will always marks it offline;
+* a live birth of a session not seen before is the newest connection and wins; a message of a
+  session seen before but no longer held (a late will, a re-delivered old birth) is stale;
+* a live will of another session never takes an online device offline: the connection we hold
+  can only end with its own will;
+* a *retained* message (delivered on subscribe: the newest state the broker holds, e.g. after the
+  controller was away) is applied unless its session was seen before.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from common.manifest import BlobRef, Manifest
@@ -42,8 +50,11 @@ class DeviceRecords:
                 conn.execute("UPDATE devices SET profile = ? WHERE id = ? AND profile = ''", (profile, device_id))
         return self.get_device(device_id=device_id)
 
-    def record_device_state(self, *, state: DeviceState) -> bool:
-        """Apply a retained state / last-will message; returns False when it is stale and ignored."""
+    def record_device_state(self, *, state: DeviceState, retained: bool = False) -> bool:
+        """Apply a state / last-will message; returns False when it is stale and ignored.
+
+        ``retained``: delivered by the broker as its stored retained message (see the module docstring).
+        """
         ts = iso_utc(state.ts)
         payload = state.model_dump_json()
         active = state.active.model_dump_json() if state.active else None
@@ -54,9 +65,13 @@ class DeviceRecords:
                 new = {"id": state.device_id, "profile": state.profile, "created_at": utcnow()}
                 self.db.insert(conn, "devices", new)
                 row = self.db.one("SELECT * FROM devices WHERE id = ?", (state.device_id,))
-            full, accept = _state_decision(row, state, ts)
+            seen = conn.execute("SELECT 1 FROM device_sessions WHERE device_id = ? AND session_id = ?",
+                                (state.device_id, state.session_id)).fetchone() is not None
+            full, accept = _state_decision(row, state, seen, retained)
             if not accept:
                 return False
+            if not seen:
+                _remember_session(conn, state.device_id, state.session_id)
             if full:
                 session_ts = ts if row["session_id"] != state.session_id else min(row["session_ts"] or ts, ts)
                 conn.execute(
@@ -145,8 +160,12 @@ class DeviceRecords:
         return None
 
 
-def _state_decision(row: dict[str, Any], state: DeviceState, ts: str) -> tuple[bool, bool]:
-    """(full update?, accept?) for an incoming state message against the stored device row."""
+def _state_decision(row: dict[str, Any], state: DeviceState, seen: bool, retained: bool) -> tuple[bool, bool]:
+    """(full update?, accept?) for an incoming state message against the stored device row.
+
+    ``seen``: this session id was applied before. Device timestamps are not compared across
+    sessions: clocks skew and jump, and one birth stamped an hour ahead pinned the device offline.
+    """
     if row["session_id"] is None:
         return True, True
     if row["session_id"] == state.session_id:
@@ -154,6 +173,17 @@ def _state_decision(row: dict[str, Any], state: DeviceState, ts: str) -> tuple[b
             return state.seq >= row["state_seq"], True
         newer = state.seq > row["state_seq"] or (state.seq == row["state_seq"] and bool(row["online"]))
         return newer, newer
-    held = row["session_ts"] or ""
-    accept = ts >= held if state.online else ts > held
+    if seen:  # a session we held before and left is over: its will or old birth is stale
+        return False, False
+    if state.online or retained:
+        return True, True
+    accept = not row["online"]  # a live will of another session cannot end the connection we hold
     return accept, accept
+
+
+def _remember_session(conn: sqlite3.Connection, device_id: str, session_id: str, keep: int = 64) -> None:
+    """Record a session as seen (the newest ``keep`` per device are enough to spot stale messages)."""
+    conn.execute("INSERT OR IGNORE INTO device_sessions(device_id, session_id, seen_at) VALUES (?, ?, ?)",
+                 (device_id, session_id, utcnow()))
+    conn.execute("DELETE FROM device_sessions WHERE device_id = ? AND rowid NOT IN (SELECT rowid FROM "
+                 "device_sessions WHERE device_id = ? ORDER BY rowid DESC LIMIT ?)", (device_id, device_id, keep))

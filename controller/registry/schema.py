@@ -110,6 +110,13 @@ CREATE TABLE IF NOT EXISTS devices (
     created_at TEXT NOT NULL
 );
 
+CREATE TABLE IF NOT EXISTS device_sessions (
+    device_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (device_id, session_id)
+);
+
 CREATE TABLE IF NOT EXISTS deployments (
     id TEXT PRIMARY KEY,
     artifact_id TEXT NOT NULL REFERENCES artifacts(id),

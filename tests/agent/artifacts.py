@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from common.grant import grant_for
 from common.manifest import Manifest, Thresholds, sha256_file
+from common.messages import Desired
 from common.tensorrt_recipe import TensorrtRecipe
 from tests.manifests import signed_manifest
 
@@ -287,3 +292,16 @@ class Recorder:
 
     def request_chunks(self, deployment_id, sha256, missing) -> None:
         self.requests.append((deployment_id, sha256, list(missing)))
+
+
+_SERIALS = itertools.count(int(time.time() * 1000))
+
+
+def granted(desired: Desired, key, device_id: str, fleet: str, *, counter: int = 1, rollback_to: str | None = None,
+            ttl: timedelta = timedelta(hours=1), serial: int | None = None) -> Desired:
+    """The desired with the controller's signed grant for this device (what ``FleetService`` adds)."""
+    grant = grant_for(manifest=desired.manifest, deployment_id=desired.deployment_id, kind=desired.kind,
+                      fleet=fleet, device_id=device_id, counter=counter,
+                      serial=serial if serial is not None else next(_SERIALS), private_key=key,
+                      ttl_s=ttl.total_seconds(), rollback_to=rollback_to)
+    return desired.model_copy(update={"grant": grant})

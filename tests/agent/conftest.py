@@ -41,8 +41,9 @@ def fleet() -> str:
 
 
 @pytest.fixture
-def controller(mosquitto, fleet) -> Iterator[ControllerStub]:
-    stub = ControllerStub(mosquitto.host, mosquitto.port, mosquitto.credentials.users["controller"], fleet)
+def controller(mosquitto, fleet, keypair) -> Iterator[ControllerStub]:
+    stub = ControllerStub(mosquitto.host, mosquitto.port, mosquitto.credentials.users["controller"], fleet,
+                          key=keypair[0])
     try:
         yield stub
     finally:

@@ -12,7 +12,7 @@ from common.errors import ReasonCode
 from common.manifest import sign_manifest
 from common.messages import Desired
 
-from .artifacts import make_artifact
+from .artifacts import granted, make_artifact
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -104,9 +104,10 @@ def test_bad_desired_rejected_with_reason(case, controller, device_with_v1, refe
     elif case == "oversized":
         huge = manifest.files[0].model_copy(update={"size": 10**12})
         manifest = sign_manifest(manifest.model_copy(update={"files": [huge, manifest.files[1]]}), key)
-    payload = Desired(deployment_id=dep, manifest=manifest).model_dump(mode="json")
+    payload = granted(Desired(deployment_id=dep, manifest=manifest), keypair[0], "dev-bad",
+                      controller.fleet).model_dump(mode="json")
     if case == "unknown_schema":
-        payload["schema_version"] = 2
+        payload["schema_version"] = 3
     elif case == "missing_field":
         del payload["manifest"]
     controller.offer(art)

@@ -40,7 +40,7 @@ def test_broker_restart_reconnects_and_resubscribes(tmp_path, keypair, reference
         second = start_mosquitto(tmp_path / "broker2", creds, port=broker.port)
         assert agent.connected.wait(15), "agent did not reconnect"
         assert agent.session_id != first_session
-        stub = ControllerStub(second.host, second.port, creds.users["controller"], "rc")
+        stub = ControllerStub(second.host, second.port, creds.users["controller"], "rc", key=keypair[0])
         stub.wait_for(lambda: "edge-rc" in stub.states and stub.states["edge-rc"].session_id == agent.session_id,
                       10, f"birth with the new session id {agent.session_id} {stub.states}")
         art = make_artifact(tmp_path, reference.good_model(), reference, keypair[0], version="v1")

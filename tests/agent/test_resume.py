@@ -20,7 +20,7 @@ from common.errors import ReasonCode
 from common.manifest import read_chunk
 from common.messages import Desired
 
-from .artifacts import Recorder, make_artifact
+from .artifacts import Recorder, granted, make_artifact
 
 EXPECTED_RESUME = {
     State.IDLE: State.IDLE,
@@ -169,7 +169,7 @@ def test_retained_desired_of_finished_deployment_is_ignored(env):
     rec = Recorder()
     machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
     machine.resume()
-    machine.handle_desired(Desired(deployment_id="d-old", manifest=v2.manifest).to_bytes())
+    machine.handle_desired(_wire(Desired(deployment_id="d-old", manifest=v2.manifest), cfg))
     assert rec.jobs == [] and rec.requests == [] and machine.state is State.IDLE
 
 
@@ -177,16 +177,21 @@ def test_new_desired_supersedes_a_download(env):
     cfg, v1, v2 = env
     rec = Recorder()
     machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
-    machine.handle_desired(Desired(deployment_id="d-first", manifest=v2.manifest).to_bytes())
+    machine.handle_desired(_wire(Desired(deployment_id="d-first", manifest=v2.manifest), cfg))
     assert machine.state is State.DOWNLOAD
     v3 = v2.manifest.model_copy(update={"version": "v3"})
     from common.manifest import sign_manifest
 
     key = _private(cfg)
-    machine.handle_desired(Desired(deployment_id="d-second", manifest=sign_manifest(v3, key)).to_bytes())
+    machine.handle_desired(_wire(Desired(deployment_id="d-second", manifest=sign_manifest(v3, key)), cfg))
     first = [(r.state, r.reason) for r in rec.jobs if r.deployment_id == "d-first"]
     assert first[-3:] == [("rollback", ReasonCode.SUPERSEDED), ("failure", ReasonCode.SUPERSEDED), ("idle", "ok")]
     assert machine.state is State.DOWNLOAD and machine.data.deployment_id == "d-second"
+
+
+def _wire(desired: Desired, cfg: AgentConfig) -> bytes:
+    """The desired as FleetService publishes it: with the controller's signed grant for this device."""
+    return granted(desired, _private(cfg), cfg.device_id, cfg.fleet).to_bytes()
 
 
 def _key(cfg: AgentConfig):
@@ -205,7 +210,7 @@ def test_cleared_desired_cancels_a_download(env):
     cfg, v1, v2 = env
     rec = Recorder()
     machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
-    machine.handle_desired(Desired(deployment_id="d-cancel", manifest=v2.manifest).to_bytes())
+    machine.handle_desired(_wire(Desired(deployment_id="d-cancel", manifest=v2.manifest), cfg))
     assert machine.state is State.DOWNLOAD
     machine.handle_desired(b"")
     assert [(r.state, r.reason) for r in rec.jobs][-3:] == [
@@ -230,9 +235,9 @@ def test_desired_for_the_active_model_supersedes_a_download(env):
     cfg, v1, v2 = env
     rec = Recorder()
     machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
-    machine.handle_desired(Desired(deployment_id="d-v2", manifest=v2.manifest).to_bytes())
+    machine.handle_desired(_wire(Desired(deployment_id="d-v2", manifest=v2.manifest), cfg))
     assert machine.state is State.DOWNLOAD
-    machine.handle_desired(Desired(deployment_id="d-back-to-v1", manifest=v1.manifest).to_bytes())
+    machine.handle_desired(_wire(Desired(deployment_id="d-back-to-v1", manifest=v1.manifest), cfg))
     assert [(r.deployment_id, r.state, r.reason) for r in rec.jobs][-4:] == [
         ("d-v2", "rollback", ReasonCode.SUPERSEDED), ("d-v2", "failure", ReasonCode.SUPERSEDED),
         ("d-v2", "idle", ReasonCode.OK), ("d-back-to-v1", "commit", ReasonCode.OK),
@@ -248,7 +253,7 @@ def test_chunk_that_cannot_be_stored_fails_the_download(env, monkeypatch):
     cfg, v1, v2 = env
     rec = Recorder()
     machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
-    machine.handle_desired(Desired(deployment_id="d-full", manifest=v2.manifest).to_bytes())
+    machine.handle_desired(_wire(Desired(deployment_id="d-full", manifest=v2.manifest), cfg))
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -266,7 +271,7 @@ def test_endless_corrupt_chunks_end_the_download(env):
     cfg, v1, v2 = env
     rec = Recorder()
     machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
-    machine.handle_desired(Desired(deployment_id="d-evil", manifest=v2.manifest).to_bytes())
+    machine.handle_desired(_wire(Desired(deployment_id="d-evil", manifest=v2.manifest), cfg))
     ref = v2.manifest.blob("model")
     budget = machine._downloader.corrupt_budget  # noqa: SLF001 - the budget is what the test exhausts
     for _ in range(budget + 1):
@@ -276,3 +281,30 @@ def test_endless_corrupt_chunks_end_the_download(env):
     ]
     assert len([r for r in rec.jobs if r.state == "download" and r.reason is ReasonCode.CHUNK_CORRUPT]) == 5
     assert machine.state is State.IDLE and machine.active().version == "v1"
+
+
+def test_full_disk_that_blocks_the_journal_still_rolls_back_and_reports(env, monkeypatch):
+    """Found by the fault campaign: chunks filled the disk, then the journal could not be written and the
+    agent looped on the error without ever reporting. Now the step fails with disk_full, the download is
+    freed, and the rollback is reported even if the journal stays unwritable."""
+    import errno
+
+    from agent.journal import Journal as JournalClass
+
+    cfg, v1, v2 = env
+    rec = Recorder()
+    machine = UpdateMachine(cfg, reporter=rec, public_key=_key(cfg))
+    machine.handle_desired(_wire(Desired(deployment_id="d-full-journal", manifest=v2.manifest), cfg))
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(JournalClass, "save", full)
+    for ref in v2.manifest.files:
+        for i in range(ref.chunk_count):
+            machine.handle_chunk(ref.sha256, i, read_chunk(v2.paths[ref.role], i, ref.chunk_size))
+    outcome = [(r.state, r.reason) for r in rec.jobs if r.deployment_id == "d-full-journal"]
+    assert outcome[-3:] == [("rollback", ReasonCode.DISK_FULL), ("failure", ReasonCode.DISK_FULL),
+                            ("idle", ReasonCode.OK)], outcome
+    assert machine.state is State.IDLE and machine.active().version == "v1"
+    assert not any(cfg.downloads_dir.glob("*/*.chunk"))  # the download was freed

@@ -27,7 +27,7 @@ from common.messages import Desired
 from common.profiles import load_profile
 from common.tensorrt_recipe import engine_cache_key
 
-from .artifacts import Recorder, linear_recipe, make_artifact
+from .artifacts import Recorder, granted, linear_recipe, make_artifact
 from .fake_tensorrt import FakeCudart, FakeTensorrt
 
 JETSON_EPS = load_profile("jetson-orin-nano").execution_providers
@@ -266,7 +266,8 @@ def test_jetson_agent_commits_a_recipe_artifact_and_refuses_bad_recipes(tmp_path
                       controller_key=keypair[1], threads=1, bench_runs=5, bench_warmup=1)
     rec = Recorder()
     machine = UpdateMachine(cfg, reporter=rec, public_key=keypair[0].public_key())
-    machine.handle_desired(Desired(deployment_id="d-trt", manifest=art.manifest).to_bytes())
+    machine.handle_desired(granted(Desired(deployment_id="d-trt", manifest=art.manifest), keypair[0], "jet-1",
+                                   "unit").to_bytes())
     _deliver(machine, art)
     assert [j.state for j in rec.jobs] == ["download", "verify", "install", "benchmark", "commit", "idle"], rec.jobs
     assert rec.benches[0].candidate_metrics.runtime == "onnxruntime:CPUExecutionProvider"
@@ -277,7 +278,8 @@ def test_jetson_agent_commits_a_recipe_artifact_and_refuses_bad_recipes(tmp_path
     recipe = v2.manifest.tensorrt_recipe
     bigger = [recipe.shapes[0].model_copy(update={"opt": [64, 64], "max": [64, 64]})]  # valid, but not signed
     tampered = v2.manifest.model_copy(update={"tensorrt_recipe": recipe.model_copy(update={"shapes": bigger})})
-    payload = json.loads(Desired(deployment_id="d-invalid", manifest=v2.manifest).to_bytes())
+    payload = json.loads(granted(Desired(deployment_id="d-invalid", manifest=v2.manifest), keypair[0], "jet-1",
+                                 "unit").to_bytes())
     payload["manifest"]["tensorrt_recipe"]["ort_tensorrt_options"]["trt_int8_enable"] = True
     unsigned = v2.manifest.model_copy(update={"signature": ""})
     other_model = sign_manifest(v2.manifest.model_copy(update={"tensorrt_recipe": art.manifest.tensorrt_recipe}),
@@ -292,7 +294,8 @@ def test_jetson_agent_commits_a_recipe_artifact_and_refuses_bad_recipes(tmp_path
         machine.handle_desired(raw)
         assert [(j.deployment_id, j.state, j.reason) for j in rec.jobs] == [(dep, "failure", expected[dep])], rec.jobs
     rec.jobs.clear()  # signed, but the recipe is another model's (model_copy skipped validation; decode must not)
-    machine.handle_desired(json.dumps({**json.loads(Desired(deployment_id="d-other", manifest=v2.manifest).to_bytes()),
+    machine.handle_desired(json.dumps({**json.loads(granted(Desired(deployment_id="d-other", manifest=v2.manifest),
+                                                             keypair[0], "jet-1", "unit").to_bytes()),
                                        "manifest": json.loads(other_model.model_dump_json())}).encode())
     assert [(j.state, j.reason) for j in rec.jobs] == [("failure", ReasonCode.MALFORMED_PAYLOAD)]
     assert "onnx_sha256" in rec.jobs[0].detail

@@ -115,3 +115,34 @@ def test_agent_refuses_a_broker_its_ca_did_not_sign(tls_broker, keypair, tmp_pat
         assert not agent.connected.wait(2)
     finally:
         agent.stop()
+
+
+def test_controller_fleet_service_and_agent_both_over_tls(tls_broker, keypair, tmp_path):
+    """Issue #13 J: the controller's own MQTT client can use TLS (EDGEFLEET_BROKER_TLS_CA)."""
+    from controller.fleet.errors import FleetError
+    from controller.fleet.service import FleetService
+    from controller.registry import Registry
+
+    reg = Registry(tmp_path / "ws")
+    fleet = FleetService(reg, host="127.0.0.1", port=tls_broker["tls_port"], fleet="tls",
+                         password=tls_broker["users"]["controller"], tls_ca=tls_broker["ca"])
+    cfg = AgentConfig(
+        device_id="tls-1", fleet="tls", profile_id="x86-edge", data_dir=tmp_path / "tls-1",
+        controller_key=keypair[1], broker_port=tls_broker["tls_port"], username="tls-1",
+        password=tls_broker["users"]["tls-1"], tls_ca=tls_broker["ca"], threads=1,
+    )
+    agent = Agent(cfg)
+    try:
+        fleet.start(timeout=10)
+        agent.start()
+        assert fleet.wait_for_devices(["tls-1"], timeout=10), "no birth over TLS on either side"
+    finally:
+        agent.stop()
+        fleet.stop()
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other_ca = _pem(tmp_path / "other.pem", _cert("someone else", other_key, None, other_key, ca=True))
+    wrong = FleetService(reg, host="127.0.0.1", port=tls_broker["tls_port"], fleet="tls",
+                         password=tls_broker["users"]["controller"], tls_ca=other_ca)
+    with pytest.raises(FleetError):
+        wrong.start(timeout=2)
+    reg.close()

@@ -83,7 +83,7 @@ def test_desired_kind_is_additive_and_omitted_when_default():
     assert decode(Desired, plain.to_bytes()).kind == "deploy"
     back = Desired(deployment_id="d2", manifest=man, kind="rollback")
     assert _json.loads(back.to_bytes())["kind"] == "rollback" and decode(Desired, back.to_bytes()).kind == "rollback"
-    assert _json.loads(back.to_bytes())["schema_version"] == 1
+    assert _json.loads(back.to_bytes())["schema_version"] == 2  # schema 2: desired carries a signed grant (#13 G)
 
 
 def test_job_report_state_is_typed_on_the_wire():

@@ -82,7 +82,8 @@ def upload_model(request: Request, services: ServicesDep, who: Writer,
             eval_tmp = receive_upload(eval_samples.file, ws, limit)
         model, version, info = store_upload(services.registry, name=name, tmp=tmp, profile=profile or None,
                                             description=description, actor=who.name, samples=sample_tmp,
-                                            eval_samples=eval_tmp, filename=file.filename)
+                                            eval_samples=eval_tmp, filename=file.filename,
+                                            settings=services.settings)
     finally:
         for path in (tmp, sample_tmp, eval_tmp):
             if path is not None:

@@ -25,7 +25,9 @@ from controller.rollout import RolloutEngine, RolloutPlan, ab
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 metrics_router = APIRouter(prefix="/devices", tags=["devices"], responses=ERROR_RESPONSES)
-prometheus_router = APIRouter(tags=["metrics"])
+# errors are JSON envelopes even though the route's own type is text/plain (a read needs a key: 401)
+prometheus_router = APIRouter(tags=["metrics"], responses={
+    code: {**spec, "content": {"application/json": {}}} for code, spec in ERROR_RESPONSES.items()})
 Obj = dict[str, Any]
 RolloutId = Annotated[str, Path(min_length=1, max_length=64)]
 _engine_lock = threading.Lock()

@@ -261,7 +261,7 @@ def test_auth(controller: Controller, base: dict) -> None:
         assert viewer.put("/compression/models/tiny/tags/x", json={"version_id": body["version_id"]}).status_code == 403
         assert viewer.delete("/compression/models/tiny").status_code == 403
         assert viewer.get("/compression/jobs").status_code == 200
-        assert anon.get("/profiles").status_code == 200  # reads are open unless EDGEFLEET_AUTH_READS
+        assert anon.get("/profiles").status_code == 401  # reads need a key unless EDGEFLEET_OPEN_READS
         assert bogus.get("/profiles").status_code == 401
         assert bogus.post("/devices", json={"id": "x"}).status_code == 401
 

@@ -166,7 +166,7 @@ def test_event_stream_announces_job_changes(controller: Controller, api: httpx.C
 def test_live_metrics_cover_the_grafana_dashboard(controller: Controller, api: httpx.Client) -> None:
     from tests.controller.dashboards.test_dashboards import dashboard_metrics, served_metrics
 
-    r = httpx.get(controller.url + "/metrics")
+    r = httpx.get(controller.url + "/metrics", headers={"Authorization": f"Bearer {controller.keys['viewer']}"})
     assert r.status_code == 200
     served = served_metrics(r.text)
     missing = sorted(m for m in dashboard_metrics() if m not in served)
@@ -190,7 +190,8 @@ def test_report_cli_saves_html_and_charts(controller: Controller, quantized: dic
     assert "per-layer weight drift" in html.read_text()
     names = sorted(p.name for p in (tmp_path / ref / "charts").iterdir())
     assert any(n.startswith("drift-") and n.endswith(".png") for n in names) and len(names) >= 8
-    assert main(["report", "no-such-id", "--url", controller.url, "--out", str(tmp_path)]) == 1
+    assert main(["report", "no-such-id", "--url", controller.url, "--key", controller.keys["viewer"],
+                 "--out", str(tmp_path)]) == 1
     assert "no job, version" in capsys.readouterr().err
 
 

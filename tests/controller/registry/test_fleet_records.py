@@ -61,6 +61,29 @@ def test_stale_will_never_overwrites_newer_birth(reg):
     assert not reg.devices.get_device(device_id="pi-1").online
 
 
+def test_presence_is_not_pinned_by_a_clock_that_was_ahead(reg):
+    """Issue #13 F: a birth stamped an hour ahead, then offline, then back with a correct clock."""
+    assert reg.devices.record_device_state(state=_state("A", 1, True, T0 + timedelta(hours=1)))
+    assert reg.devices.record_device_state(state=_state("A", 1, False, T0 + timedelta(hours=1)))  # A's will
+    assert reg.devices.record_device_state(state=_state("B", 1, True, T0 + timedelta(minutes=5)))
+    dev = reg.devices.get_device(device_id="pi-1")
+    assert dev.online and dev.session_id == "B"
+    # and the other way: a clock that jumps back an hour between sessions
+    assert reg.devices.record_device_state(state=_state("C", 1, True, T0 - timedelta(hours=1)))
+    assert reg.devices.get_device(device_id="pi-1").online
+    # a late will or a re-delivered birth of a session already left stays stale, whatever its stamp
+    assert not reg.devices.record_device_state(state=_state("B", 0, False, T0 + timedelta(days=1)))
+    assert not reg.devices.record_device_state(state=_state("A", 9, True, T0 + timedelta(days=1)))
+    dev = reg.devices.get_device(device_id="pi-1")
+    assert dev.online and dev.session_id == "C"
+    # a live will of a session never seen cannot end the connection we hold ...
+    assert not reg.devices.record_device_state(state=_state("D", 0, False, T0 + timedelta(days=1)))
+    assert reg.devices.get_device(device_id="pi-1").online
+    # ... but the broker's retained state (the controller was away: D came and went) is the newest truth
+    assert reg.devices.record_device_state(state=_state("D", 0, False, T0 - timedelta(days=1)), retained=True)
+    assert not reg.devices.get_device(device_id="pi-1").online
+
+
 def test_state_keeps_active_model_and_caps(reg):
     ref = ModelRef(model_id="m", version="v1", sha256="a" * 64, format="onnx")
     reg.devices.record_device_state(state=_state("A", 1, True, T0, active=ref))

@@ -44,7 +44,7 @@ def test_ab_verdict_from_real_agent_reports_and_promote(mosquitto, tmp_path):
     reg = Registry(tmp_path / "ws")
     ref = Reference.make()
     svc = FleetService(reg, host=mosquitto.host, port=mosquitto.port,
-                       password=mosquitto.credentials.users["controller"], fleet=fleet).start()
+                       password=mosquitto.credentials.users["controller"], fleet=fleet, signing_key=key).start()
     engine = RolloutEngine(svc, tick_s=0.1).start()
     devices = [f"{fleet}-{i}" for i in range(4)]
     agents = []
