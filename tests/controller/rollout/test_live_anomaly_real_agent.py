@@ -14,17 +14,14 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common.keys import load_or_create_private_key
-from controller.artifacts import ArtifactBuilder
-from controller.fleet import FleetService
-from controller.registry import Registry
-from controller.rollout import RolloutEngine, RolloutPlan
+from controller.rollout import RolloutPlan
+from fleetsim.waiting import wait_until
+from tests.controller.rollout.real_fleet import start_real_controller
 from tests.tiny_models import tiny_linear_onnx
 
 agent_daemon = pytest.importorskip("agent.daemon")
@@ -47,30 +44,8 @@ def _fixed_batch(src: Path, dest: Path) -> Path:
     return dest
 
 
-def _wait(pred, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return bool(pred())
-
-
 def test_error_rate_on_real_requests_rolls_the_rollout_back(mosquitto, tmp_path):
-    fleet = f"t{uuid.uuid4().hex[:8]}"
-    key = load_or_create_private_key(tmp_path / "keys" / "ctl.key")
-    reg = Registry(tmp_path / "ws")
-    rng = np.random.default_rng(3)
-    golden = [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(16)]
-
-    def golden_source(model, version, root):
-        return golden, reg.blob_path(sha256=root.sha256), "cosine"
-
-    builder = ArtifactBuilder(reg, signing_key=key, golden_source=golden_source, chunk_size=1024)
-    svc = FleetService(reg, host=mosquitto.host, port=mosquitto.port,
-                       password=mosquitto.credentials.users["controller"], fleet=fleet,
-                       artifact_builder=builder).start()
-    engine = RolloutEngine(svc, tick_s=0.1).start()
+    fleet, reg, svc, engine, rng = start_real_controller(mosquitto, tmp_path)
     dev, other = f"{fleet}-app", f"{fleet}-other"  # the canary (first) runs the application
     sock_dir = Path(tempfile.mkdtemp(prefix="efs", dir="/tmp"))
     agents = []
@@ -110,9 +85,10 @@ def test_error_rate_on_real_requests_rolls_the_rollout_back(mosquitto, tmp_path)
         r = engine.create(version_id=v1.id, device_ids=[dev, other], plan=RolloutPlan(strategy="all_at_once",
                                                                                thresholds=gate))
         assert engine.wait(r.id, 60).state == "succeeded"
-        assert _wait(lambda: agent.serving.current is not None and agent.serving.current.ref.version == v1.id)
+        assert wait_until(lambda: agent.serving.current is not None and agent.serving.current.ref.version == v1.id,
+                          30.0)
         app.start()
-        assert _wait(lambda: sum(ok for _, _, ok in outcomes) >= 20)
+        assert wait_until(lambda: sum(ok for _, _, ok in outcomes) >= 20, 30.0)
 
         plan = RolloutPlan(canary_count=1, waves=1, bake_s=60, thresholds=gate)
         r = engine.create(version_id=v2.id, device_ids=[dev, other], plan=plan)
@@ -122,9 +98,9 @@ def test_error_rate_on_real_requests_rolls_the_rollout_back(mosquitto, tmp_path)
         assert anomaly["figures"]["rate"] >= 0.05 and anomaly["figures"]["inferences"] >= 20
         assert svc.telemetry.events(device_id=dev)[0]["kind"] == "error_rate"
         # the device is back on v1 and the application's requests succeed again
-        assert _wait(lambda: (reg.devices.get_device(device_id=dev).active or {}).get("version") == v1.id, 60)
+        assert wait_until(lambda: (reg.devices.get_device(device_id=dev).active or {}).get("version") == v1.id, 60)
         t_back = time.monotonic()
-        assert _wait(lambda: any(ok and t > t_back for t, _, ok in outcomes), 20)
+        assert wait_until(lambda: any(ok and t > t_back for t, _, ok in outcomes), 20)
         failed = [o for o in outcomes if not o[2]]
         assert failed and {status for _, status, _ in failed} == {"500"}  # the new model failed, never the endpoint
         assert outcomes[-1][1] == v1.id and outcomes[-1][2]

@@ -8,18 +8,13 @@ device, which rolls the whole rollout back while every device keeps the good mod
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 
-from common.keys import load_or_create_private_key
-from controller.artifacts import ArtifactBuilder
-from controller.fleet import FleetService
-from controller.registry import Registry
-from controller.rollout import RolloutEngine, RolloutPlan
+from controller.rollout import RolloutPlan
 from fleetsim.waiting import wait_until
+from tests.controller.rollout.real_fleet import start_real_controller
 from tests.tiny_models import tiny_linear_onnx
 
 agent_daemon = pytest.importorskip("agent.daemon")
@@ -36,20 +31,7 @@ FAST = dict(bench_runs=8, bench_warmup=2, rerequest_interval_s=1.0, telemetry_in
 
 
 def test_canary_waves_offline_reconcile_and_regression_rollback(mosquitto, tmp_path):
-    fleet = f"t{uuid.uuid4().hex[:8]}"
-    key = load_or_create_private_key(tmp_path / "keys" / "ctl.key")
-    reg = Registry(tmp_path / "ws")
-    rng = np.random.default_rng(3)
-    golden = [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(16)]
-
-    def golden_source(model, version, root):
-        return golden, reg.blob_path(sha256=root.sha256), "cosine"
-
-    builder = ArtifactBuilder(reg, signing_key=key, golden_source=golden_source, chunk_size=1024)
-    svc = FleetService(reg, host=mosquitto.host, port=mosquitto.port,
-                       password=mosquitto.credentials.users["controller"], fleet=fleet,
-                       artifact_builder=builder).start()
-    engine = RolloutEngine(svc, tick_s=0.1).start()
+    fleet, reg, svc, engine, rng = start_real_controller(mosquitto, tmp_path)
     devices = [f"{fleet}-{i}" for i in range(3)]
     passwords = {d: mosquitto.add_user(d) for d in devices}
     agents: dict[str, object] = {}
